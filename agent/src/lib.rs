@@ -1,0 +1,1 @@
+//! outlet-agent (under construction).

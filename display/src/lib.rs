@@ -1,0 +1,1 @@
+//! outlet-display (under construction).

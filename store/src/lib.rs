@@ -1,0 +1,1 @@
+//! outlet-store (under construction).

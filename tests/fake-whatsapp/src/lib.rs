@@ -1,0 +1,1 @@
+//! fake-whatsapp (under construction).
