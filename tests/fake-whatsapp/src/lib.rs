@@ -1,1 +1,41 @@
-//! fake-whatsapp (under construction).
+//! A fake WhatsApp Web server and a simulated phone, on loopback, for testing
+//! the outlet agent without a phone or the internet.
+//!
+//! # Layout
+//!
+//! - [`server`]: [`FakeServer`], the accept loop and the handle that tests
+//!   and the control interface use: fault injection, counters, events.
+//! - `connection`: one task per client connection — the WebSocket, the Noise
+//!   handshake, registration (QR refs) or login, then the node loop.
+//! - `noise`: the server side of the `XX`, `IK` and `XXfallback` handshakes
+//!   and the encrypted frame codec.
+//! - `responder`: answers to the IQs a client needs to reach `Connected`
+//!   and stay there (passive/active, offline queue, app-state sync, pre-keys,
+//!   usync contact and device lookups, keepalive).
+//! - [`phone`]: the simulated phone — scans QR strings (or PNG images of
+//!   them), signs the companion's identity, unlinks devices.
+//! - [`observe`]: attempts, per-device concurrency, the event stream.
+//! - [`control`]: the line-based control interface of the `fake-whatsapp`
+//!   binary.
+//! - [`config`]: the account, pairing refs and registered numbers.
+//!
+//! The client under test must be built with whatsapp-rust's
+//! `danger-skip-cert-chain-verify`: this server's certificate chain has the
+//! right structure but cannot carry WhatsApp's signatures.
+
+pub mod config;
+mod connection;
+pub mod control;
+mod noise;
+pub mod observe;
+pub mod phone;
+mod responder;
+pub mod server;
+mod state;
+
+pub use config::{Account, ServerConfig};
+pub use noise::HandshakeKind;
+pub use observe::{Admission, Attempt, ConnectionId, DeviceKey, Purpose, ServerEvent, Stats};
+pub use phone::{PairedDevice, Phone, ScanError, UnlinkError};
+pub use server::{FakeServer, ServerError};
+pub use state::{LoginFailure, StreamErrorKind};

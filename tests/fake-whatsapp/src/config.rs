@@ -1,0 +1,62 @@
+//! What a fake server is told before it starts: which account the simulated
+//! phone owns, how pairing refs are issued and which numbers are on WhatsApp.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The WhatsApp account that the simulated phone is logged in to. Devices
+/// linked by scanning a QR become companions of this account.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Account {
+    /// Phone number, digits only, with country code (e.g. `6281234567890`).
+    pub phone: String,
+    /// The account's LID user part (digits).
+    pub lid: String,
+    /// Business name sent in `pair-success` (`<biz name>`); the client uses it
+    /// as its push name. `None` sends no `<biz>` element.
+    pub business_name: Option<String>,
+    /// Platform of the phone (`<platform name>`), e.g. `android`.
+    pub platform: String,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            phone: "6281234567890".into(),
+            lid: "100000000000001".into(),
+            business_name: Some("Outlet Jakarta".into()),
+            platform: "android".into(),
+        }
+    }
+}
+
+/// Configuration of one fake server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen; port 0 picks a free one. Only loopback addresses are
+    /// accepted by [`crate::FakeServer::start`].
+    pub bind: SocketAddr,
+    pub account: Account,
+    /// How many refs one `pair-device` carries (WhatsApp sends 6).
+    pub refs_per_pairing: usize,
+    /// How long the server honours the first ref (the client shows it 60 s).
+    pub first_ref_lifetime: Duration,
+    /// How long the server honours each later ref (the client shows each 20 s).
+    pub ref_lifetime: Duration,
+    /// Numbers (digits only) that a contact lookup reports as on WhatsApp.
+    pub registered_numbers: BTreeSet<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            account: Account::default(),
+            refs_per_pairing: 6,
+            first_ref_lifetime: Duration::from_secs(60),
+            ref_lifetime: Duration::from_secs(20),
+            registered_numbers: BTreeSet::from(["6281234567890".to_string()]),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The simulated phone: the primary device of the account, which links
+//! companions by scanning their QR and can unlink them again.
+//!
+//! A scan does what the WhatsApp app does: it reads the QR, checks with the
+//! server that the ref is current, and signs the companion's identity with
+//! the account key (`ADVSignedDeviceIdentity`, HMAC'd with the companion's
+//! ADV secret from the QR). The client verifies both, so a phone that got any
+//! of it wrong would be refused by the real client code under test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use buffa::Message as _;
+use hmac::{KeyInit, Mac};
+use tokio::sync::oneshot;
+use wacore::pair::PairUtils;
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+use waproto::whatsapp as wa;
+
+use crate::noise::pub_bytes;
+use crate::observe::ServerEvent;
+use crate::state::{ConnCommand, PairSuccessCommand, Shared, StreamErrorKind};
+
+/// Why a phone refused a QR or the pairing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("not a WhatsApp linking code: {0}")]
+    Malformed(String),
+    #[error("this code was never issued by the server")]
+    UnknownRef,
+    #[error("this code has expired")]
+    Expired,
+    #[error("this code is no longer in use (the device reconnected or already linked)")]
+    Superseded,
+    #[error("the device did not complete linking: {0}")]
+    Rejected(String),
+}
+
+/// A companion device the phone linked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PairedDevice {
+    /// `PHONE:DEV@s.whatsapp.net`
+    pub jid: String,
+    pub device_id: u16,
+}
+
+/// Why unlinking failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnlinkError {
+    #[error("no linked device {0}")]
+    NoSuchDevice(String),
+}
+
+/// How long the phone waits for the companion to sign its identity.
+const SIGN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Handle to the simulated phone of a running [`crate::FakeServer`].
+#[derive(Clone)]
+pub struct Phone {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The parts of a QR string a phone uses.
+struct ScannedQr {
+    pairing_ref: String,
+    noise_pub: [u8; 32],
+    identity_pub: [u8; 32],
+    adv_secret: [u8; 32],
+}
+
+fn parse_qr(qr: &str) -> Result<ScannedQr, ScanError> {
+    let (pairing_ref, noise_pub, identity_pub) =
+        PairUtils::parse_qr_code(qr).map_err(|e| ScanError::Malformed(e.to_string()))?;
+    let fields: Vec<&str> = qr.split(',').collect();
+    if fields.len() != 5 {
+        return Err(ScanError::Malformed(format!(
+            "expected 5 comma-separated fields, got {}",
+            fields.len()
+        )));
+    }
+    let adv_secret: [u8; 32] = BASE64_STANDARD
+        .decode(fields[3])
+        .map_err(|e| ScanError::Malformed(format!("adv secret: {e}")))?
+        .try_into()
+        .map_err(|_| ScanError::Malformed("adv secret is not 32 bytes".into()))?;
+    Ok(ScannedQr {
+        pairing_ref,
+        noise_pub,
+        identity_pub,
+        adv_secret,
+    })
+}
+
+impl Phone {
+    /// Scans a QR string shown by a client and links that client as a new
+    /// companion device. Returns once the client has signed its identity
+    /// (the server then restarts its stream with 515).
+    pub async fn scan(&self, qr: &str) -> Result<PairedDevice, ScanError> {
+        let scanned = parse_qr(qr.trim())?;
+        let shared = &self.shared;
+        let (tx, device_id) = {
+            let mut state = shared.state();
+            let owner = *state
+                .ref_owner
+                .get(&scanned.pairing_ref)
+                .ok_or(ScanError::UnknownRef)?;
+            let live = state.connections.get(&owner).ok_or(ScanError::Superseded)?;
+            if live.paired {
+                return Err(ScanError::Superseded);
+            }
+            let refs = live.refs.as_ref().ok_or(ScanError::Superseded)?;
+            let index = refs
+                .refs
+                .iter()
+                .position(|r| r == &scanned.pairing_ref)
+                .ok_or(ScanError::UnknownRef)?;
+            let lifetime = shared.config.first_ref_lifetime
+                + shared.config.ref_lifetime * u32::try_from(index).unwrap_or(u32::MAX);
+            if Instant::now() > refs.issued_at + lifetime {
+                return Err(ScanError::Expired);
+            }
+            if live.device.0 != scanned.noise_pub {
+                return Err(ScanError::Malformed(
+                    "the code's key does not belong to the device that showed it".into(),
+                ));
+            }
+            let tx = live.tx.clone();
+            let device_id = state.next_device_id;
+            state.next_device_id = state.next_device_id.wrapping_add(1).max(1);
+            (tx, device_id)
+        };
+
+        let container = self.signed_identity(&scanned, device_id)?;
+        let iq_id = format!("pair-{device_id}-{}", rand::random::<u32>());
+        let node = self.pair_success_node(&iq_id, device_id, container);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(ConnCommand::PairSuccess(Box::new(PairSuccessCommand {
+            iq_id,
+            node,
+            device_id,
+            reply: reply_tx,
+        })))
+        .map_err(|_| ScanError::Superseded)?;
+
+        match tokio::time::timeout(SIGN_DEADLINE, reply_rx).await {
+            Ok(Ok(Ok(jid))) => Ok(PairedDevice { jid, device_id }),
+            Ok(Ok(Err(why))) => Err(ScanError::Rejected(why)),
+            Ok(Err(_)) => Err(ScanError::Rejected("connection closed".into())),
+            Err(_) => Err(ScanError::Rejected("no answer from the device".into())),
+        }
+    }
+
+    /// The `ADVSignedDeviceIdentityHMAC` container the phone sends.
+    fn signed_identity(&self, scanned: &ScannedQr, device_id: u16) -> Result<Vec<u8>, ScanError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let details = wa::ADVDeviceIdentity {
+            raw_id: Some(rand::random::<u32>()),
+            timestamp: Some(now),
+            key_index: Some(u32::from(device_id)),
+            ..Default::default()
+        }
+        .encode_to_vec();
+
+        // account signature: XEdDSA by the phone's identity key over
+        // [6, 0] ‖ details ‖ companion identity public key.
+        let mut message = vec![6u8, 0];
+        message.extend_from_slice(&details);
+        message.extend_from_slice(&scanned.identity_pub);
+        let signature = self
+            .shared
+            .phone_identity
+            .private_key
+            .calculate_signature(&message, &mut rand::rng())
+            .map_err(|e| ScanError::Rejected(format!("signing failed: {e}")))?;
+
+        let signed = wa::ADVSignedDeviceIdentity {
+            details: Some(details),
+            account_signature_key: Some(pub_bytes(&self.shared.phone_identity).to_vec()),
+            account_signature: Some(signature.to_vec()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&scanned.adv_secret)
+            .map_err(|e| ScanError::Rejected(format!("hmac: {e}")))?;
+        mac.update(&signed);
+        let hmac = mac.finalize().into_bytes().to_vec();
+
+        Ok(wa::ADVSignedDeviceIdentityHMAC {
+            details: Some(signed),
+            hmac: Some(hmac),
+            ..Default::default()
+        }
+        .encode_to_vec())
+    }
+
+    fn pair_success_node(&self, iq_id: &str, device_id: u16, container: Vec<u8>) -> Node {
+        let shared = &self.shared;
+        let account = &shared.config.account;
+        let jid: wacore_binary::Jid = shared.device_jid(device_id).parse().unwrap_or_default();
+        let lid: wacore_binary::Jid = shared.device_lid(device_id).parse().unwrap_or_default();
+        let mut children = vec![
+            NodeBuilder::new("device-identity").bytes(container).build(),
+            NodeBuilder::new("device")
+                .attr("jid", jid)
+                .attr("lid", lid)
+                .build(),
+            NodeBuilder::new("platform")
+                .attr("name", account.platform.clone())
+                .build(),
+        ];
+        if let Some(name) = &account.business_name {
+            children.push(NodeBuilder::new("biz").attr("name", name.clone()).build());
+        }
+        NodeBuilder::new("iq")
+            .attr("from", "s.whatsapp.net")
+            .attr("type", "set")
+            .attr("id", iq_id.to_string())
+            .children([NodeBuilder::new("pair-success").children(children).build()])
+            .build()
+    }
+
+    /// Removes a linked device, as "Linked devices › Log out" on the phone
+    /// does: it can no longer log in, and a live session is ended with
+    /// `<stream:error code="401"><conflict type="device_removed"/>`.
+    pub fn unlink(&self, jid: &str) -> Result<(), UnlinkError> {
+        let shared = &self.shared;
+        let txs = {
+            let mut state = shared.state();
+            let device_id = state
+                .devices
+                .keys()
+                .copied()
+                .find(|id| shared.device_jid(*id) == jid)
+                .ok_or_else(|| UnlinkError::NoSuchDevice(jid.to_string()))?;
+            let record = state.devices.remove(&device_id);
+            state
+                .connections
+                .values()
+                .filter(|c| record.as_ref().is_some_and(|r| r.noise_key == c.device))
+                .map(|c| c.tx.clone())
+                .collect::<Vec<_>>()
+        };
+        for tx in txs {
+            let _ = tx.send(ConnCommand::StreamError(StreamErrorKind::DeviceRemoved));
+        }
+        shared.emit(ServerEvent::Unlinked {
+            jid: jid.to_string(),
+        });
+        Ok(())
+    }
+
+    /// The JIDs of all companions currently linked.
+    pub fn linked_devices(&self) -> Vec<String> {
+        let shared = &self.shared;
+        let state = shared.state();
+        state
+            .devices
+            .keys()
+            .map(|id| shared.device_jid(*id))
+            .collect()
+    }
+}
+
+/// Why a QR could not be read from an image.
+#[derive(Debug, thiserror::Error)]
+pub enum QrImageError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a PNG image: {0}")]
+    Png(String),
+    #[error("no readable QR code in the image")]
+    NoCode,
+}
+
+/// Reads the QR code in a PNG image, as a phone's camera would read it off a
+/// screen. Lets tests scan exactly the pixels the agent rendered.
+pub fn decode_qr_png(path: &std::path::Path) -> Result<String, QrImageError> {
+    let file = std::fs::File::open(path).map_err(|source| QrImageError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| QrImageError::Png(e.to_string()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| QrImageError::Png("image too large".into()))?;
+    let mut pixels = vec![0u8; size];
+    let info = reader
+        .next_frame(&mut pixels)
+        .map_err(|e| QrImageError::Png(e.to_string()))?;
+    let channels = info.color_type.samples();
+    let (width, height) = (info.width as usize, info.height as usize);
+    let luma = |x: usize, y: usize| -> u8 {
+        let i = y * info.line_size + x * channels;
+        match channels {
+            1 | 2 => pixels[i],
+            _ => {
+                let sum =
+                    u16::from(pixels[i]) + u16::from(pixels[i + 1]) + u16::from(pixels[i + 2]);
+                u8::try_from(sum / 3).unwrap_or(u8::MAX)
+            }
+        }
+    };
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, luma);
+    image
+        .detect_grids()
+        .iter()
+        .find_map(|grid| grid.decode().ok().map(|(_, content)| content))
+        .ok_or(QrImageError::NoCode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_codes_are_refused() {
+        for qr in ["", "abc", "a,b,c,d,e", "ref,AAAA,AAAA,AAAA,1"] {
+            assert!(matches!(parse_qr(qr), Err(ScanError::Malformed(_))), "{qr}");
+        }
+    }
+}

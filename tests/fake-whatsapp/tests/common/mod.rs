@@ -1,0 +1,163 @@
+//! A plain whatsapp-rust client pointed at the fake server, with its events
+//! on a channel so tests can wait for them with deadlines.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_whatsapp::{FakeServer, ServerConfig};
+use tokio::sync::mpsc;
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+use whatsapp_rust::types::events::Event;
+
+/// Generous: a loaded 2-core CI machine, and the first `Connected` after a
+/// fresh pairing waits ~10 s for an app-state key share that never comes.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The agent has no use for HTTP (media, version fetch); neither do tests.
+pub struct NoHttp;
+
+#[whatsapp_rust::async_trait]
+impl HttpClient for NoHttp {
+    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        anyhow::bail!("no HTTP in tests")
+    }
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn server() -> FakeServer {
+    init_logs();
+    FakeServer::start(ServerConfig::default())
+        .await
+        .expect("server starts")
+}
+
+pub fn memory_store() -> Arc<dyn Backend> {
+    Arc::new(whatsapp_rust::wacore::store::InMemoryBackend::new())
+}
+
+pub struct TestClient {
+    pub events: mpsc::UnboundedReceiver<Arc<Event>>,
+    pub handle: Option<BotHandle>,
+}
+
+pub async fn start_client(server: &FakeServer, store: Arc<dyn Backend>) -> TestClient {
+    let (tx, events) = mpsc::unbounded_channel();
+    let bot = Bot::builder()
+        .with_backend_arc(store)
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(server.url()))
+        .with_http_client(NoHttp)
+        .with_version((2, 3000, 1_023_868_176))
+        .on_event(move |event, _client| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event);
+            }
+        })
+        .build()
+        .await
+        .expect("bot builds");
+    TestClient {
+        events,
+        handle: Some(bot.spawn()),
+    }
+}
+
+pub fn name(event: &Event) -> String {
+    serde_json::to_value(event)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .and_then(|o| o.keys().next().cloned())
+                .or_else(|| v.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+impl TestClient {
+    /// Waits for the first event `pick` maps to `Some`, within `DEADLINE`.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
+        let events = &mut self.events;
+        let wait = async {
+            loop {
+                let event = events.recv().await.expect("client event stream ended");
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    pub async fn next_qr(&mut self) -> String {
+        self.wait_for("a QR code", |e| match e {
+            Event::PairingQrCode(qr) => Some(qr.code.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn connected(&mut self) {
+        self.wait_for("Connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(DEADLINE, handle.shutdown())
+                .await
+                .expect("client shuts down");
+        }
+    }
+}
+
+/// A client that has paired through the phone and reached `Connected`.
+pub struct Paired {
+    pub client: TestClient,
+    pub store: Arc<dyn Backend>,
+    pub jid: String,
+}
+
+pub async fn paired_client(server: &FakeServer) -> Paired {
+    let store = memory_store();
+    let mut client = start_client(server, store.clone()).await;
+    let qr = client.next_qr().await;
+    let paired = server.phone().scan(&qr).await.expect("phone scans the QR");
+    client.connected().await;
+    Paired {
+        client,
+        store,
+        jid: paired.jid,
+    }
+}
+
+/// Waits for the server event `pick` accepts, within `DEADLINE`.
+pub async fn server_event(
+    events: &mut tokio::sync::broadcast::Receiver<fake_whatsapp::ServerEvent>,
+    what: &str,
+    pick: impl FnMut(&fake_whatsapp::ServerEvent) -> bool,
+) -> fake_whatsapp::ServerEvent {
+    FakeServer::wait_for(events, DEADLINE, what, pick)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
