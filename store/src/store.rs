@@ -1,0 +1,119 @@
+//! [`SqliteStore`]: the handle the agent keeps and whatsapp-rust writes through.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::error::{Result, StoreError};
+use crate::lock::DataDirLock;
+use crate::open::{OpenOutcome, Paths, open_or_recover};
+use crate::writer::{self, Durability, WriterHandle};
+
+/// whatsapp-rust's storage [`Backend`](wacore::store::traits::Backend) on one
+/// SQLite file, plus the agent's own tables.
+///
+/// All SQLite work happens on one dedicated thread (see the `writer` module);
+/// every method here only sends work there and awaits the answer, so it never
+/// blocks an async runtime. `Send + Sync`: wrap it in an `Arc` and hand a clone
+/// to whatsapp-rust as `Arc<dyn Backend>`.
+pub struct SqliteStore {
+    writer: WriterHandle,
+    db_path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (creating, migrating or recovering as needed) `session.db` in the
+    /// locked data directory. The store keeps a clone of `lock`, so the data
+    /// directory stays locked at least until the store is closed or dropped.
+    ///
+    /// Opening runs `PRAGMA quick_check` and possibly migrations; that happens
+    /// on the store's own thread, not the caller's.
+    pub async fn open(lock: &DataDirLock) -> Result<(SqliteStore, OpenOutcome)> {
+        let paths = Paths::new(lock.dir());
+        let db_path = paths.db.clone();
+        let (writer, opened) = writer::spawn(move || open_or_recover(&paths), lock.clone())?;
+        let outcome = opened.await.map_err(|_| StoreError::WriterGone)??;
+        Ok((SqliteStore { writer, db_path }, outcome))
+    }
+
+    /// Path of the database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Make everything written so far durable against a power cut, and fold the
+    /// WAL into the main file (`wal_checkpoint(TRUNCATE)`). Call it on graceful
+    /// shutdown (`close` does) or after something the agent must not lose.
+    pub async fn flush(&self) -> Result<()> {
+        self.writer
+            .standalone(|conn| writer::checkpoint_truncate(conn))
+            .await
+    }
+
+    /// Finish the queued work, checkpoint, close the database. Later calls on
+    /// this store (or its `Arc` clones held by whatsapp-rust) fail with
+    /// [`StoreError::Closed`]. The data directory lock is released once the
+    /// agent's own [`DataDirLock`] is dropped too.
+    pub async fn close(&self) -> Result<()> {
+        self.writer.close().await
+    }
+
+    /// Run a read-only closure on the writer thread.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(Durability::Normal, false, f).await
+    }
+
+    /// Run a writing closure atomically (own savepoint inside a group commit).
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(Durability::Normal, true, f).await
+    }
+
+    /// Like [`Self::write`], but the commit is fsynced before returning.
+    pub(crate) async fn write_synced<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(Durability::Full, true, f).await
+    }
+
+    /// Like [`Self::write`] with the durability decided by the caller.
+    pub(crate) async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(durability, true, f).await
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("db_path", &self.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Translate the crate's result into the one the whatsapp-rust traits return.
+pub(crate) fn wa<T>(r: Result<T>) -> wacore::store::error::Result<T> {
+    r.map_err(Into::into)
+}
+
+/// `u32` ids are stored as SQLite integers (i64): always representable.
+pub(crate) fn id_from_sql(v: i64, what: &'static str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::invalid(what, format!("id {v} out of range")))
+}
+
+/// Row counts returned to the library as `u32`.
+pub(crate) fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,460 @@
+//! The one thread that owns the SQLite connection.
+//!
+//! rusqlite is blocking, and a blocking call on a tokio worker stalls every task
+//! scheduled there (on a 2-core Pi: half the runtime). So no async method of the
+//! store touches SQLite: each one packages its work as a closure, sends it over
+//! a channel to this thread, and awaits a oneshot reply.
+//!
+//! Why one thread for reads *and* writes: whatsapp-rust keeps its own cache in
+//! front of the backend (`SignalStoreCache`), so the store sees mostly writes
+//! and cache misses; one connection gives every caller read-your-writes and a
+//! single, total order of operations (what the contract tests compare against
+//! the in-memory reference) with no cross-connection visibility questions.
+//!
+//! Group commit: when several jobs are queued, the thread runs them in one
+//! transaction, each inside its own `SAVEPOINT`, so a failing job is rolled back
+//! alone while the others commit together. One commit instead of N means fewer
+//! WAL frames for shared pages (page 1, interior pages) — fewer bytes on the SD
+//! card — and no one waits behind N separate commits. Nobody is answered before
+//! the commit that contains their work, so an answer always means "on disk in
+//! the WAL" (and synced, for [`Durability::Full`] jobs).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::error::{Result, StoreError};
+
+/// Largest number of jobs folded into one transaction. Bounds the time a reply
+/// can wait behind others' work.
+const MAX_GROUP: usize = 256;
+
+/// How hard a job's commit must push the data towards the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `synchronous=NORMAL`: durable against a process crash at once, against
+    /// a power cut from the next checkpoint on.
+    Normal,
+    /// `synchronous=FULL` for this commit: the WAL is fsynced before anyone in
+    /// the group is answered. For state the server or the phone already relies
+    /// on (pairing credentials, uploaded pre-keys, a logout wipe).
+    Full,
+}
+
+/// What the thread runs inside a transaction.
+trait Task: Send {
+    /// Run the work. Returns what to do once the commit outcome is known,
+    /// and whether the transaction is now unusable (a failed job could not be
+    /// rolled back to its savepoint: the whole group must not commit).
+    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool);
+    /// The work could not even start (the transaction failed to begin).
+    fn abort(self: Box<Self>, err: StoreError);
+}
+
+/// Delivers a job's result once its transaction's fate is known.
+trait Finish: Send {
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &Arc<rusqlite::Error>>);
+}
+
+struct TypedTask<T, F> {
+    f: F,
+    write: bool,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+struct TypedFinish<T> {
+    result: Result<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Task for TypedTask<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool) {
+        let TypedTask { f, write, reply } = *self;
+        let (result, poisoned) = if write {
+            run_in_savepoint(conn, f)
+        } else {
+            (catch(conn, f), false)
+        };
+        (Box::new(TypedFinish { result, reply }), poisoned)
+    }
+
+    fn abort(self: Box<Self>, err: StoreError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+impl<T: Send> Finish for TypedFinish<T> {
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &Arc<rusqlite::Error>>) {
+        let result = match commit {
+            Ok(()) => self.result,
+            Err(e) => Err(StoreError::Sqlite(Arc::clone(e))),
+        };
+        // The caller may have given up (its future was dropped); that is fine.
+        let _ = self.reply.send(result);
+    }
+}
+
+fn catch<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            tracing::error!(%msg, "store job panicked; its changes are rolled back");
+            Err(StoreError::Panicked(msg))
+        }
+    }
+}
+
+/// A write job is all-or-nothing even inside a group: its savepoint is rolled
+/// back when it fails (or panics), leaving the group's other work intact.
+/// Returns the job's result and whether the enclosing transaction is poisoned.
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> (Result<T>, bool) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        return (Err(e.into()), false);
+    }
+    let result = catch(conn, f);
+    if result.is_err()
+        && let Err(e) = conn.execute_batch("ROLLBACK TO job")
+    {
+        tracing::error!(error = %e, "rollback to savepoint failed; abandoning the group");
+        return (result, true);
+    }
+    match conn.execute_batch("RELEASE job") {
+        Ok(()) => (result, false),
+        Err(e) => (Err(e.into()), true),
+    }
+}
+
+/// Work that must run outside any transaction (checkpoints, shutdown).
+type Standalone = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Msg {
+    Txn {
+        durability: Durability,
+        task: Box<dyn Task>,
+    },
+    Standalone(Standalone),
+    /// Stop after the jobs queued before this one; reply once the connection
+    /// is closed.
+    Close(oneshot::Sender<Result<()>>),
+}
+
+/// The sending side, held by the store.
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl WriterHandle {
+    /// Run `f` in a transaction on the writer thread.
+    pub(crate) async fn call<T, F>(&self, durability: Durability, write: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let task = Box::new(TypedTask { f, write, reply });
+        self.tx
+            .send(Msg::Txn { durability, task })
+            .map_err(|_| StoreError::Closed)?;
+        // A dropped reply means the thread went away with our job still
+        // queued: the store was closed (or the thread died).
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` outside any transaction (needed for `wal_checkpoint`).
+    pub(crate) async fn standalone<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Standalone = Box::new(move |conn| {
+            let r = match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Panicked("standalone job".to_string())),
+            };
+            let _ = reply.send(r);
+        });
+        self.tx
+            .send(Msg::Standalone(job))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn close(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(reply)).is_err() {
+            return Ok(()); // already closed
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Spawn the thread. `open` runs first, on the thread (opening can mean an
+/// integrity check and migrations: blocking work); its outcome is returned
+/// through the oneshot and, on success, the thread starts serving jobs.
+/// `keep_alive` (the data directory lock) is dropped only after the
+/// connection is closed.
+pub(crate) fn spawn<O, K>(
+    open: impl FnOnce() -> Result<(Connection, O)> + Send + 'static,
+    keep_alive: K,
+) -> Result<(WriterHandle, oneshot::Receiver<Result<O>>)>
+where
+    O: Send + 'static,
+    K: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let (opened_tx, opened_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("outlet-store".to_string())
+        .spawn(move || {
+            let conn = match open() {
+                Ok((conn, outcome)) => {
+                    let _ = opened_tx.send(Ok(outcome));
+                    conn
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let closed = serve(conn, rx);
+            // Release the lock before answering close(), so a caller that
+            // drops its own lock handle next finds the directory free.
+            drop(keep_alive);
+            if let Some((reply, result)) = closed {
+                let _ = reply.send(result);
+            }
+        })
+        .map_err(|e| StoreError::io("spawn writer thread for", "session.db", e))?;
+    Ok((WriterHandle { tx }, opened_rx))
+}
+
+/// Serve jobs until close() (returns its reply channel and the shutdown
+/// result) or until every handle is dropped (returns None).
+fn serve(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+) -> Option<(oneshot::Sender<Result<()>>, Result<()>)> {
+    let mut next: Option<Msg> = None;
+    loop {
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                // Every handle dropped without close(): close quietly.
+                Err(_) => break,
+            },
+        };
+        match msg {
+            Msg::Standalone(job) => job(&mut conn),
+            Msg::Close(reply) => return Some((reply, shutdown(conn))),
+            Msg::Txn { durability, task } => {
+                let mut group = vec![task];
+                let mut full = durability == Durability::Full;
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(Msg::Txn { durability, task }) => {
+                            full |= durability == Durability::Full;
+                            group.push(task);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_group(&conn, group, full);
+            }
+        }
+    }
+    if let Err(e) = shutdown(conn) {
+        tracing::warn!(error = %e, "closing the session store failed");
+    }
+    None
+}
+
+fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
+    // `synchronous` cannot change inside a transaction, so it is set for the
+    // whole group before BEGIN and put back after COMMIT.
+    if full && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
+        let e = Arc::new(e);
+        for t in group {
+            t.abort(StoreError::Sqlite(Arc::clone(&e)));
+        }
+        return;
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = Arc::new(e);
+        for t in group {
+            t.abort(StoreError::Sqlite(Arc::clone(&e)));
+        }
+        restore_normal(conn, full);
+        return;
+    }
+    let mut poisoned = false;
+    let finishes: Vec<Box<dyn Finish>> = group
+        .into_iter()
+        .map(|t| {
+            let (finish, p) = t.run(conn);
+            poisoned |= p;
+            finish
+        })
+        .collect();
+    let commit = if poisoned {
+        Err(Arc::new(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("transaction abandoned after a failed savepoint rollback".to_string()),
+        )))
+    } else {
+        conn.execute_batch("COMMIT").map_err(Arc::new)
+    };
+    if commit.is_err() {
+        // A failed COMMIT can leave the transaction open; close it so the
+        // next group starts clean. Nothing of this group was committed.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    restore_normal(conn, full);
+    for f in finishes {
+        f.finish(commit.as_ref().map(|_| ()));
+    }
+}
+
+fn restore_normal(conn: &Connection, full: bool) {
+    if full && let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
+        tracing::warn!(error = %e, "could not restore synchronous=NORMAL");
+    }
+}
+
+/// Checkpoint everything into the main file (so the file on disk is complete
+/// by itself and the WAL is empty), then close.
+fn shutdown(conn: Connection) -> Result<()> {
+    checkpoint_truncate(&conn)?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    tracing::debug!("session store closed");
+    Ok(())
+}
+
+/// `wal_checkpoint(TRUNCATE)`: copies the WAL into the database, fsyncs it and
+/// empties the WAL. Returns an error if the checkpoint could not complete.
+pub(crate) fn checkpoint_truncate(conn: &Connection) -> Result<()> {
+    let (busy, _log, _done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        return Err(StoreError::invalid(
+            "checkpoint",
+            "the WAL checkpoint was blocked",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn spawn_on(dir: &std::path::Path) -> WriterHandle {
+        let path = dir.join("w.db");
+        let (handle, opened) = spawn(
+            move || {
+                let conn = Connection::open(path)?;
+                crate::schema::apply_pragmas(&conn)?;
+                conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")?;
+                Ok((conn, ()))
+            },
+            (),
+        )
+        .unwrap();
+        drop(opened);
+        handle
+    }
+
+    async fn values(h: &WriterHandle) -> Vec<i64> {
+        h.call(Durability::Normal, false, |c| {
+            let mut s = c.prepare("SELECT x FROM t ORDER BY x")?;
+            Ok(s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Jobs queued together share one transaction, but a job that fails or
+    /// panics is rolled back alone; the others commit, and the thread lives on.
+    #[tokio::test]
+    async fn failing_and_panicking_jobs_roll_back_alone_in_a_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = Arc::new(spawn_on(tmp.path()));
+        // Hold the thread inside a job until the others are queued behind it,
+        // so they are run as one group.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                h.call(Durability::Normal, true, move |_| {
+                    gate.recv().ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let insert = |x: i64, outcome: u8| {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                h.call(Durability::Full, true, move |c| {
+                    c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+                    match outcome {
+                        0 => Ok(x),
+                        1 => Err(StoreError::invalid("test", "fails after writing")),
+                        _ => panic!("job panics after writing"),
+                    }
+                })
+                .await
+            })
+        };
+        let jobs = vec![insert(1, 0), insert(2, 1), insert(3, 2), insert(4, 0)];
+        // Queued once each task has run up to its await; then release.
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut results = Vec::new();
+        for j in jobs {
+            results.push(j.await.unwrap());
+        }
+        assert_eq!(results[0].as_ref().ok(), Some(&1));
+        assert!(matches!(results[1], Err(StoreError::Invalid { .. })));
+        assert!(matches!(results[2], Err(StoreError::Panicked(_))));
+        assert_eq!(results[3].as_ref().ok(), Some(&4));
+        assert_eq!(values(&h).await, vec![1, 4]);
+        h.close().await.unwrap();
+        assert!(matches!(
+            values_after_close(&h).await,
+            Err(StoreError::Closed)
+        ));
+    }
+
+    async fn values_after_close(h: &WriterHandle) -> Result<()> {
+        h.call(Durability::Normal, false, |_| Ok(())).await
+    }
+}
