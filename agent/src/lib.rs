@@ -1,1 +1,40 @@
-//! outlet-agent (under construction).
+//! outlet-agent: keeps one outlet's WhatsApp linked-device session alive,
+//! shows its pairing QR on the outlet's screen, and tells the truth about
+//! its health.
+//!
+//! # Layout
+//!
+//! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
+//!   command (`run`, `check-config`, `status`, `qr`, `logout`, `version`),
+//!   and the exit codes.
+//! - [`config`]: TOML + environment overrides, with errors that name the
+//!   file, line and key.
+//! - [`supervisor`]: the only owner of the WhatsApp connection — the state
+//!   machine, reconnect backoff, pairing rounds, one session at a time.
+//! - [`health`]: the snapshot the supervisor publishes on a `watch` channel
+//!   and everything else reads; state transitions.
+//! - [`command`]: what the control socket, MQTT and the button can ask of
+//!   the supervisor.
+//! - [`control`]: the local Unix control socket.
+//! - [`screen`]: health → `outlet_display::Screen`, button → command.
+//! - [`notify`]: systemd `READY=1`, `STATUS=`, `WATCHDOG=1`.
+//! - [`clock`]: is the system clock trustworthy yet (`waiting_for_clock`).
+//! - [`cert_check`]: detects a test build that skips WhatsApp's certificate
+//!   check, so it can refuse real endpoints.
+//! - [`logging`]: journald-friendly or terminal logs.
+//!
+//! The session store (`outlet-store`) and the screens (`outlet-display`)
+//! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
+
+pub mod cert_check;
+pub mod cli;
+pub mod clock;
+pub mod cmd;
+pub mod command;
+pub mod config;
+pub mod control;
+pub mod health;
+pub mod logging;
+pub mod notify;
+pub mod screen;
+pub mod supervisor;

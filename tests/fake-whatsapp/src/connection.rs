@@ -492,6 +492,9 @@ impl Session {
             kind,
             child,
         });
+        if xmlns_is(&node, "md") && node.get_optional_child("remove-companion-device").is_some() {
+            return self.remove_companion(ciphers, &node).await;
+        }
         let (answer, followup) = responder::answer(&self.shared, &node);
         if let Err(reason) = self.send_node(ciphers, &answer).await {
             return Flow::Close(reason);
@@ -503,6 +506,34 @@ impl Session {
             if let Err(reason) = self.send_node(ciphers, &responder::offline_done()).await {
                 return Flow::Close(reason);
             }
+        }
+        Flow::Continue
+    }
+
+    /// The companion logs itself out: it is no longer a linked device.
+    async fn remove_companion(&mut self, ciphers: &mut Ciphers, node: &Node) -> Flow {
+        let removed = {
+            let mut state = self.shared.state();
+            let id = self
+                .device
+                .and_then(|key| Shared::device_by_key(&state, &key));
+            id.and_then(|id| {
+                state
+                    .devices
+                    .remove(&id)
+                    .map(|_| self.shared.device_jid(id))
+            })
+        };
+        let answer = NodeBuilder::new("iq")
+            .attr("from", "s.whatsapp.net")
+            .attr("id", attr(node, "id").unwrap_or_default())
+            .attr("type", "result")
+            .build();
+        if let Err(reason) = self.send_node(ciphers, &answer).await {
+            return Flow::Close(reason);
+        }
+        if let Some(jid) = removed {
+            self.shared.emit(ServerEvent::Unlinked { jid });
         }
         Flow::Continue
     }
@@ -608,6 +639,10 @@ pub(crate) fn stream_error_node(kind: StreamErrorKind) -> Node {
                 .build()])
             .build(),
     }
+}
+
+fn xmlns_is(node: &Node, xmlns: &str) -> bool {
+    attr(node, "xmlns").as_deref() == Some(xmlns)
 }
 
 fn decode_node(ciphers: &mut Ciphers, frame: &[u8]) -> Result<Node, String> {

@@ -1,0 +1,92 @@
+//! Command-line interface and exit codes.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | runtime failure (see the message) |
+//! | 2 | configuration error (file, line and key in the message) |
+//! | 3 | another agent holds the data directory |
+//! | 4 | the agent is not running (control socket unreachable) |
+//! | 5 | the running agent refused the command |
+//! | 6 | a test build was pointed at a non-loopback WhatsApp endpoint |
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_CONFIG: i32 = 2;
+pub const EXIT_LOCKED: i32 = 3;
+pub const EXIT_NOT_RUNNING: i32 = 4;
+pub const EXIT_REFUSED: i32 = 5;
+pub const EXIT_INSECURE_ENDPOINT: i32 = 6;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outlet-agent",
+    version,
+    about = "Keeps an outlet's WhatsApp linked device alive"
+)]
+pub struct Cli {
+    /// Config file (default: /etc/outlet-agent/agent.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "OUTLET_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the agent (the default).
+    Run,
+    /// Print the resolved configuration (secrets redacted) and exit.
+    CheckConfig,
+    /// Print the running agent's health.
+    Status,
+    /// Print the current pairing QR code in the terminal.
+    Qr,
+    /// Unlink this outlet's WhatsApp and wipe its keys.
+    Logout {
+        /// Required: logging out means a staff member must scan again.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print the version and build features.
+    Version,
+}
+
+/// Parses the arguments and runs the command; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(CliCommand::Run);
+    let config_path = cli.config;
+    match command {
+        CliCommand::Version => crate::cmd::version::run(),
+        CliCommand::CheckConfig => crate::cmd::check_config::run(config_path.as_deref()),
+        other => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("outlet-agent: cannot start the async runtime: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                match other {
+                    CliCommand::Run => crate::cmd::run::run(config_path.as_deref()).await,
+                    CliCommand::Status => crate::cmd::status::run(config_path.as_deref()).await,
+                    CliCommand::Qr => crate::cmd::qr::run(config_path.as_deref()).await,
+                    CliCommand::Logout { yes } => {
+                        crate::cmd::logout::run(config_path.as_deref(), yes).await
+                    }
+                    CliCommand::Version | CliCommand::CheckConfig => EXIT_OK,
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `outlet-agent version`: the version and what this build does, so an
+//! insecure test build can never pass for a release.
+
+use crate::cli::EXIT_OK;
+
+pub fn run() -> i32 {
+    println!("outlet-agent {}", env!("CARGO_PKG_VERSION"));
+    println!("whatsapp-rust 0.7, TLS: rustls (ring)");
+    if crate::cert_check::skips_certificate_check() {
+        println!("certificate-chain verification: SKIPPED (test build; loopback endpoints only)");
+    } else {
+        println!("certificate-chain verification: enforced");
+    }
+    EXIT_OK
+}

@@ -1,0 +1,561 @@
+//! The agent's configuration: TOML file, then environment overrides.
+//!
+//! Every key has a default that works on a developer's machine (data under
+//! `./data`, display `auto`, the real WhatsApp endpoint), so the agent runs
+//! with no file at all. On an outlet the file is `/etc/outlet-agent/agent.toml`
+//! and `config/agent.toml` in the repository documents every key.
+//!
+//! Unknown keys and wrong types are errors that name the file, line and key:
+//! a typo on a remote outlet must stop the agent with a clear message rather
+//! than be silently ignored. Environment variables override single keys as
+//! `OUTLET_AGENT__<SECTION>__<KEY>=value` (the value is read as TOML, falling
+//! back to a string), e.g. `OUTLET_AGENT__OUTLET__ID=jkt-01`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use outlet_display::DisplayConfig;
+use serde::{Deserialize, Serialize};
+
+/// Where the installed agent looks for its config when `--config` is absent.
+pub const SYSTEM_CONFIG: &str = "/etc/outlet-agent/agent.toml";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "OUTLET_AGENT__";
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The toml crate's message names the line, column and key.
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{}: {key}: {message}", source_name)]
+    Invalid {
+        source_name: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub outlet: OutletConfig,
+    pub storage: StorageConfig,
+    pub whatsapp: WhatsAppConfig,
+    pub reconnect: ReconnectConfig,
+    pub pairing: PairingConfig,
+    pub clock: ClockConfig,
+    pub health: HealthConfig,
+    pub control: ControlConfig,
+    pub log: LogConfig,
+    pub display: DisplayConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            outlet: OutletConfig::default(),
+            storage: StorageConfig::default(),
+            whatsapp: WhatsAppConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            pairing: PairingConfig::default(),
+            clock: ClockConfig::default(),
+            health: HealthConfig::default(),
+            control: ControlConfig::default(),
+            log: LogConfig::default(),
+            display: DisplayConfig {
+                png_path: PathBuf::from("screen.png"),
+                ..DisplayConfig::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutletConfig {
+    /// Short identifier, used in MQTT topics: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Shown on the screen when connected.
+    pub name: String,
+    /// Country calling code assumed for numbers written with a leading 0.
+    pub country_code: String,
+}
+
+impl Default for OutletConfig {
+    fn default() -> Self {
+        Self {
+            id: "dev-outlet".into(),
+            name: "Development outlet".into(),
+            country_code: "62".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Holds `session.db`, the lock file and the control socket. Relative
+    /// paths are relative to the working directory.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhatsAppConfig {
+    /// The WhatsApp Web WebSocket endpoint.
+    pub endpoint: String,
+    /// WhatsApp Web client version to announce (`major.minor.patch`). A fixed
+    /// version spares a web request at every start; raise it when the server
+    /// answers `outdated`.
+    pub version: String,
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "wss://web.whatsapp.com/ws/chat".into(),
+            version: "2.3000.1023868176".into(),
+        }
+    }
+}
+
+impl WhatsAppConfig {
+    /// The version as the library wants it.
+    pub fn version_triple(&self) -> Result<(u32, u32, u32), String> {
+        let parts: Vec<&str> = self.version.split('.').collect();
+        let parse = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a number"))
+        };
+        match parts.as_slice() {
+            [a, b, c] => Ok((parse(a)?, parse(b)?, parse(c)?)),
+            _ => Err("expected major.minor.patch".into()),
+        }
+    }
+}
+
+/// Transient failures: jittered exponential backoff with a cap, forever.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Delay before the first retry (kept under a second).
+    pub first_delay_ms: u64,
+    /// The cap.
+    pub max_delay_secs: u64,
+    /// ± fraction of each delay, so a fleet does not retry in lockstep.
+    pub jitter: f64,
+    /// A connection that lasted this long resets the backoff.
+    pub stable_after_secs: u64,
+    /// An attempt that has not logged in (or shown a QR) by then is abandoned.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            first_delay_ms: 500,
+            max_delay_secs: 300,
+            jitter: 0.15,
+            stable_after_secs: 30,
+            connect_timeout_secs: 45,
+        }
+    }
+}
+
+/// Pairing rounds and the verdicts that need a pause.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairingConfig {
+    /// After the QR codes of a round ran out, wait this long before a new
+    /// round (the button or `refresh_qr` starts one at once).
+    pub cooldown_secs: u64,
+    /// At most this many rounds start per hour, however they are triggered.
+    pub max_rounds_per_hour: u32,
+    /// After another client replaced this session, wait this long before
+    /// the one retry.
+    pub replaced_cooldown_secs: u64,
+    /// While the server says the client is outdated, retry this often.
+    pub outdated_retry_secs: u64,
+    /// Publish the QR string in the health snapshot (MQTT). It carries the
+    /// pairing secret: off unless HQ shows codes remotely on purpose.
+    pub publish_qr: bool,
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        Self {
+            cooldown_secs: 300,
+            max_rounds_per_hour: 6,
+            replaced_cooldown_secs: 600,
+            outdated_retry_secs: 3600,
+            publish_qr: false,
+        }
+    }
+}
+
+/// How the agent decides the system clock can be trusted (TLS and the
+/// WhatsApp handshake need it; a Pi has no RTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockCheck {
+    /// The kernel reports NTP synchronisation (`adjtimex`).
+    Ntp,
+    /// The clock is not earlier than this build (catches a Pi at 1970).
+    BuildDate,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    pub check: ClockCheck,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            check: ClockCheck::BuildDate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How long a health snapshot stays valid (`valid_until`); it is
+    /// refreshed at half that.
+    pub ttl_secs: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { ttl_secs: 60 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The local control socket (`status`, `qr`, `logout`). Empty: inside
+    /// the data directory.
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Journald-friendly lines under systemd, readable text on a terminal.
+    Auto,
+    Text,
+    Journald,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `info,outlet_agent=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config: `path` if given, else the system file if it exists,
+    /// else the defaults; then the environment overrides in `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, String), ConfigError> {
+        let (text, source_name) = match path {
+            Some(p) => (read(p)?, p.display().to_string()),
+            None if Path::new(SYSTEM_CONFIG).exists() => {
+                (read(Path::new(SYSTEM_CONFIG))?, SYSTEM_CONFIG.to_string())
+            }
+            None => (String::new(), "(defaults)".to_string()),
+        };
+        let path_buf = PathBuf::from(&source_name);
+
+        // Parse the file alone first: its errors carry line and column.
+        let from_file: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path_buf.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut config = if overrides.is_empty() {
+            from_file
+        } else {
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path_buf.clone(),
+                message: e.to_string(),
+            })?;
+            for (var, value) in &overrides {
+                apply_override(&mut table, var, value)?;
+            }
+            let merged = toml::to_string(&table).map_err(|e| ConfigError::Env {
+                var: overrides
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: e.to_string(),
+            })?;
+            toml::from_str(&merged).map_err(|e| ConfigError::Env {
+                var: overrides
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: e.message().to_string(),
+            })?
+        };
+        config.validate(&source_name)?;
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        config.storage.data_dir = absolute(&base, &config.storage.data_dir);
+        let data_dir = config.storage.data_dir.clone();
+        config.display.resolve_paths(&data_dir);
+        Ok((config, source_name))
+    }
+
+    fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let id = &self.outlet.id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "outlet.id",
+                format!("{id:?}: use 1-64 letters, digits, '-' or '_'"),
+            ));
+        }
+        if self.outlet.country_code.is_empty()
+            || !self.outlet.country_code.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(invalid(
+                "outlet.country_code",
+                "digits only, e.g. \"62\"".into(),
+            ));
+        }
+        self.whatsapp
+            .version_triple()
+            .map_err(|m| invalid("whatsapp.version", m))?;
+        if !(self.whatsapp.endpoint.starts_with("wss://")
+            || self.whatsapp.endpoint.starts_with("ws://"))
+        {
+            return Err(invalid(
+                "whatsapp.endpoint",
+                "must be a ws:// or wss:// URL".into(),
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.reconnect.jitter) {
+            return Err(invalid(
+                "reconnect.jitter",
+                "must be between 0 and 0.5".into(),
+            ));
+        }
+        if self.reconnect.first_delay_ms == 0 || self.reconnect.first_delay_ms > 1000 {
+            return Err(invalid(
+                "reconnect.first_delay_ms",
+                "the first retry comes within a second: 1..=1000".into(),
+            ));
+        }
+        if self.reconnect.max_delay_secs == 0 {
+            return Err(invalid(
+                "reconnect.max_delay_secs",
+                "must be positive".into(),
+            ));
+        }
+        if self.reconnect.connect_timeout_secs < 5 {
+            return Err(invalid(
+                "reconnect.connect_timeout_secs",
+                "at least 5".into(),
+            ));
+        }
+        if self.pairing.max_rounds_per_hour == 0 {
+            return Err(invalid("pairing.max_rounds_per_hour", "at least 1".into()));
+        }
+        if self.health.ttl_secs < 2 {
+            return Err(invalid("health.ttl_secs", "at least 2".into()));
+        }
+        self.display
+            .validate()
+            .map_err(|e| invalid("display", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("control.sock"))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.reconnect.connect_timeout_secs)
+    }
+
+    /// The resolved config as TOML, for `check-config`. Nothing in it is a
+    /// secret today; keys added for secrets must be redacted here.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// `OUTLET_AGENT__STORAGE__DATA_DIR=/x` sets `storage.data_dir = "/x"`.
+fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env {
+            var: var.to_string(),
+            message: "expected OUTLET_AGENT__<SECTION>__<KEY>".into(),
+        });
+    }
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (key, sections) = path.split_last().ok_or_else(|| ConfigError::Env {
+        var: var.to_string(),
+        message: "no key".into(),
+    })?;
+    let mut current = table;
+    for section in sections {
+        current = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env {
+                var: var.to_string(),
+                message: format!("{section} is not a table"),
+            })?;
+    }
+    current.insert(key.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .map(|(c, _)| c)
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = load_text("", &[]).expect("valid");
+        assert_eq!(config.outlet.id, "dev-outlet");
+        assert!(config.storage.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_line_and_key() {
+        let err =
+            load_text("[outlet]\nid = \"a\"\ncolour = \"red\"\n", &[]).expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("agent.toml"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("colour"), "{text}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_line() {
+        let err = load_text("[reconnect]\nmax_delay_secs = \"five\"\n", &[]).expect_err("type");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 2") && text.contains("max_delay_secs"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_single_keys() {
+        let config = load_text(
+            "[outlet]\nid = \"a\"\n",
+            &[
+                ("OUTLET_AGENT__OUTLET__ID", "jkt-01"),
+                ("OUTLET_AGENT__RECONNECT__MAX_DELAY_SECS", "120"),
+                ("OTHER", "x"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.outlet.id, "jkt-01");
+        assert_eq!(config.reconnect.max_delay_secs, 120);
+        let err = load_text("", &[("OUTLET_AGENT__OUTLET__NOPE", "1")]).expect_err("unknown");
+        assert!(
+            err.to_string().contains("OUTLET_AGENT__OUTLET__NOPE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = load_text("[outlet]\nid = \"has space\"\n", &[]).expect_err("bad id");
+        assert!(err.to_string().contains("outlet.id"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.toml");
+        Config::load(Some(Path::new(example)), Vec::new()).expect("config/agent.toml is valid");
+    }
+}

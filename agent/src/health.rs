@@ -1,0 +1,207 @@
+//! The health snapshot: the one description of the session that the screen,
+//! MQTT, the control socket and systemd all read.
+//!
+//! Only the supervisor writes it (on a `tokio::sync::watch`), and it derives
+//! every field from the live session, never from a flag in a database: the
+//! old dashboards said "connected" from a stale DB flag while nothing
+//! listened. `valid_until` makes a snapshot expire on its own, so a reader
+//! can tell a dead agent from a quiet one.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The session states of DESIGN.md, in their wire spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Starting,
+    WaitingForClock,
+    Connecting,
+    Pairing,
+    PairingCode,
+    PairingIdle,
+    Connected,
+    Reconnecting,
+    LoggedOut,
+    Replaced,
+    Banned,
+    Outdated,
+    Paused,
+    Fault,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::WaitingForClock => "waiting_for_clock",
+            SessionState::Connecting => "connecting",
+            SessionState::Pairing => "pairing",
+            SessionState::PairingCode => "pairing_code",
+            SessionState::PairingIdle => "pairing_idle",
+            SessionState::Connected => "connected",
+            SessionState::Reconnecting => "reconnecting",
+            SessionState::LoggedOut => "logged_out",
+            SessionState::Replaced => "replaced",
+            SessionState::Banned => "banned",
+            SessionState::Outdated => "outdated",
+            SessionState::Paused => "paused",
+            SessionState::Fault => "fault",
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The QR currently offered for pairing. The code itself carries the
+/// pairing secret: it is never serialised with the snapshot.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct QrStatus {
+    /// 1-based number of this code in the current round.
+    pub index: u32,
+    /// Codes the server gave for this round.
+    pub count: u32,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub code: String,
+}
+
+impl fmt::Debug for QrStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QrStatus")
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .field("expires_at", &self.expires_at)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
+/// When and why the last live connection ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastDisconnect {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// The snapshot. Also the retained MQTT `state` payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub outlet: String,
+    pub state: SessionState,
+    pub since: DateTime<Utc>,
+    /// E.164 (`+6281234567890`), known from the pairing onwards.
+    pub phone: Option<String>,
+    pub push_name: Option<String>,
+    /// Connection attempts since the last stable connection.
+    pub attempt: u32,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_connected_at: Option<DateTime<Utc>>,
+    pub last_disconnect: Option<LastDisconnect>,
+    pub qr: Option<QrStatus>,
+    /// End of a temporary ban (`banned`).
+    pub banned_until: Option<DateTime<Utc>>,
+    /// `ok`, `fault: …` or `none`.
+    pub display: String,
+    pub version: String,
+    /// After this instant the snapshot is stale: the supervisor refreshes it
+    /// well before, so a reader past it is looking at a dead agent.
+    pub valid_until: DateTime<Utc>,
+}
+
+impl Health {
+    pub fn new(outlet: &str, now: DateTime<Utc>, ttl: chrono::Duration) -> Self {
+        Self {
+            outlet: outlet.to_string(),
+            state: SessionState::Starting,
+            since: now,
+            phone: None,
+            push_name: None,
+            attempt: 0,
+            next_retry_at: None,
+            last_error: None,
+            last_connected_at: None,
+            last_disconnect: None,
+            qr: None,
+            banned_until: None,
+            display: "none".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            valid_until: now + ttl,
+        }
+    }
+
+    /// The phone number as logs may show it: only the last four digits.
+    pub fn masked_phone(&self) -> Option<String> {
+        self.phone.as_deref().map(mask_phone)
+    }
+}
+
+/// One state change, as published on the MQTT `event` topic and kept in the
+/// store's bounded history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    pub at: DateTime<Utc>,
+    pub from: SessionState,
+    pub to: SessionState,
+    pub reason: String,
+}
+
+/// Masks all but the last four digits: `+6281234567890` → `+*********7890`.
+/// Full numbers never go to logs (DESIGN.md, "Never in any payload or log").
+pub fn mask_phone(phone: &str) -> String {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    phone
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 4 <= digits { '*' } else { c }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The E.164 form of a JID's user part (`6281234567890` → `+6281234567890`).
+pub fn phone_from_jid_user(user: &str) -> Option<String> {
+    let digits: String = user.chars().take_while(char::is_ascii_digit).collect();
+    (!digits.is_empty()).then(|| format!("+{digits}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_masked_to_the_last_four_digits() {
+        assert_eq!(mask_phone("+6281234567890"), "+*********7890");
+        assert_eq!(mask_phone("123"), "123");
+    }
+
+    #[test]
+    fn the_qr_code_never_reaches_the_snapshot_json() {
+        let now = Utc::now();
+        let mut health = Health::new("jkt-01", now, chrono::Duration::seconds(60));
+        health.qr = Some(QrStatus {
+            index: 1,
+            count: 6,
+            issued_at: now,
+            expires_at: now,
+            code: "2@secret-ref,AAAA,BBBB,CCCC,1".into(),
+        });
+        let json = serde_json::to_string(&health).expect("serialises");
+        assert!(!json.contains("secret-ref"), "{json}");
+        assert!(!format!("{health:?}").contains("secret-ref"));
+        assert!(json.contains("\"state\":\"starting\""));
+    }
+}

@@ -1,0 +1,831 @@
+//! The supervisor: the one owner of the WhatsApp connection.
+//!
+//! It runs sessions one after another — never two at once, by construction:
+//! a new session is only started after the previous one's run loop has
+//! ended — and turns library events and commands into the state machine of
+//! DESIGN.md. It alone writes the [`Health`] snapshot; the screen, MQTT, the
+//! control socket and systemd only read it.
+//!
+//! Timing is owned here too (see [`backoff`] and [`rounds`]), so the
+//! `attempt` and `next_retry_at` it reports are the truth.
+
+pub mod backoff;
+pub mod rounds;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, watch};
+use whatsapp_rust::store::traits::{Backend, DeviceStore};
+use whatsapp_rust::types::events::Event;
+
+use crate::clock;
+use crate::command::{Command, CommandError, CommandRequest, CommandResult, Commands};
+use crate::config::Config;
+use crate::health::{
+    Health, LastDisconnect, QrStatus, SessionState, Transition, mask_phone, phone_from_jid_user,
+};
+use crate::notify::Notifier;
+use backoff::Backoff;
+use rounds::Rounds;
+use session::{Session, SessionEvent, SessionParams};
+
+/// How long a stopping client may take to close its connection.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The supervisor wakes at least this often: watchdog, stale-health refresh,
+/// connect deadline.
+const TICK: Duration = Duration::from_millis(500);
+/// WhatsApp hands out this many codes per round (first 60 s, then 20 s each).
+const CODES_PER_ROUND: u32 = 6;
+
+/// The reading side of the supervisor, for everything that shows, reports
+/// or commands.
+#[derive(Clone)]
+pub struct SupervisorLink {
+    pub health: watch::Receiver<Health>,
+    pub transitions: broadcast::Sender<Transition>,
+    pub commands: Commands,
+}
+
+/// What the server or the user decided about the session that just ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    /// Pairing succeeded; the server restarts the stream (515): log in now.
+    Linked,
+    LoggedOut,
+    Replaced,
+    Banned {
+        until: DateTime<Utc>,
+    },
+    Outdated,
+    PairingExhausted,
+    /// A command asked for a reconnect (or a new pairing round) now.
+    Restart,
+    Pause,
+    Transient(String),
+    Shutdown,
+}
+
+/// What the supervisor does next.
+enum Next {
+    Connect,
+    Wait { until: Instant },
+    Paused,
+    Stop,
+}
+
+pub struct Supervisor {
+    config: Arc<Config>,
+    store: Arc<outlet_store::SqliteStore>,
+    health: watch::Sender<Health>,
+    transitions: broadcast::Sender<Transition>,
+    commands: mpsc::Receiver<CommandRequest>,
+    display_status: Option<watch::Receiver<outlet_display::DisplayStatus>>,
+    notifier: Notifier,
+    history: mpsc::Sender<Transition>,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    events_rx: mpsc::UnboundedReceiver<SessionEvent>,
+    generation: u64,
+    backoff: Backoff,
+    rounds: Rounds,
+    /// The last session ended with the device unlinked: the next pairing
+    /// round is shown as "unlinked — scan to link again".
+    after_logout: bool,
+    qr_index: u32,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<outlet_store::SqliteStore>,
+        display_status: Option<watch::Receiver<outlet_display::DisplayStatus>>,
+        notifier: Notifier,
+    ) -> (Self, SupervisorLink) {
+        let now = Utc::now();
+        let mut initial = Health::new(&config.outlet.id, now, ttl(&config));
+        if let Some(status) = &display_status {
+            initial.display = status.borrow().to_string();
+        }
+        let (health, health_rx) = watch::channel(initial);
+        let (transitions, _) = broadcast::channel(256);
+        let (commands_tx, commands) = Commands::channel(32);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let history = spawn_history_writer(store.clone());
+        let link = SupervisorLink {
+            health: health_rx,
+            transitions: transitions.clone(),
+            commands: commands_tx,
+        };
+        let supervisor = Self {
+            backoff: Backoff::new(&config.reconnect),
+            rounds: Rounds::new(config.pairing.max_rounds_per_hour),
+            config,
+            store,
+            health,
+            transitions,
+            commands,
+            display_status,
+            notifier,
+            history,
+            events_tx,
+            events_rx,
+            generation: 0,
+            after_logout: false,
+            qr_index: 0,
+        };
+        (supervisor, link)
+    }
+
+    /// Puts a problem found before the first session (a store that had to
+    /// be moved aside, say) into the snapshot, so it is reported.
+    pub fn report_startup_problem(&mut self, message: String) {
+        self.health.send_modify(|h| h.last_error = Some(message));
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.restore_identity().await;
+        if !self.wait_for_clock(&mut shutdown).await {
+            return;
+        }
+        let mut next = Next::Connect;
+        loop {
+            next = match next {
+                Next::Connect => {
+                    let verdict = self.run_session(&mut shutdown).await;
+                    self.after_session(verdict).await
+                }
+                Next::Wait { until } => self.wait(until, &mut shutdown).await,
+                Next::Paused => self.paused(&mut shutdown).await,
+                Next::Stop => break,
+            };
+        }
+        self.notifier.status("stopped");
+    }
+
+    /// Shows the number this outlet is linked to from the start, before any
+    /// connection: it was persisted at pairing time.
+    async fn restore_identity(&mut self) {
+        match self.store.last_identity().await {
+            Ok(Some(identity)) if self.device_is_linked().await => {
+                self.health.send_modify(|h| {
+                    h.phone = identity.phone.as_deref().and_then(phone_from_jid_user);
+                    h.push_name = identity.push_name.clone();
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the last identity"),
+        }
+    }
+
+    async fn device_is_linked(&self) -> bool {
+        matches!(
+            DeviceStore::load(&*self.store).await,
+            Ok(Some(device)) if device.pn.is_some()
+        )
+    }
+
+    /// `waiting_for_clock` until the system clock can be trusted. Returns
+    /// false on shutdown.
+    async fn wait_for_clock(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let check = self.config.clock.check;
+        if clock::is_trustworthy(check) {
+            return true;
+        }
+        self.set_state(
+            SessionState::WaitingForClock,
+            "system clock not synchronised",
+            |_| {},
+        );
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                _ = tick.tick() => {
+                    self.heartbeat();
+                    if clock::is_trustworthy(check) {
+                        return true;
+                    }
+                }
+                Some(request) = self.commands.recv() => {
+                    let reply = self.answer_idle(&request.command);
+                    let _ = request.reply.send(reply);
+                }
+            }
+        }
+    }
+
+    /// Runs one session until its connection ends; returns what happened.
+    async fn run_session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Verdict {
+        self.generation += 1;
+        let generation = self.generation;
+        let attempt = self.backoff.failures() + 1;
+        let linked = self.device_is_linked().await;
+        let (state, reason) = if self.after_logout {
+            (
+                SessionState::LoggedOut,
+                "device unlinked; starting a new pairing",
+            )
+        } else if linked {
+            (SessionState::Connecting, "connecting")
+        } else {
+            (SessionState::Connecting, "connecting to request a QR code")
+        };
+        self.set_state(state, reason, |h| {
+            h.attempt = attempt;
+            h.next_retry_at = None;
+            h.banned_until = None;
+        });
+
+        let version = self
+            .config
+            .whatsapp
+            .version_triple()
+            .unwrap_or((2, 3000, 1_023_868_176));
+        let backend: Arc<dyn Backend> = self.store.clone();
+        let params = SessionParams {
+            generation,
+            endpoint: self.config.whatsapp.endpoint.clone(),
+            version,
+            backend,
+            events: self.events_tx.clone(),
+        };
+        let mut session = match Session::start(params).await {
+            Ok(session) => session,
+            Err(e) => return Verdict::Transient(e.to_string()),
+        };
+        tracing::info!(attempt, generation, "session started");
+
+        let started = Instant::now();
+        let mut connected_at: Option<Instant> = None;
+        let mut verdict: Option<Verdict> = None;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    verdict = Some(Verdict::Shutdown);
+                    session.stop(STOP_GRACE).await;
+                    break;
+                }
+                Some(event) = self.events_rx.recv() => {
+                    if event.generation == generation {
+                        self.on_event(&event.event, &mut verdict, &mut connected_at).await;
+                    }
+                }
+                () = session.ended() => break,
+                Some(request) = self.commands.recv() => {
+                    if let Some(v) = self.on_command(request, &mut session).await {
+                        verdict = Some(v);
+                        if session.is_running() {
+                            session.stop(STOP_GRACE).await;
+                        }
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.heartbeat();
+                    let showing_qr = self.health.borrow().qr.is_some();
+                    if connected_at.is_none()
+                        && !showing_qr
+                        && started.elapsed() > self.config.connect_timeout()
+                    {
+                        verdict = Some(Verdict::Transient(format!(
+                            "no answer from WhatsApp within {}s",
+                            self.config.reconnect.connect_timeout_secs
+                        )));
+                        session.stop(STOP_GRACE).await;
+                        break;
+                    }
+                }
+            }
+        }
+        // The library forwards its events synchronously, so everything this
+        // session reported is already queued.
+        while let Ok(event) = self.events_rx.try_recv() {
+            if event.generation == generation {
+                self.on_event(&event.event, &mut verdict, &mut connected_at)
+                    .await;
+            }
+        }
+        if let Some(at) = connected_at {
+            self.backoff.connection_ended(at.elapsed());
+        }
+        verdict.unwrap_or_else(|| Verdict::Transient("connection closed".into()))
+    }
+
+    async fn on_event(
+        &mut self,
+        event: &Event,
+        verdict: &mut Option<Verdict>,
+        connected_at: &mut Option<Instant>,
+    ) {
+        let now = Utc::now();
+        match event {
+            Event::PairingQrCode(qr) => {
+                if self.qr_index == 0 {
+                    self.rounds.start(Instant::now());
+                }
+                self.qr_index += 1;
+                let index = self.qr_index;
+                let expires_at = now
+                    + chrono::Duration::from_std(qr.timeout).unwrap_or(chrono::Duration::zero());
+                let status = QrStatus {
+                    index,
+                    count: CODES_PER_ROUND.max(index),
+                    issued_at: now,
+                    expires_at,
+                    code: qr.code.clone(),
+                };
+                let state = if self.after_logout {
+                    SessionState::LoggedOut
+                } else {
+                    SessionState::Pairing
+                };
+                self.set_state(state, &format!("showing QR code {index}"), |h| {
+                    h.qr = Some(status);
+                    h.attempt = 0;
+                });
+            }
+            Event::PairSuccess(success) => {
+                // Persist first, publish second, and only then anything else:
+                // the number must never be unknown after a scan.
+                let phone = phone_from_jid_user(&success.id.user);
+                let push_name = Some(success.business_name.clone()).filter(|n| !n.is_empty());
+                let identity = outlet_store::Identity {
+                    jid: success.id.to_string(),
+                    phone: Some(success.id.user.to_string()),
+                    push_name: push_name.clone(),
+                    lid: Some(success.lid.to_string()).filter(|l| !l.is_empty()),
+                    paired_at: Some(now),
+                };
+                if let Err(e) = self.store.set_last_identity(&identity).await {
+                    tracing::error!(error = %e, "cannot persist the linked identity");
+                }
+                let masked = phone.as_deref().map(mask_phone).unwrap_or_default();
+                self.after_logout = false;
+                self.qr_index = 0;
+                *verdict = Some(Verdict::Linked);
+                self.set_state(
+                    SessionState::Connecting,
+                    &format!("linked to {masked}; logging in"),
+                    |h| {
+                        h.phone = phone;
+                        h.push_name = push_name;
+                        h.qr = None;
+                        h.attempt = 1;
+                    },
+                );
+            }
+            Event::Connected(_) => {
+                *connected_at = Some(Instant::now());
+                let device = DeviceStore::load(&*self.store).await.ok().flatten();
+                self.set_state(SessionState::Connected, "logged in", |h| {
+                    h.attempt = 0;
+                    h.next_retry_at = None;
+                    h.last_error = None;
+                    h.last_connected_at = Some(now);
+                    h.qr = None;
+                    if let Some(device) = device {
+                        if let Some(pn) = &device.pn {
+                            h.phone = phone_from_jid_user(&pn.user);
+                        }
+                        if !device.push_name.is_empty() {
+                            h.push_name = Some(device.push_name.clone());
+                        }
+                    }
+                });
+            }
+            Event::Disconnected(d) => {
+                let reason = format!("{:?}", d.reason);
+                self.health.send_modify(|h| {
+                    h.last_disconnect = Some(LastDisconnect {
+                        at: now,
+                        reason: reason.clone(),
+                    });
+                });
+                verdict.get_or_insert(Verdict::Transient(format!("disconnected: {reason}")));
+            }
+            Event::LoggedOut(_) => *verdict = Some(Verdict::LoggedOut),
+            Event::StreamReplaced(_) => *verdict = Some(Verdict::Replaced),
+            Event::TemporaryBan(ban) => {
+                let until = now + ban.expire;
+                *verdict = Some(Verdict::Banned { until });
+            }
+            Event::ClientOutdated(_) => *verdict = Some(Verdict::Outdated),
+            Event::ConnectFailure(failure) => {
+                verdict.get_or_insert(Verdict::Transient(format!(
+                    "connect failure {:?}",
+                    failure.reason
+                )));
+            }
+            Event::PairingQrCodesExhausted(_) => *verdict = Some(Verdict::PairingExhausted),
+            Event::PairError(error) => {
+                let message = format!("pairing failed: {}", error.error);
+                self.health.send_modify(|h| h.last_error = Some(message));
+            }
+            Event::StreamError(error) => {
+                let message = format!("stream error {}", error.code);
+                self.health.send_modify(|h| h.last_error = Some(message));
+            }
+            _ => {}
+        }
+    }
+
+    /// Decides what follows a session.
+    async fn after_session(&mut self, verdict: Verdict) -> Next {
+        let now = Instant::now();
+        self.qr_index = 0;
+        self.health.send_modify(|h| h.qr = None);
+        match verdict {
+            Verdict::Shutdown => Next::Stop,
+            Verdict::Linked | Verdict::Restart => Next::Connect,
+            Verdict::Pause => {
+                self.set_state(SessionState::Paused, "paused by command", |h| {
+                    h.next_retry_at = None;
+                });
+                Next::Paused
+            }
+            Verdict::LoggedOut => {
+                if let Err(e) = self.store.wipe_whatsapp_keys().await {
+                    tracing::error!(error = %e, "cannot wipe the WhatsApp keys after logout");
+                    self.set_state(
+                        SessionState::Fault,
+                        &format!("cannot wipe the keys of the unlinked device: {e}"),
+                        |h| h.last_error = Some(e.to_string()),
+                    );
+                    return Next::Wait {
+                        until: now + Duration::from_secs(30),
+                    };
+                }
+                self.after_logout = true;
+                self.backoff.reset();
+                self.set_state(
+                    SessionState::LoggedOut,
+                    "this device was unlinked; keys wiped",
+                    |_| {},
+                );
+                let until = self.rounds.next_allowed(now);
+                if until > now {
+                    self.idle_until(until, "pairing rounds used up for this hour")
+                } else {
+                    Next::Connect
+                }
+            }
+            Verdict::PairingExhausted => {
+                let cooldown = now + Duration::from_secs(self.config.pairing.cooldown_secs);
+                let until = cooldown.max(self.rounds.next_allowed(now));
+                self.idle_until(until, "QR codes ran out")
+            }
+            Verdict::Replaced => {
+                let until = now + Duration::from_secs(self.config.pairing.replaced_cooldown_secs);
+                self.set_state(
+                    SessionState::Replaced,
+                    "another client took over this session",
+                    |h| h.next_retry_at = Some(to_utc(until)),
+                );
+                Next::Wait { until }
+            }
+            Verdict::Banned { until } => {
+                let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                self.set_state(
+                    SessionState::Banned,
+                    "temporarily banned by WhatsApp",
+                    |h| {
+                        h.banned_until = Some(until);
+                        h.next_retry_at = Some(until);
+                    },
+                );
+                Next::Wait { until: now + wait }
+            }
+            Verdict::Outdated => {
+                let until = now + Duration::from_secs(self.config.pairing.outdated_retry_secs);
+                self.set_state(
+                    SessionState::Outdated,
+                    "WhatsApp says this client version is outdated",
+                    |h| h.next_retry_at = Some(to_utc(until)),
+                );
+                Next::Wait { until }
+            }
+            Verdict::Transient(reason) => {
+                let delay = self.backoff.next_delay();
+                let until = now + delay;
+                let attempt = self.backoff.failures();
+                tracing::info!(%reason, attempt, ?delay, "will reconnect");
+                self.set_state(SessionState::Reconnecting, &reason, |h| {
+                    h.attempt = attempt;
+                    h.next_retry_at = Some(to_utc(until));
+                    h.last_error = Some(reason.clone());
+                });
+                Next::Wait { until }
+            }
+        }
+    }
+
+    fn idle_until(&mut self, until: Instant, reason: &str) -> Next {
+        self.set_state(SessionState::PairingIdle, reason, |h| {
+            h.next_retry_at = Some(to_utc(until));
+        });
+        Next::Wait { until }
+    }
+
+    /// Waits until `until`, answering commands; some end the wait early.
+    async fn wait(&mut self, until: Instant, shutdown: &mut watch::Receiver<bool>) -> Next {
+        let mut tick = tokio::time::interval(TICK);
+        let sleep = tokio::time::sleep_until(until.into());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Next::Stop,
+                () = &mut sleep => return Next::Connect,
+                Some(request) = self.commands.recv() => {
+                    let state = self.health.borrow().state;
+                    let (reply, next) = match &request.command {
+                        Command::Reconnect if state != SessionState::PairingIdle => {
+                            self.backoff.reset();
+                            (Ok(json!({})), Some(Next::Connect))
+                        }
+                        Command::Reconnect | Command::RefreshQr => self.new_round_now(state),
+                        Command::Pause => {
+                            self.set_state(SessionState::Paused, "paused by command", |h| {
+                                h.next_retry_at = None;
+                            });
+                            (Ok(json!({})), Some(Next::Paused))
+                        }
+                        Command::Logout { confirm: true } => {
+                            match self.store.wipe_whatsapp_keys().await {
+                                Ok(()) => {
+                                    self.after_logout = true;
+                                    (Ok(json!({})), Some(Next::Connect))
+                                }
+                                Err(e) => (Err(CommandError::Failed(e.to_string())), None),
+                            }
+                        }
+                        other => (self.answer_idle(other), None),
+                    };
+                    let _ = request.reply.send(reply);
+                    if let Some(next) = next {
+                        return next;
+                    }
+                }
+                _ = tick.tick() => self.heartbeat(),
+            }
+        }
+    }
+
+    /// `refresh_qr` (or the button) while idle: a new pairing round now,
+    /// unless this hour's rounds are used up.
+    fn new_round_now(&mut self, state: SessionState) -> (CommandResult, Option<Next>) {
+        if !matches!(state, SessionState::PairingIdle | SessionState::LoggedOut) {
+            return (
+                Err(CommandError::Refused(format!(
+                    "not pairing (state {state})"
+                ))),
+                None,
+            );
+        }
+        let now = Instant::now();
+        let allowed = self.rounds.next_allowed(now);
+        if allowed > now {
+            let at = to_utc(allowed);
+            return (
+                Err(CommandError::Refused(format!(
+                    "pairing rounds used up for this hour; next at {}",
+                    at.to_rfc3339()
+                ))),
+                None,
+            );
+        }
+        (Ok(json!({})), Some(Next::Connect))
+    }
+
+    async fn paused(&mut self, shutdown: &mut watch::Receiver<bool>) -> Next {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Next::Stop,
+                Some(request) = self.commands.recv() => {
+                    let (reply, next) = match &request.command {
+                        Command::Resume => {
+                            self.backoff.reset();
+                            (Ok(json!({})), Some(Next::Connect))
+                        }
+                        Command::Pause => (Ok(json!({})), None),
+                        Command::Reconnect | Command::RefreshQr => (
+                            Err(CommandError::Refused("paused; send resume first".into())),
+                            None,
+                        ),
+                        other => (self.answer_idle(other), None),
+                    };
+                    let _ = request.reply.send(reply);
+                    if let Some(next) = next {
+                        return next;
+                    }
+                }
+                _ = tick.tick() => self.heartbeat(),
+            }
+        }
+    }
+
+    /// Commands that need no session.
+    fn answer_idle(&self, command: &Command) -> CommandResult {
+        match command {
+            Command::Status => self.status_json(),
+            Command::Qr => self.qr_json(),
+            Command::CheckNumber { phone } => {
+                crate::command::normalize_phone(phone, &self.config.outlet.country_code)?;
+                Err(CommandError::NotConnected)
+            }
+            Command::Logout { confirm: false } => Err(CommandError::Refused(
+                "logout unlinks this outlet; send {\"confirm\": true}".into(),
+            )),
+            Command::Resume => Ok(json!({ "note": "not paused" })),
+            other => Err(CommandError::Refused(format!(
+                "{} is not possible in state {}",
+                other.name(),
+                self.health.borrow().state
+            ))),
+        }
+    }
+
+    /// Commands while a session runs. Returns a verdict when the command
+    /// ends the session.
+    async fn on_command(
+        &mut self,
+        request: CommandRequest,
+        session: &mut Session,
+    ) -> Option<Verdict> {
+        let state = self.health.borrow().state;
+        let (reply, verdict) = match &request.command {
+            Command::Status => (self.status_json(), None),
+            Command::Qr => (self.qr_json(), None),
+            Command::Reconnect => {
+                self.backoff.reset();
+                (Ok(json!({})), Some(Verdict::Restart))
+            }
+            Command::RefreshQr => {
+                if matches!(state, SessionState::Pairing | SessionState::LoggedOut) {
+                    (Ok(json!({})), Some(Verdict::Restart))
+                } else {
+                    (
+                        Err(CommandError::Refused(format!(
+                            "not pairing (state {state})"
+                        ))),
+                        None,
+                    )
+                }
+            }
+            Command::Pause => (Ok(json!({})), Some(Verdict::Pause)),
+            Command::Resume => (Ok(json!({ "note": "not paused" })), None),
+            Command::Logout { confirm: false } => (self.answer_idle(&request.command), None),
+            Command::Logout { confirm: true } => {
+                session.logout(STOP_GRACE).await;
+                (Ok(json!({})), Some(Verdict::LoggedOut))
+            }
+            Command::CheckNumber { phone } => {
+                match crate::command::normalize_phone(phone, &self.config.outlet.country_code) {
+                    Err(e) => (Err(e), None),
+                    Ok(_) if state != SessionState::Connected => {
+                        (Err(CommandError::NotConnected), None)
+                    }
+                    Ok(number) => {
+                        // A network round trip: answered from its own task so
+                        // the supervisor never waits on it.
+                        let client = session.client().clone();
+                        tokio::spawn(async move {
+                            let _ = request.reply.send(check_number(client, number).await);
+                        });
+                        return None;
+                    }
+                }
+            }
+        };
+        let _ = request.reply.send(reply);
+        verdict
+    }
+
+    fn status_json(&self) -> CommandResult {
+        serde_json::to_value(&*self.health.borrow())
+            .map_err(|e| CommandError::Failed(e.to_string()))
+    }
+
+    fn qr_json(&self) -> CommandResult {
+        let health = self.health.borrow();
+        match &health.qr {
+            Some(qr) => Ok(json!({
+                "qr": qr.code,
+                "index": qr.index,
+                "count": qr.count,
+                "expires_at": qr.expires_at,
+            })),
+            None => Err(CommandError::Refused(format!(
+                "no QR code is shown (state {})",
+                health.state
+            ))),
+        }
+    }
+
+    /// Keeps the snapshot fresh and tells systemd the supervisor is alive.
+    /// Called from every loop of the supervisor, so a wedged supervisor
+    /// stops the watchdog pings and systemd restarts the agent.
+    fn heartbeat(&mut self) {
+        self.notifier.watchdog();
+        let now = Utc::now();
+        let ttl = ttl(&self.config);
+        let display = self.display_status.as_ref().map(|s| s.borrow().to_string());
+        let stale = self.health.borrow().valid_until - ttl / 2 <= now;
+        let display_changed = display
+            .as_ref()
+            .is_some_and(|d| *d != self.health.borrow().display);
+        if stale || display_changed {
+            self.health.send_modify(|h| {
+                h.valid_until = now + ttl;
+                if let Some(display) = display {
+                    h.display = display;
+                }
+            });
+        }
+    }
+
+    /// Applies a change to the snapshot. A new state also records a
+    /// transition (event stream, history, systemd STATUS, log line).
+    fn set_state(&mut self, state: SessionState, reason: &str, change: impl FnOnce(&mut Health)) {
+        let now = Utc::now();
+        let ttl = ttl(&self.config);
+        let mut transition = None;
+        self.health.send_modify(|h| {
+            if h.state != state {
+                transition = Some(Transition {
+                    at: now,
+                    from: h.state,
+                    to: state,
+                    reason: reason.to_string(),
+                });
+                h.state = state;
+                h.since = now;
+            }
+            change(h);
+            h.valid_until = now + ttl;
+        });
+        if let Some(transition) = transition {
+            tracing::info!(
+                from = %transition.from,
+                to = %transition.to,
+                reason = %transition.reason,
+                "state changed"
+            );
+            self.notifier
+                .status(&format!("{}: {}", transition.to, transition.reason));
+            let _ = self.transitions.send(transition.clone());
+            if self.history.try_send(transition).is_err() {
+                tracing::warn!("state history writer is behind; a transition was not stored");
+            }
+        }
+    }
+}
+
+async fn check_number(client: Arc<whatsapp_rust::client::Client>, number: String) -> CommandResult {
+    let jid = whatsapp_rust::Jid::pn(number.clone());
+    match client.contacts().is_on_whatsapp(&[jid]).await {
+        Ok(results) => {
+            let registered = results.iter().any(|r| r.is_registered);
+            Ok(json!({ "phone": format!("+{number}"), "registered": registered }))
+        }
+        Err(e) => Err(CommandError::Failed(format!("lookup failed: {e}"))),
+    }
+}
+
+fn ttl(config: &Config) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(config.health.ttl_secs).unwrap_or(60))
+}
+
+fn to_utc(at: Instant) -> DateTime<Utc> {
+    let now = Instant::now();
+    let delta = at.saturating_duration_since(now);
+    Utc::now() + chrono::Duration::from_std(delta).unwrap_or(chrono::Duration::zero())
+}
+
+/// Writes transitions to the store's bounded history, in order, off the
+/// supervisor's path: a slow SD card must not delay a reconnect.
+fn spawn_history_writer(store: Arc<outlet_store::SqliteStore>) -> mpsc::Sender<Transition> {
+    let (tx, mut rx) = mpsc::channel::<Transition>(256);
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            let record = outlet_store::Transition {
+                at: t.at,
+                from: t.from.to_string(),
+                to: t.to.to_string(),
+                reason: t.reason,
+            };
+            if let Err(e) = store.record_transition(&record).await {
+                tracing::warn!(error = %e, "cannot store a state transition");
+            }
+        }
+    });
+    tx
+}

@@ -1,0 +1,167 @@
+//! One WhatsApp connection attempt: a whatsapp-rust client built on the
+//! session store, run until its connection ends, then discarded.
+//!
+//! The library can reconnect by itself, but then nobody outside it knows the
+//! attempt number or when the next try comes, and two reconnect loops (the
+//! library's and a supervisor's) are exactly how the old system ended up
+//! with two connections for one device. So the library's auto-reconnect is
+//! switched off: a session ends when its connection ends, and only the
+//! supervisor decides whether and when the next one starts. A new client per
+//! attempt also means no state of a failed connection leaks into the next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::client::Client;
+use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind};
+
+/// An event of the session numbered `generation`.
+pub struct SessionEvent {
+    pub generation: u64,
+    pub event: Arc<Event>,
+}
+
+/// The kinds the supervisor acts on. Messages and the rest are not even
+/// materialised for us.
+const KINDS: &[EventKind] = &[
+    EventKind::Connected,
+    EventKind::Disconnected,
+    EventKind::PairSuccess,
+    EventKind::PairError,
+    EventKind::LoggedOut,
+    EventKind::PairingQrCode,
+    EventKind::PairingQrCodesExhausted,
+    EventKind::ClientOutdated,
+    EventKind::StreamReplaced,
+    EventKind::TemporaryBan,
+    EventKind::ConnectFailure,
+    EventKind::StreamError,
+];
+
+/// Forwards events synchronously from the library's event bus, so they are
+/// on the channel, in order, before the connection's run loop can end.
+struct Forward {
+    generation: u64,
+    tx: mpsc::UnboundedSender<SessionEvent>,
+}
+
+impl EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        let _ = self.tx.send(SessionEvent {
+            generation: self.generation,
+            event,
+        });
+    }
+
+    fn interest(&self) -> EventInterest {
+        EventInterest::of(KINDS)
+    }
+}
+
+/// The agent needs no HTTP: media is never downloaded and the client
+/// version is configured, not fetched.
+struct NoHttp;
+
+#[async_trait::async_trait]
+impl HttpClient for NoHttp {
+    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        anyhow::bail!("the outlet agent makes no HTTP requests")
+    }
+}
+
+/// What a session needs to start.
+pub struct SessionParams {
+    pub generation: u64,
+    pub endpoint: String,
+    pub version: (u32, u32, u32),
+    pub backend: Arc<dyn Backend>,
+    pub events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// A running connection attempt.
+pub struct Session {
+    pub generation: u64,
+    client: Arc<Client>,
+    handle: Option<BotHandle>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WhatsApp client: {0}")]
+pub struct StartError(String);
+
+impl Session {
+    pub async fn start(params: SessionParams) -> Result<Self, StartError> {
+        let bot = Bot::builder()
+            .with_backend_arc(params.backend)
+            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(params.endpoint))
+            .with_http_client(NoHttp)
+            .with_version(params.version)
+            .with_event_handler(Forward {
+                generation: params.generation,
+                tx: params.events,
+            })
+            .skip_history_sync()
+            .build()
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        let client = bot.client();
+        client
+            .enable_auto_reconnect
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let handle = bot.spawn();
+        Ok(Self {
+            generation: params.generation,
+            client,
+            handle: Some(handle),
+        })
+    }
+
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Resolves when the client's run loop has ended (its connection is
+    /// closed). Cancel-safe: can be polled again after another branch of a
+    /// `select!` won.
+    pub async fn ended(&mut self) {
+        match self.handle.as_mut() {
+            Some(handle) => {
+                handle.await;
+                self.handle = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// Ends the session and waits until its connection is closed. If the
+    /// client does not stop within `grace`, its task is aborted, which drops
+    /// the socket.
+    pub async fn stop(&mut self, grace: Duration) {
+        if let Some(handle) = self.handle.take()
+            && tokio::time::timeout(grace, handle.shutdown())
+                .await
+                .is_err()
+        {
+            // Dropping the handle (with the timed-out future) aborted the
+            // run task and with it the socket.
+            tracing::warn!("WhatsApp client did not stop within {grace:?}; aborted it");
+        }
+    }
+
+    /// Unlinks this device on the server (when connected) and ends the
+    /// session.
+    pub async fn logout(&mut self, grace: Duration) {
+        let client = self.client.clone();
+        let _ = tokio::time::timeout(grace, client.logout()).await;
+        self.stop(grace).await;
+    }
+}

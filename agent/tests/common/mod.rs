@@ -1,0 +1,259 @@
+//! End-to-end harness: the real `outlet-agent` binary against the fake
+//! WhatsApp server, observed through its control socket and its PNG screen.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_whatsapp::{FakeServer, ServerConfig};
+use serde_json::{Value, json};
+
+/// Generous for a loaded 2-core machine; the first `Connected` after a fresh
+/// pairing alone waits ~10 s for an app-state key share.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(100);
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_outlet-agent");
+
+pub async fn server() -> FakeServer {
+    server_with(ServerConfig::default()).await
+}
+
+pub async fn server_with(config: ServerConfig) -> FakeServer {
+    FakeServer::start(config).await.expect("fake server starts")
+}
+
+/// A running agent process with its own data directory.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+    log: PathBuf,
+    runs: u32,
+}
+
+/// Writes a config for an agent talking to `server`, rooted in `dir`.
+pub fn write_config(dir: &Path, endpoint: &str, extra: &str) -> PathBuf {
+    let config = dir.join("agent.toml");
+    let text = format!(
+        r#"[outlet]
+id = "e2e"
+name = "E2E Outlet"
+
+[storage]
+data_dir = "{data}"
+
+[whatsapp]
+endpoint = "{endpoint}"
+
+[clock]
+check = "off"
+
+[display]
+driver = "png"
+png_path = "{png}"
+{extra}
+"#,
+        data = dir.join("data").display(),
+        png = dir.join("screen.png").display(),
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+impl Agent {
+    /// Starts an agent in a fresh directory. `env` overrides config keys
+    /// (`OUTLET_AGENT__SECTION__KEY`).
+    pub fn start(server: &FakeServer, env: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let config = write_config(&dir, &server.url(), "");
+        let mut agent = Agent {
+            child: None,
+            log: dir.join("agent.log"),
+            dir,
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            runs: 0,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// Starts (again) the agent process on the same directory.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(AGENT)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("OUTLET_AGENT__RECONNECT__FIRST_DELAY_MS", "200")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info,outlet_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.child = Some(child);
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("data").join("control.sock")
+    }
+
+    pub fn png(&self) -> PathBuf {
+        self.dir.join("screen.png")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One control-socket request; `None` while the agent is not answering.
+    pub async fn request(&self, command: Value) -> Option<Value> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let stream = tokio::net::UnixStream::connect(self.socket()).await.ok()?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .ok()?;
+        let line = BufReader::new(read).lines().next_line().await.ok()??;
+        serde_json::from_str(&line).ok()
+    }
+
+    pub async fn status(&self) -> Option<Value> {
+        let reply = self.request(json!({"command": "status"})).await?;
+        (reply["status"] == "ok").then(|| reply["data"].clone())
+    }
+
+    /// Polls the health until `pick` accepts it.
+    pub async fn wait_for(&mut self, what: &str, mut pick: impl FnMut(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        let mut last = Value::Null;
+        loop {
+            if let Some(status) = self.status().await {
+                if pick(&status) {
+                    return status;
+                }
+                last = status;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                panic!(
+                    "agent exited ({exit}) while waiting for {what}\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "timed out waiting for {what}; last health {last:#}\n--- agent log ---\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub async fn wait_state(&mut self, state: &str) -> Value {
+        self.wait_for(&format!("state {state}"), |h| h["state"] == state)
+            .await
+    }
+
+    /// Reads the QR off the rendered screen, as a phone would.
+    pub async fn qr_from_screen(&mut self, not: Option<&str>) -> String {
+        let start = Instant::now();
+        loop {
+            if let Ok(qr) = fake_whatsapp::phone::decode_qr_png(&self.png())
+                && Some(qr.as_str()) != not
+            {
+                return qr;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("no QR on the screen\n{}", self.log());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Pairs through the screen and the phone; returns the health once
+    /// connected.
+    pub async fn pair(&mut self, server: &FakeServer) -> Value {
+        self.wait_state("pairing").await;
+        let qr = self.qr_from_screen(None).await;
+        server
+            .phone()
+            .scan(&qr)
+            .await
+            .expect("the phone scans the screen");
+        self.wait_state("connected").await
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("agent did not exit\n{}", self.log());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit().await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the agent binary to completion with arguments; returns (code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(AGENT)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("agent runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
