@@ -85,6 +85,20 @@ impl Agent {
         agent
     }
 
+    /// Starts an agent in `dir`, which already holds its `agent.toml`.
+    pub fn start_in(dir: PathBuf, _server: &FakeServer) -> Agent {
+        let mut agent = Agent {
+            child: None,
+            log: dir.join("agent.log"),
+            config: dir.join("agent.toml"),
+            dir,
+            env: Vec::new(),
+            runs: 0,
+        };
+        agent.spawn();
+        agent
+    }
+
     /// Starts (again) the agent process on the same directory.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
