@@ -115,9 +115,7 @@ pub(crate) fn respond_to_hello(
     identity: &ServerIdentity,
     hello_frame: &[u8],
 ) -> Result<HelloReply, HandshakeError> {
-    let msg = wa::HandshakeMessage::decode_from_slice(hello_frame)
-        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    let hello = msg
+    let hello = decode_handshake(hello_frame)?
         .client_hello
         .into_option()
         .ok_or_else(|| HandshakeError::Malformed("no client hello".into()))?;
@@ -136,6 +134,11 @@ pub(crate) fn respond_to_hello(
         }
         _ => start_xx(identity, &client_eph, HandshakeKind::Xx),
     }
+}
+
+fn decode_handshake(frame: &[u8]) -> Result<wa::HandshakeMessage, HandshakeError> {
+    wa::HandshakeMessage::decode_from_slice(frame)
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))
 }
 
 /// `XX` (and `XXfallback`) message 2: `<- e, ee, s, es` plus the certificate.
@@ -178,9 +181,7 @@ fn start_xx(
 impl PendingXx {
     /// `XX` message 3: `-> s, se` plus the client's payload.
     pub(crate) fn finish(mut self, finish_frame: &[u8]) -> Result<Established, HandshakeError> {
-        let msg = wa::HandshakeMessage::decode_from_slice(finish_frame)
-            .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-        let finish = msg
+        let finish = decode_handshake(finish_frame)?
             .client_finish
             .into_option()
             .ok_or_else(|| HandshakeError::Malformed("no client finish".into()))?;

@@ -6,21 +6,30 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fake_whatsapp::{Admission, LoginFailure, ServerEvent, StreamErrorKind};
+use fake_whatsapp::{Admission, FakeServer, LoginFailure, ServerEvent, StreamErrorKind};
 use whatsapp_rust::types::events::Event;
+
+/// Pairs a client, injects `fault`, and waits for the event `expected`
+/// matches.
+async fn fault_gives(fault: impl FnOnce(&FakeServer), what: &str, expected: fn(&Event) -> bool) {
+    let server = server().await;
+    let mut paired = paired_client(&server).await;
+    fault(&server);
+    paired
+        .client
+        .wait_for(what, |e| expected(e).then_some(()))
+        .await;
+    paired.client.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_replaced_gives_stream_replaced() {
-    let server = server().await;
-    let mut paired = paired_client(&server).await;
-    assert_eq!(server.send_stream_error(StreamErrorKind::Replaced), 1);
-    paired
-        .client
-        .wait_for("StreamReplaced", |e| {
-            matches!(e, Event::StreamReplaced(_)).then_some(())
-        })
-        .await;
-    paired.client.stop().await;
+    fault_gives(
+        |server| assert_eq!(server.send_stream_error(StreamErrorKind::Replaced), 1),
+        "StreamReplaced",
+        |e| matches!(e, Event::StreamReplaced(_)),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,16 +69,12 @@ async fn unlinking_on_the_phone_logs_the_device_out_and_it_cannot_log_in_again()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_error_401_device_removed_gives_logged_out() {
-    let server = server().await;
-    let mut paired = paired_client(&server).await;
-    assert_eq!(server.send_stream_error(StreamErrorKind::DeviceRemoved), 1);
-    paired
-        .client
-        .wait_for("LoggedOut", |e| {
-            matches!(e, Event::LoggedOut(_)).then_some(())
-        })
-        .await;
-    paired.client.stop().await;
+    fault_gives(
+        |server| assert_eq!(server.send_stream_error(StreamErrorKind::DeviceRemoved), 1),
+        "LoggedOut",
+        |e| matches!(e, Event::LoggedOut(_)),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,17 +108,15 @@ async fn connect_failure_402_gives_a_temporary_ban_with_its_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_405_gives_client_outdated() {
-    let server = server().await;
-    let mut paired = paired_client(&server).await;
-    server.set_login_failure(Some(LoginFailure::ClientOutdated));
-    server.drop_connections();
-    paired
-        .client
-        .wait_for("ClientOutdated", |e| {
-            matches!(e, Event::ClientOutdated(_)).then_some(())
-        })
-        .await;
-    paired.client.stop().await;
+    fault_gives(
+        |server| {
+            server.set_login_failure(Some(LoginFailure::ClientOutdated));
+            server.drop_connections();
+        },
+        "ClientOutdated",
+        |e| matches!(e, Event::ClientOutdated(_)),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
