@@ -54,6 +54,23 @@ pub enum CliCommand {
     },
     /// Print the version and build features.
     Version,
+    /// List every outlet's retained health from the MQTT broker and exit.
+    Fleet {
+        /// Broker URL (mqtt://host[:port] or mqtts://…). Default: mqtt.broker
+        /// from the config; TLS files and login always come from there.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Topic prefix above the outlet ids (`<prefix>/<id>/state`).
+        #[arg(long, default_value = "outlet")]
+        prefix: String,
+        /// Stop after no retained message arrived for this long.
+        #[arg(long, default_value_t = 500)]
+        quiet_ms: u64,
+    },
+    /// Demo without WhatsApp: a fake server and phone on loopback, the real
+    /// agent with the terminal screen. Built only with `--features demo`.
+    #[cfg(feature = "demo")]
+    Demo,
 }
 
 /// Parses the arguments and runs the command; returns the exit code.
@@ -83,6 +100,16 @@ pub fn main() -> i32 {
                     CliCommand::Qr => crate::cmd::qr::run(config_path.as_deref()).await,
                     CliCommand::Logout { yes } => {
                         crate::cmd::logout::run(config_path.as_deref(), yes).await
+                    }
+                    #[cfg(feature = "demo")]
+                    CliCommand::Demo => crate::cmd::demo::run().await,
+                    CliCommand::Fleet {
+                        broker,
+                        prefix,
+                        quiet_ms,
+                    } => {
+                        crate::cmd::fleet::run(config_path.as_deref(), broker, &prefix, quiet_ms)
+                            .await
                     }
                     CliCommand::Version | CliCommand::CheckConfig => EXIT_OK,
                 }

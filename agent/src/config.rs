@@ -56,6 +56,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub log: LogConfig,
     pub display: DisplayConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -74,6 +75,7 @@ impl Default for Config {
                 png_path: PathBuf::from("screen.png"),
                 ..DisplayConfig::default()
             },
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -283,6 +285,77 @@ impl Default for LogConfig {
     }
 }
 
+/// The MQTT link to the central dashboard (see `crate::mqtt`).
+///
+/// On by default with a local broker, so a developer's machine with
+/// Mosquitto just works and one without it only logs a single warning: the
+/// link retries quietly in the background and never holds up the session.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Off: no MQTT at all (no connection attempts, no warning).
+    pub enabled: bool,
+    /// `mqtt://host[:port]` (plain, default port 1883) or
+    /// `mqtts://host[:port]` (TLS, default port 8883).
+    pub broker: String,
+    /// MQTT client id. Empty: `outlet-agent-<outlet.id>`.
+    pub client_id: String,
+    /// Topic prefix; `{outlet_id}` is replaced by `outlet.id`.
+    pub topic_prefix: String,
+    /// Broker login. Empty: anonymous.
+    pub username: String,
+    /// File holding the password (first line). Read again before every
+    /// connection attempt, so a rotated password needs no restart.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, for `mqtts://`. Absent: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers that require one;
+    /// together with `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key_file: Option<PathBuf>,
+    /// MQTT keepalive. The broker publishes the last will (`offline`) when
+    /// it has heard nothing for 1.5 times this.
+    pub keepalive_secs: u64,
+    /// First retry after the broker was lost or refused us, then doubling…
+    pub reconnect_first_delay_ms: u64,
+    /// …up to this cap, forever.
+    pub reconnect_max_delay_secs: u64,
+    /// Retained `telemetry` every this many seconds; 0 turns it off.
+    pub telemetry_interval_secs: u64,
+    /// Publish the full phone number in `state` and `event`. Off: only the
+    /// last 4 digits leave the device (project rule).
+    pub publish_full_phone: bool,
+    /// Home Assistant MQTT discovery (retained configs).
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix; its birth message is expected on
+    /// `<discovery_prefix>/status`.
+    pub discovery_prefix: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            broker: "mqtt://localhost:1883".into(),
+            client_id: String::new(),
+            topic_prefix: "outlet/{outlet_id}".into(),
+            username: String::new(),
+            password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            keepalive_secs: 10,
+            reconnect_first_delay_ms: 500,
+            reconnect_max_delay_secs: 60,
+            telemetry_interval_secs: 60,
+            publish_full_phone: false,
+            discovery: true,
+            discovery_prefix: "homeassistant".into(),
+        }
+    }
+}
+
 impl Config {
     /// Loads the config: `path` if given, else the system file if it exists,
     /// else the defaults; then the environment overrides in `env`.
@@ -414,6 +487,54 @@ impl Config {
         self.display
             .validate()
             .map_err(|e| invalid("display", e.to_string()))?;
+        self.validate_mqtt(&invalid)?;
+        Ok(())
+    }
+
+    fn validate_mqtt(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let mqtt = &self.mqtt;
+        crate::mqtt::BrokerAddress::parse(&mqtt.broker)
+            .map_err(|e| invalid("mqtt.broker", e.to_string()))?;
+        crate::mqtt::Topics::new(&mqtt.topic_prefix, &self.outlet.id)
+            .map_err(|e| invalid("mqtt.topic_prefix", e.to_string()))?;
+        crate::mqtt::topics::validate_prefix(&mqtt.discovery_prefix)
+            .map_err(|e| invalid("mqtt.discovery_prefix", e.to_string()))?;
+        if mqtt.client_id.len() > 128 || mqtt.client_id.chars().any(char::is_control) {
+            return Err(invalid(
+                "mqtt.client_id",
+                "at most 128 printable characters".into(),
+            ));
+        }
+        if !(1..=65_535).contains(&mqtt.keepalive_secs) {
+            return Err(invalid(
+                "mqtt.keepalive_secs",
+                "between 1 and 65535 (MQTT's limit)".into(),
+            ));
+        }
+        if mqtt.reconnect_first_delay_ms == 0 || mqtt.reconnect_first_delay_ms > 60_000 {
+            return Err(invalid("mqtt.reconnect_first_delay_ms", "1..=60000".into()));
+        }
+        if mqtt.reconnect_max_delay_secs == 0 {
+            return Err(invalid(
+                "mqtt.reconnect_max_delay_secs",
+                "must be positive".into(),
+            ));
+        }
+        if mqtt.client_cert_file.is_some() != mqtt.client_key_file.is_some() {
+            return Err(invalid(
+                "mqtt.client_cert_file",
+                "client_cert_file and client_key_file go together".into(),
+            ));
+        }
+        if mqtt.password_file.is_some() && mqtt.username.is_empty() {
+            return Err(invalid(
+                "mqtt.password_file",
+                "a password needs a username (mqtt.username)".into(),
+            ));
+        }
         Ok(())
     }
 

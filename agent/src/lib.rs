@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
-//!   command (`run`, `check-config`, `status`, `qr`, `logout`, `version`),
+//!   command (`run`, `check-config`, `status`, `qr`, `logout`, `fleet`,
+//!   `version`),
 //!   and the exit codes.
 //! - [`config`]: TOML + environment overrides, with errors that name the
 //!   file, line and key.
@@ -16,6 +17,8 @@
 //! - [`command`]: what the control socket, MQTT and the button can ask of
 //!   the supervisor.
 //! - [`control`]: the local Unix control socket.
+//! - [`mqtt`]: availability, state, events, telemetry and commands over
+//!   MQTT, Home Assistant discovery.
 //! - [`screen`]: health → `outlet_display::Screen`, button → command.
 //! - [`notify`]: systemd `READY=1`, `STATUS=`, `WATCHDOG=1`.
 //! - [`clock`]: is the system clock trustworthy yet (`waiting_for_clock`).
@@ -35,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod health;
 pub mod logging;
+pub mod mqtt;
 pub mod notify;
 pub mod screen;
 pub mod supervisor;

@@ -119,3 +119,33 @@ async fn logout_from_the_cli_unlinks_and_shows_a_new_qr() {
         "the server forgot the device"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_codes_run_out_pairing_idles_until_refresh_qr() {
+    // One ref per round: the client shows it for its fixed 60 s, then gives up.
+    let server = server_with(fake_whatsapp::ServerConfig {
+        refs_per_pairing: 1,
+        ..fake_whatsapp::ServerConfig::default()
+    })
+    .await;
+    let mut agent = Agent::start(&server, &[]);
+    agent.wait_state("pairing").await;
+    let first = agent.qr_from_screen(None).await;
+    let idle = agent.wait_state("pairing_idle").await;
+    assert!(
+        idle["next_retry_at"].is_string(),
+        "the next round is announced: {idle}"
+    );
+    assert!(idle["qr"].is_null());
+
+    let reply = agent
+        .request(json!({"command": "refresh_qr"}))
+        .await
+        .expect("agent answers");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    agent.wait_state("pairing").await;
+    let second = agent.qr_from_screen(Some(&first)).await;
+    assert_ne!(first, second, "a new round has new codes");
+    server.phone().scan(&second).await.expect("scan");
+    agent.wait_state("connected").await;
+}

@@ -2,6 +2,9 @@
 //! process exit code documented in [`crate::cli`].
 
 pub mod check_config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod fleet;
 pub mod logout;
 pub mod qr;
 pub mod run;

@@ -25,7 +25,11 @@ pub async fn run(config_path: Option<&Path>) -> i32 {
         Err(code) => return code,
     };
     crate::logging::init(&config.log);
+    run_with(config).await
+}
 
+/// Runs the agent with a loaded config (also the demo's entry point).
+pub async fn run_with(config: Arc<crate::config::Config>) -> i32 {
     if cert_check::skips_certificate_check() {
         tracing::warn!(
             "TEST BUILD: WhatsApp certificate-chain verification is skipped; \
@@ -96,6 +100,8 @@ pub async fn run(config_path: Option<&Path>) -> i32 {
     if let Some(message) = store_report {
         supervisor.report_startup_problem(message);
     }
+    // Before the supervisor runs, so MQTT sees its very first transitions.
+    let mqtt = crate::mqtt::spawn(config.clone(), &link);
 
     let socket_path = config.control_socket();
     let listener = match control::bind(&socket_path) {
@@ -151,6 +157,11 @@ pub async fn run(config_path: Option<&Path>) -> i32 {
     };
 
     control_task.abort();
+    // The final state, then `offline` (retained) and a clean DISCONNECT, so
+    // the broker does not fire the last will for a deliberate stop.
+    if let Some(mqtt) = mqtt {
+        mqtt.shutdown(Duration::from_secs(3)).await;
+    }
     drop(link);
     if let Some(task) = display_task {
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;

@@ -155,7 +155,20 @@ impl Supervisor {
         loop {
             next = match next {
                 Next::Connect => {
-                    let verdict = self.run_session(&mut shutdown).await;
+                    // A panic while handling a session (ours or a library
+                    // callback's) is a failed attempt, not a dead agent.
+                    let session = std::panic::AssertUnwindSafe(self.run_session(&mut shutdown));
+                    let verdict = futures_util::FutureExt::catch_unwind(session)
+                        .await
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "unknown".into());
+                            tracing::error!(%what, "the session panicked; starting a new one");
+                            Verdict::Transient(format!("internal error: {what}"))
+                        });
                     self.after_session(verdict).await
                 }
                 Next::Wait { until } => self.wait(until, &mut shutdown).await,

@@ -1,0 +1,302 @@
+//! Home Assistant MQTT discovery: the retained configs that make an outlet
+//! appear in HA (and in dashboards that read the same convention) with no
+//! configuration on the dashboard side.
+//!
+//! Single-component discovery, one retained config per entity on
+//! `<discovery_prefix>/<component>/<node_id>/<object_id>/config`, all tied
+//! to one device. Every entity uses `<prefix>/availability`, so the broker's
+//! last will turns the whole device unavailable; the connectivity sensor is
+//! therefore `on` only when the state is `connected` *and* the agent is
+//! online. Buttons publish `{}` to the request topics, which the request
+//! parser reads as "no arguments".
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::mqtt::topics::Topics;
+
+/// One retained discovery message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryMessage {
+    pub topic: String,
+    pub payload: String,
+}
+
+/// The session states, for the `enum` sensor's `options`.
+const STATES: &[&str] = &[
+    "starting",
+    "waiting_for_clock",
+    "connecting",
+    "pairing",
+    "pairing_code",
+    "pairing_idle",
+    "connected",
+    "reconnecting",
+    "logged_out",
+    "replaced",
+    "banned",
+    "outdated",
+    "paused",
+    "fault",
+];
+
+/// All discovery messages for this outlet.
+pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
+    let id = &config.outlet.id;
+    let node = format!("outlet-agent-{id}");
+    let device_id = format!("outlet_agent_{}", id.replace('-', "_"));
+    let device = json!({
+        "identifiers": [device_id],
+        "name": config.outlet.name,
+        "model": "outlet-agent",
+        "manufacturer": "outlet-agent",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let origin = json!({
+        "name": "outlet-agent",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    // The supervisor refreshes the snapshot at half its TTL, so a state
+    // older than the TTL means a wedged agent even while its MQTT
+    // connection (and so its availability) still looks fine.
+    let state_expiry = config.health.ttl_secs;
+    let telemetry_expiry = config.mqtt.telemetry_interval_secs.saturating_mul(3);
+
+    let mut entities: Vec<(&str, &str, Value)> = vec![
+        (
+            "binary_sensor",
+            "connectivity",
+            json!({
+                "name": "WhatsApp connected",
+                "device_class": "connectivity",
+                "state_topic": topics.state(),
+                "value_template": "{{ 'ON' if value_json.state == 'connected' else 'OFF' }}",
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "expire_after": state_expiry,
+                "json_attributes_topic": topics.state(),
+            }),
+        ),
+        (
+            "sensor",
+            "state",
+            json!({
+                "name": "Session state",
+                "device_class": "enum",
+                "options": STATES,
+                "state_topic": topics.state(),
+                "value_template": "{{ value_json.state }}",
+                "expire_after": state_expiry,
+                "icon": "mdi:whatsapp",
+            }),
+        ),
+        (
+            "sensor",
+            "phone",
+            json!({
+                "name": "Phone number",
+                "state_topic": topics.state(),
+                "value_template": "{{ value_json.phone }}",
+                "icon": "mdi:phone",
+            }),
+        ),
+        (
+            "button",
+            "reconnect",
+            json!({
+                "name": "Reconnect WhatsApp",
+                "device_class": "restart",
+                "command_topic": topics.request("reconnect"),
+                "payload_press": "{}",
+            }),
+        ),
+        (
+            "button",
+            "refresh_qr",
+            json!({
+                "name": "New QR code",
+                "command_topic": topics.request("refresh_qr"),
+                "payload_press": "{}",
+                "icon": "mdi:qrcode",
+            }),
+        ),
+    ];
+    if config.mqtt.telemetry_interval_secs > 0 {
+        let telemetry = |name: &str, field: &str, extra: Value| {
+            let mut v = json!({
+                "name": name,
+                "state_topic": topics.telemetry(),
+                "value_template": format!("{{{{ value_json.{field} }}}}"),
+                "entity_category": "diagnostic",
+                "expire_after": telemetry_expiry,
+            });
+            if let (Value::Object(map), Value::Object(extra)) = (&mut v, extra) {
+                map.extend(extra);
+            }
+            v
+        };
+        entities.extend([
+            (
+                "sensor",
+                "uptime",
+                telemetry(
+                    "Agent uptime",
+                    "uptime_secs",
+                    json!({"device_class": "duration", "unit_of_measurement": "s", "state_class": "measurement"}),
+                ),
+            ),
+            (
+                "sensor",
+                "memory",
+                telemetry(
+                    "Agent memory",
+                    "rss_bytes",
+                    json!({"device_class": "data_size", "unit_of_measurement": "B", "state_class": "measurement"}),
+                ),
+            ),
+            (
+                "sensor",
+                "cpu_temperature",
+                telemetry(
+                    "CPU temperature",
+                    "cpu_temp_c",
+                    json!({"device_class": "temperature", "unit_of_measurement": "°C", "state_class": "measurement"}),
+                ),
+            ),
+            (
+                "sensor",
+                "throttled",
+                telemetry(
+                    "Throttling bits",
+                    "throttled",
+                    json!({"icon": "mdi:flash-alert"}),
+                ),
+            ),
+            (
+                "sensor",
+                "disk_free",
+                telemetry(
+                    "Disk free",
+                    "disk_free_bytes",
+                    json!({"device_class": "data_size", "unit_of_measurement": "B", "state_class": "measurement"}),
+                ),
+            ),
+            (
+                "sensor",
+                "db_size",
+                telemetry(
+                    "Session database size",
+                    "db_bytes",
+                    json!({"device_class": "data_size", "unit_of_measurement": "B", "state_class": "measurement"}),
+                ),
+            ),
+            (
+                "sensor",
+                "reconnects",
+                telemetry(
+                    "WhatsApp reconnects",
+                    "reconnects",
+                    json!({"state_class": "total_increasing", "icon": "mdi:restart"}),
+                ),
+            ),
+            (
+                "sensor",
+                "mqtt_queue",
+                telemetry(
+                    "MQTT queue depth",
+                    "mqtt_queue",
+                    json!({"state_class": "measurement", "icon": "mdi:tray-full"}),
+                ),
+            ),
+        ]);
+    }
+
+    entities
+        .into_iter()
+        .map(|(component, object, mut body)| {
+            if let Value::Object(map) = &mut body {
+                map.insert("unique_id".into(), json!(format!("{device_id}_{object}")));
+                map.insert("availability_topic".into(), json!(topics.availability()));
+                map.insert("payload_available".into(), json!("online"));
+                map.insert("payload_not_available".into(), json!("offline"));
+                map.insert("device".into(), device.clone());
+                map.insert("origin".into(), origin.clone());
+                map.insert("qos".into(), json!(1));
+            }
+            DiscoveryMessage {
+                topic: format!(
+                    "{}/{component}/{node}/{object}/config",
+                    config.mqtt.discovery_prefix
+                ),
+                payload: body.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Where Home Assistant announces itself (`online` after it restarts).
+pub fn status_topic(config: &Config) -> String {
+    format!("{}/status", config.mqtt.discovery_prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entity_names_its_device_availability_and_topics() {
+        let mut config = Config::default();
+        config.outlet.id = "jkt-01".into();
+        let topics = Topics::new(&config.mqtt.topic_prefix, &config.outlet.id).expect("valid");
+        let messages = messages(&config, &topics);
+        assert!(messages.len() >= 5);
+        let mut unique = std::collections::HashSet::new();
+        for m in &messages {
+            assert!(m.topic.starts_with("homeassistant/"), "{}", m.topic);
+            assert!(m.topic.ends_with("/config"));
+            // HA's node and object ids: [a-zA-Z0-9_-] only.
+            let levels: Vec<&str> = m.topic.split('/').collect();
+            assert_eq!(levels.len(), 5, "{}", m.topic);
+            for level in &levels[2..4] {
+                assert!(
+                    level
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                    "{level}"
+                );
+            }
+            let v: Value = serde_json::from_str(&m.payload).expect("json");
+            assert!(unique.insert(v["unique_id"].as_str().expect("id").to_string()));
+            assert_eq!(v["availability_topic"], "outlet/jkt-01/availability");
+            assert_eq!(v["device"]["identifiers"][0], "outlet_agent_jkt_01");
+            assert_eq!(v["device"]["model"], "outlet-agent");
+            assert!(v["origin"]["name"].is_string());
+        }
+        let button = messages
+            .iter()
+            .find(|m| m.topic.contains("/button/") && m.topic.contains("reconnect"))
+            .expect("reconnect button");
+        let v: Value = serde_json::from_str(&button.payload).expect("json");
+        assert_eq!(v["command_topic"], "outlet/jkt-01/request/reconnect");
+        assert_eq!(v["payload_press"], "{}");
+        let connectivity = messages
+            .iter()
+            .find(|m| m.topic.contains("binary_sensor"))
+            .expect("connectivity");
+        let v: Value = serde_json::from_str(&connectivity.payload).expect("json");
+        assert_eq!(v["device_class"], "connectivity");
+        assert_eq!(v["state_topic"], "outlet/jkt-01/state");
+    }
+
+    #[test]
+    fn telemetry_sensors_follow_the_interval() {
+        let mut config = Config::default();
+        config.mqtt.telemetry_interval_secs = 0;
+        let topics = Topics::new("x/{outlet_id}", "a").expect("valid");
+        assert!(
+            messages(&config, &topics)
+                .iter()
+                .all(|m| !m.payload.contains("/telemetry"))
+        );
+    }
+}

@@ -1,0 +1,829 @@
+//! The link: one task that turns the supervisor's health, transitions and
+//! the telemetry clock into MQTT messages, and MQTT requests into commands;
+//! and one driver task that owns the connection (rumqttc's event loop).
+//!
+//! Why two tasks: rumqttc's `EventLoop::poll` must not be cancelled half
+//! way, so it runs alone in the driver and everything it sees is forwarded
+//! over a channel; the link only ever *tries* to hand a message to the
+//! client (`try_publish`), never waits on it.
+//!
+//! Memory stays bounded whatever the broker does: while it is away the link
+//! keeps flags ("state changed", "telemetry due") instead of messages, and
+//! serialises the *current* health only when it can send — so only the
+//! latest state is ever kept. Transitions go into a small ring (the oldest
+//! are dropped and counted) and responses into a capped queue. The
+//! supervisor is never waited on from here: commands run in their own
+//! tasks, at most [`MAX_REQUESTS_IN_FLIGHT`] at once, each with a deadline;
+//! more are answered `busy` at once.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish,
+    QoS, SubscribeFilter,
+};
+use serde_json::Value;
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::time::Sleep;
+
+use crate::command::Commands;
+use crate::config::{Config, MqttConfig, ReconnectConfig};
+use crate::health::{Health, SessionState, Transition};
+use crate::mqtt::discovery::DiscoveryMessage;
+use crate::mqtt::options::{self, BrokerAddress};
+use crate::mqtt::topics::Topics;
+use crate::mqtt::{MqttStatus, redact, requests, telemetry};
+use crate::supervisor::backoff::Backoff;
+
+/// Requests handled at once; more are answered `busy`.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;
+/// How long a command may take in the supervisor (a `check_number` is a
+/// network round trip to WhatsApp).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Transitions kept while the broker is away.
+const EVENT_QUEUE: usize = 64;
+/// Responses waiting for room in the client's channel. rumqttc reads up
+/// to ten incoming packets per outgoing one, so a burst of requests backs
+/// responses up here: this many (~0.5 MiB at most) are kept, beyond that a
+/// flood loses responses (counted in telemetry), never memory.
+const RESPONSE_QUEUE: usize = 2048;
+/// Capacity of rumqttc's request channel (messages handed to the client).
+const CLIENT_CHANNEL: usize = 256;
+/// When the client's channel was full, try again after this long.
+const FLUSH_RETRY: Duration = Duration::from_millis(20);
+/// A connection that lasted this long resets the link's backoff.
+const STABLE_AFTER_SECS: u64 = 10;
+/// A problem that persists is warned about again this often.
+const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// What the link needs from the rest of the agent.
+pub(super) struct LinkParams {
+    pub config: Arc<Config>,
+    pub topics: Topics,
+    pub client_id: String,
+    pub discovery: Vec<DiscoveryMessage>,
+    pub ha_status_topic: Option<String>,
+    pub health: watch::Receiver<Health>,
+    pub transitions: broadcast::Receiver<Transition>,
+    pub commands: Commands,
+    pub started: Instant,
+}
+
+/// What the driver saw.
+enum DriverEvent {
+    /// The client exists (options were valid).
+    Ready(AsyncClient),
+    Connected,
+    Message(Publish),
+    Failed {
+        failure: Failure,
+        retry_in: Duration,
+        was_connected: bool,
+    },
+    /// Our DISCONNECT went out: the clean end.
+    Stopped,
+}
+
+/// Why a connection attempt or a connection failed, in words for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Options could not be built (a missing CA or password file).
+    Setup,
+    /// Nothing listens, DNS, routing.
+    Unreachable,
+    /// The broker answered CONNECT with a refusal (credentials, ACL).
+    Refused,
+    Tls,
+    Timeout,
+    /// An established connection broke.
+    Lost,
+}
+
+impl Failure {
+    fn from_connection(e: &ConnectionError, was_connected: bool) -> Self {
+        let (kind, message) = match e {
+            ConnectionError::ConnectionRefused(code) => (FailureKind::Refused, refusal(*code)),
+            ConnectionError::Tls(e) => (FailureKind::Tls, format!("TLS failed: {e}")),
+            ConnectionError::NetworkTimeout => (
+                FailureKind::Timeout,
+                format!(
+                    "no answer from the broker within {}s",
+                    options::CONNECT_TIMEOUT_SECS
+                ),
+            ),
+            ConnectionError::Io(e) if !was_connected => (
+                FailureKind::Unreachable,
+                format!("cannot reach the broker: {e}"),
+            ),
+            other if was_connected => (FailureKind::Lost, format!("connection lost: {other}")),
+            other => (FailureKind::Unreachable, other.to_string()),
+        };
+        Self { kind, message }
+    }
+}
+
+fn refusal(code: ConnectReturnCode) -> String {
+    match code {
+        ConnectReturnCode::BadUserNamePassword => {
+            "the broker refused the login: bad user name or password (mqtt.username, mqtt.password_file)".into()
+        }
+        ConnectReturnCode::NotAuthorized => {
+            "the broker refused the login: not authorized (wrong user name or password, or no access for this client)".into()
+        }
+        ConnectReturnCode::BadClientId => {
+            "the broker refused the client id (mqtt.client_id)".into()
+        }
+        ConnectReturnCode::RefusedProtocolVersion => {
+            "the broker does not speak MQTT 3.1.1".into()
+        }
+        ConnectReturnCode::ServiceUnavailable => "the broker is unavailable".into(),
+        ConnectReturnCode::Success => "refused with code success (broker bug)".into(),
+    }
+}
+
+/// A command's answer on its way back to the link.
+struct Answer {
+    name: String,
+    transaction: Option<Value>,
+    result: Result<Value, String>,
+}
+
+/// What still has to be published. Flags, not copies: the payload is built
+/// from the current truth when there is room to send it.
+#[derive(Default)]
+struct Outbox {
+    subscribe: bool,
+    /// `online` is due (after a (re)connect or Home Assistant's birth).
+    online: bool,
+    /// Index of the next discovery message to (re)publish.
+    discovery_next: Option<usize>,
+    state: bool,
+    /// The last `state` payload sent on this connection: a heartbeat that
+    /// changed nothing visible is not resent.
+    last_state: Option<String>,
+    events: VecDeque<Vec<u8>>,
+    responses: VecDeque<(String, Vec<u8>)>,
+    telemetry: bool,
+    /// Stopping: `offline`, then DISCONNECT, after everything else.
+    goodbye: bool,
+    /// `offline` is out; DISCONNECT still to go.
+    disconnect: bool,
+}
+
+impl Outbox {
+    fn depth(&self) -> usize {
+        self.events.len()
+            + self.responses.len()
+            + usize::from(self.subscribe)
+            + usize::from(self.online)
+            + usize::from(self.state)
+            + usize::from(self.telemetry)
+            + self.discovery_next.map_or(0, |_| 1)
+    }
+}
+
+/// Log policy for failures: warn at the first failure of an outage, when
+/// the problem changes to a configuration one, and every 15 minutes while
+/// it lasts; everything else at debug. A developer's PC without a broker
+/// gets one warning.
+#[derive(Default)]
+struct FailureLog {
+    warned_kind: Option<FailureKind>,
+    warned_at: Option<Instant>,
+    failures: u32,
+}
+
+impl FailureLog {
+    fn report(&mut self, broker: &str, failure: &Failure, retry_in: Duration, was_connected: bool) {
+        self.failures += 1;
+        let config_problem = matches!(
+            failure.kind,
+            FailureKind::Refused | FailureKind::Tls | FailureKind::Setup
+        );
+        let changed = self.warned_kind != Some(failure.kind) && config_problem;
+        let stale = self.warned_at.is_none_or(|at| at.elapsed() >= REWARN_AFTER);
+        if was_connected || self.warned_kind.is_none() || changed || stale {
+            tracing::warn!(
+                "MQTT {broker}: {}; retrying in the background (next in {:.1}s)",
+                failure.message,
+                retry_in.as_secs_f64()
+            );
+            self.warned_kind = Some(failure.kind);
+            self.warned_at = Some(Instant::now());
+        } else {
+            tracing::debug!(
+                "MQTT {broker}: {}; retry in {:.1}s",
+                failure.message,
+                retry_in.as_secs_f64()
+            );
+        }
+    }
+
+    fn connected(&mut self, broker: &str, client_id: &str) {
+        if self.failures > 0 {
+            tracing::info!(
+                "MQTT connected to {broker} as {client_id} (after {} failed attempts)",
+                self.failures
+            );
+        } else {
+            tracing::info!("MQTT connected to {broker} as {client_id}");
+        }
+        *self = Self::default();
+    }
+}
+
+struct Link {
+    config: Arc<Config>,
+    topics: Topics,
+    broker: String,
+    client_id: String,
+    discovery: Vec<DiscoveryMessage>,
+    ha_status_topic: Option<String>,
+    health: watch::Receiver<Health>,
+    commands: Commands,
+    permits: Arc<Semaphore>,
+    answers: mpsc::Sender<Answer>,
+    client: Option<AsyncClient>,
+    connected: bool,
+    stopping: bool,
+    out: Outbox,
+    counters: telemetry::Counters,
+    log: FailureLog,
+    status: watch::Sender<MqttStatus>,
+    started: Instant,
+    sources: telemetry::Sources,
+}
+
+/// Runs the link until `stop` turns true (then says `offline` and
+/// disconnects) or the agent drops everything.
+pub(super) async fn run(
+    params: LinkParams,
+    mut stop: watch::Receiver<bool>,
+    status: watch::Sender<MqttStatus>,
+) {
+    let LinkParams {
+        config,
+        topics,
+        client_id,
+        discovery,
+        ha_status_topic,
+        health,
+        mut transitions,
+        commands,
+        started,
+    } = params;
+    let broker = BrokerAddress::parse(&config.mqtt.broker)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.mqtt.broker.clone());
+    let (driver_tx, mut driver_rx) = mpsc::channel(256);
+    let driver = tokio::spawn(drive(
+        config.mqtt.clone(),
+        client_id.clone(),
+        topics.availability(),
+        driver_tx,
+    ));
+    let (answers, mut answers_rx) = mpsc::channel(MAX_REQUESTS_IN_FLIGHT * 2);
+    let mut health_rx = health.clone();
+    let mut link = Link {
+        topics,
+        broker,
+        client_id,
+        discovery,
+        ha_status_topic,
+        health,
+        commands,
+        permits: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+        answers,
+        client: None,
+        connected: false,
+        stopping: false,
+        out: Outbox::default(),
+        counters: telemetry::Counters::default(),
+        log: FailureLog::default(),
+        status,
+        started,
+        sources: telemetry::Sources::default(),
+        config,
+    };
+    let mut telemetry_tick = (link.config.mqtt.telemetry_interval_secs > 0).then(|| {
+        let mut tick = tokio::time::interval(Duration::from_secs(
+            link.config.mqtt.telemetry_interval_secs,
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
+    let mut health_open = true;
+    let mut transitions_open = true;
+    let mut retry: Option<Pin<Box<Sleep>>> = None;
+
+    loop {
+        tokio::select! {
+            event = driver_rx.recv() => match event {
+                Some(event) => {
+                    if link.on_driver(event) {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            changed = health_rx.changed(), if health_open => {
+                if changed.is_err() {
+                    health_open = false;
+                } else {
+                    link.out.state = true;
+                }
+            }
+            received = transitions.recv(), if transitions_open => match received {
+                Ok(t) => link.on_transition(&t),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    link.counters.events_dropped += n;
+                    tracing::warn!("MQTT link fell behind; {n} state events were not published");
+                }
+                Err(broadcast::error::RecvError::Closed) => transitions_open = false,
+            },
+            Some(answer) = answers_rx.recv() => link.on_answer(answer),
+            () = tick(&mut telemetry_tick) => link.out.telemetry = true,
+            _ = stop.changed(), if !link.stopping => {
+                if link.begin_stop() {
+                    break;
+                }
+            }
+            () = wait(&mut retry) => retry = None,
+        }
+        if !link.flush() && retry.is_none() {
+            retry = Some(Box::pin(tokio::time::sleep(FLUSH_RETRY)));
+        }
+        link.publish_status();
+    }
+    driver.abort();
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait(sleep: &mut Option<Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Link {
+    /// Returns true when the link is done.
+    fn on_driver(&mut self, event: DriverEvent) -> bool {
+        match event {
+            DriverEvent::Ready(client) => self.client = Some(client),
+            DriverEvent::Connected => {
+                self.connected = true;
+                self.log.connected(&self.broker, &self.client_id);
+                self.republish_all();
+                self.out.goodbye = self.stopping;
+            }
+            DriverEvent::Message(publish) => self.on_message(&publish),
+            DriverEvent::Failed {
+                failure,
+                retry_in,
+                was_connected,
+            } => {
+                self.connected = false;
+                if was_connected {
+                    self.counters.mqtt_reconnects += 1;
+                }
+                if self.stopping {
+                    return true;
+                }
+                self.log
+                    .report(&self.broker, &failure, retry_in, was_connected);
+                self.status
+                    .send_modify(|s| s.last_error = Some(failure.message));
+            }
+            DriverEvent::Stopped => return true,
+        }
+        false
+    }
+
+    /// After every (re)connect and whenever Home Assistant comes back: the
+    /// whole truth again, availability first.
+    fn republish_all(&mut self) {
+        self.out.subscribe = true;
+        self.out.online = true;
+        self.out.discovery_next = self.config.mqtt.discovery.then_some(0);
+        self.out.state = true;
+        self.out.last_state = None;
+        self.out.telemetry = self.config.mqtt.telemetry_interval_secs > 0;
+    }
+
+    fn on_message(&mut self, publish: &Publish) {
+        if self.ha_status_topic.as_deref() == Some(publish.topic.as_str()) {
+            if publish.payload.as_ref() == b"online" {
+                tracing::debug!("Home Assistant is online: republishing discovery");
+                self.republish_for_home_assistant();
+            }
+            return;
+        }
+        let topics = self.topics.clone();
+        match topics.request_name(&publish.topic) {
+            Some(name) => self.on_request(name, &publish.payload),
+            None => tracing::debug!(topic = %publish.topic, "ignoring an MQTT message"),
+        }
+    }
+
+    /// Home Assistant's birth message: everything but the subscriptions.
+    fn republish_for_home_assistant(&mut self) {
+        let subscribe = self.out.subscribe;
+        self.republish_all();
+        self.out.subscribe = subscribe;
+    }
+
+    fn on_request(&mut self, name: &str, payload: &[u8]) {
+        if self.stopping {
+            return;
+        }
+        let shown = shown_name(name);
+        let request = match requests::parse(name, payload) {
+            Ok(request) => request,
+            Err(rejected) => {
+                tracing::info!(command = %shown, error = %rejected.message, "MQTT request refused");
+                self.respond(name, Err(rejected.message), rejected.transaction);
+                return;
+            }
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::info!(command = %shown, "MQTT request refused: too many in progress");
+            self.respond(
+                name,
+                Err(format!(
+                    "busy: {MAX_REQUESTS_IN_FLIGHT} requests are in progress; try again"
+                )),
+                request.transaction,
+            );
+            return;
+        };
+        tracing::info!(command = %shown, "MQTT request");
+        let commands = self.commands.clone();
+        let answers = self.answers.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let result =
+                match tokio::time::timeout(COMMAND_TIMEOUT, commands.send(request.command)).await {
+                    Ok(Ok(data)) => Ok(data),
+                    Ok(Err(e)) => Err(requests::command_error(&e)),
+                    Err(_) => Err(format!(
+                        "timeout: no answer within {}s",
+                        COMMAND_TIMEOUT.as_secs()
+                    )),
+                };
+            let _ = answers
+                .send(Answer {
+                    name,
+                    transaction: request.transaction,
+                    result,
+                })
+                .await;
+            drop(permit);
+        });
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        let mut result = answer.result;
+        if answer.name == "status" {
+            if let Ok(data) = &mut result {
+                redact::mask_health_value(data, self.config.mqtt.publish_full_phone);
+            }
+            // `status` also means "republish".
+            self.out.state = true;
+            self.out.last_state = None;
+        }
+        if let Err(e) = &result {
+            tracing::info!(command = %answer.name, error = %e, "MQTT request refused by the agent");
+        }
+        self.respond(&answer.name, result, answer.transaction);
+    }
+
+    fn respond(&mut self, name: &str, result: Result<Value, String>, transaction: Option<Value>) {
+        if self.out.responses.len() >= RESPONSE_QUEUE {
+            self.counters.responses_dropped += 1;
+            tracing::debug!(
+                dropped = self.counters.responses_dropped,
+                "MQTT response queue full; a response was dropped"
+            );
+            return;
+        }
+        let body = requests::response(&result, transaction);
+        self.out
+            .responses
+            .push_back((self.topics.response(name), body.to_string().into_bytes()));
+    }
+
+    fn on_transition(&mut self, transition: &Transition) {
+        if transition.to == SessionState::Reconnecting {
+            self.counters.reconnects += 1;
+        }
+        let body = redact::transition_json(transition, self.config.mqtt.publish_full_phone);
+        if self.out.events.len() >= EVENT_QUEUE {
+            self.out.events.pop_front();
+            self.counters.events_dropped += 1;
+        }
+        self.out.events.push_back(body.to_string().into_bytes());
+    }
+
+    /// Returns true when there is nothing left to do (not connected, or
+    /// never connected).
+    fn begin_stop(&mut self) -> bool {
+        self.stopping = true;
+        if !self.connected {
+            return true;
+        }
+        // The supervisor's last word may not have been read yet.
+        self.out.state = true;
+        self.out.goodbye = true;
+        false
+    }
+
+    /// Hands what is due to the client, in order of importance. Returns
+    /// false when the client's channel was full (try again shortly).
+    fn flush(&mut self) -> bool {
+        if !self.connected {
+            return true;
+        }
+        let Some(client) = self.client.clone() else {
+            return true;
+        };
+        if self.out.subscribe {
+            let mut filters = vec![SubscribeFilter::new(
+                self.topics.request_filter(),
+                QoS::AtLeastOnce,
+            )];
+            if let Some(status) = &self.ha_status_topic {
+                filters.push(SubscribeFilter::new(status.clone(), QoS::AtLeastOnce));
+            }
+            if client.try_subscribe_many(filters).is_err() {
+                return false;
+            }
+            self.out.subscribe = false;
+        }
+        if self.out.online {
+            if !publish(&client, self.topics.availability(), true, "online") {
+                return false;
+            }
+            self.out.online = false;
+        }
+        while let Some(index) = self.out.discovery_next {
+            let Some(message) = self.discovery.get(index) else {
+                self.out.discovery_next = None;
+                break;
+            };
+            if !publish(
+                &client,
+                message.topic.clone(),
+                true,
+                message.payload.clone(),
+            ) {
+                return false;
+            }
+            self.out.discovery_next = Some(index + 1);
+        }
+        if self.out.state {
+            let body = redact::health_json(
+                &self.health.borrow_and_update(),
+                self.config.mqtt.publish_full_phone,
+            )
+            .to_string();
+            if self.out.last_state.as_deref() != Some(body.as_str()) {
+                if !publish(&client, self.topics.state(), true, body.clone()) {
+                    return false;
+                }
+                self.out.last_state = Some(body);
+            }
+            self.out.state = false;
+        }
+        while let Some(event) = self.out.events.front() {
+            if !publish_qos(
+                &client,
+                self.topics.event(),
+                false,
+                event.clone(),
+                QoS::AtLeastOnce,
+            ) {
+                return false;
+            }
+            self.out.events.pop_front();
+        }
+        while let Some((topic, body)) = self.out.responses.front() {
+            if !publish_qos(
+                &client,
+                topic.clone(),
+                false,
+                body.clone(),
+                QoS::AtLeastOnce,
+            ) {
+                return false;
+            }
+            self.out.responses.pop_front();
+        }
+        if self.out.telemetry {
+            let body = serde_json::to_vec(&self.telemetry()).unwrap_or_default();
+            if !publish_qos(
+                &client,
+                self.topics.telemetry(),
+                true,
+                body,
+                QoS::AtMostOnce,
+            ) {
+                return false;
+            }
+            self.out.telemetry = false;
+        }
+        if self.out.goodbye {
+            // Everything above went first: the final state, then `offline`,
+            // then DISCONNECT (so the broker does not fire the will).
+            if !publish(&client, self.topics.availability(), true, "offline") {
+                return false;
+            }
+            self.out.goodbye = false;
+            self.out.disconnect = true;
+        }
+        if self.out.disconnect {
+            if client.try_disconnect().is_err() {
+                return false;
+            }
+            self.out.disconnect = false;
+        }
+        true
+    }
+
+    fn telemetry(&self) -> telemetry::Telemetry {
+        let counters = telemetry::Counters {
+            mqtt_queue: self.out.depth(),
+            ..self.counters
+        };
+        telemetry::collect(
+            &self.sources,
+            &self.config.storage.data_dir,
+            self.started.elapsed(),
+            counters,
+        )
+    }
+
+    fn publish_status(&self) {
+        let queue = self.out.depth();
+        let connected = self.connected;
+        let reconnects = self.counters.mqtt_reconnects;
+        self.status.send_if_modified(|s| {
+            let changed =
+                s.connected != connected || s.queue != queue || s.reconnects != reconnects;
+            s.connected = connected;
+            s.queue = queue;
+            s.reconnects = reconnects;
+            if connected {
+                s.last_error = None;
+            }
+            changed
+        });
+    }
+}
+
+fn publish(client: &AsyncClient, topic: String, retain: bool, payload: impl Into<Vec<u8>>) -> bool {
+    publish_qos(client, topic, retain, payload, QoS::AtLeastOnce)
+}
+
+fn publish_qos(
+    client: &AsyncClient,
+    topic: String,
+    retain: bool,
+    payload: impl Into<Vec<u8>>,
+    qos: QoS,
+) -> bool {
+    client.try_publish(topic, qos, retain, payload).is_ok()
+}
+
+/// A sender-chosen name, safe and short for a log line.
+fn shown_name(name: &str) -> String {
+    let mut shown: String = name.chars().take(64).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}
+
+/// The driver: builds the client, then polls its event loop forever,
+/// reconnecting with its own jittered backoff. It forwards what the link
+/// needs and stops after our DISCONNECT went out or when the link is gone.
+async fn drive(
+    config: MqttConfig,
+    client_id: String,
+    availability: String,
+    tx: mpsc::Sender<DriverEvent>,
+) {
+    let mut backoff = Backoff::new(&ReconnectConfig {
+        first_delay_ms: config.reconnect_first_delay_ms,
+        max_delay_secs: config.reconnect_max_delay_secs,
+        jitter: 0.2,
+        stable_after_secs: STABLE_AFTER_SECS,
+        connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
+    });
+    let will = options::offline_will(&availability);
+    let mut eventloop: EventLoop = loop {
+        match options::client_options(&config, &client_id, Some(will.clone())) {
+            Ok(opts) => {
+                let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CHANNEL);
+                eventloop.set_network_options(options::network_options());
+                if tx.send(DriverEvent::Ready(client)).await.is_err() {
+                    return;
+                }
+                break eventloop;
+            }
+            Err(e) => {
+                let retry_in = backoff.next_delay();
+                let failure = Failure {
+                    kind: FailureKind::Setup,
+                    message: e.to_string(),
+                };
+                if tx
+                    .send(DriverEvent::Failed {
+                        failure,
+                        retry_in,
+                        was_connected: false,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
+            }
+        }
+    };
+    let mut connected_at: Option<Instant> = None;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected_at = Some(Instant::now());
+                DriverEvent::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => DriverEvent::Message(publish),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                let _ = tx.send(DriverEvent::Stopped).await;
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let was_connected = connected_at.is_some();
+                if let Some(at) = connected_at.take() {
+                    backoff.connection_ended(at.elapsed());
+                }
+                let retry_in = backoff.next_delay();
+                let failure = Failure::from_connection(&e, was_connected);
+                if tx
+                    .send(DriverEvent::Failed {
+                        failure,
+                        retry_in,
+                        was_connected,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
+                refresh_password(&mut eventloop, &config);
+                continue;
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A rotated password is picked up at the next attempt, without a restart.
+fn refresh_password(eventloop: &mut EventLoop, config: &MqttConfig) {
+    if config.username.is_empty() {
+        return;
+    }
+    if let Some(path) = &config.password_file {
+        match options::read_password(path) {
+            Ok(password) => {
+                eventloop
+                    .mqtt_options
+                    .set_credentials(config.username.clone(), password);
+            }
+            Err(e) => tracing::debug!("MQTT: {e}; keeping the previous password"),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! How to reach the broker: address, TLS (rustls with ring — the project
+//! has one crypto provider and no aws-lc, which needs cmake and clang under
+//! cross), credentials and the last will.
+//!
+//! Shared by the agent's link and by `outlet-agent fleet`, so both speak to
+//! a broker the same way.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::MqttConfig;
+
+/// Requests larger than this get an error response (DESIGN: 4 KiB); the
+/// client accepts packets up to [`MAX_INCOMING_PACKET`] so it can say so.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// A packet above this ends the connection (rumqttc cannot skip one), so it
+/// is generous; MQTT 3.1.1 has no way to ask the broker for less.
+pub const MAX_INCOMING_PACKET: usize = 256 * 1024;
+/// Our largest publish is a discovery config or a health snapshot (< 2 KiB).
+const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+/// How long a TCP + TLS + CONNECT round may take.
+pub const CONNECT_TIMEOUT_SECS: u64 = 5;
+
+/// Why the link cannot be set up. Each names the key or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("mqtt.broker {url:?}: {reason}")]
+    Broker { url: String, reason: String },
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {}: {reason}", path.display())]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("no CA certificates: the system has none readable; set mqtt.ca_file")]
+    NoRoots,
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl BrokerAddress {
+    pub fn parse(url: &str) -> Result<Self, OptionsError> {
+        let err = |reason: &str| OptionsError::Broker {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(err("use mqtt://host[:port] or mqtts://host[:port]"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '@', '?', '#']) {
+            return Err(err("only host and port: no path, user or query"));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(err("expected ':' after ']'")),
+            };
+            (host, port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(err("no host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err("the port must be 1-65535"))?,
+            None => default_port,
+        };
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
+impl fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Client options for `config`: a clean session (nothing is queued for us
+/// while we are away: after a reconnect we republish the current truth),
+/// the keepalive, TLS, the login and the last will.
+pub fn client_options(
+    config: &MqttConfig,
+    client_id: &str,
+    last_will: Option<LastWill>,
+) -> Result<MqttOptions, OptionsError> {
+    let address = BrokerAddress::parse(&config.broker)?;
+    let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keepalive_secs.clamp(1, 65_535)))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    if address.tls {
+        let tls = tls_config(config)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    }
+    if !config.username.is_empty() {
+        let password = match &config.password_file {
+            Some(path) => read_password(path)?,
+            None => String::new(),
+        };
+        options.set_credentials(config.username.clone(), password);
+    }
+    if let Some(will) = last_will {
+        options.set_last_will(will);
+    }
+    Ok(options)
+}
+
+/// Socket options: no Nagle. Our messages are small and each one matters
+/// now; with Nagle a QoS 1 publish waits for the broker's delayed ACK
+/// (~40 ms on Linux) before it leaves.
+pub fn network_options() -> NetworkOptions {
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+    network
+}
+
+/// The last will: `offline`, retained, so a dead agent is marked dead by
+/// the broker itself.
+pub fn offline_will(availability_topic: &str) -> LastWill {
+    LastWill::new(availability_topic, "offline", QoS::AtLeastOnce, true)
+}
+
+/// The password: the file's first line, without its line ending. Read on
+/// every connection attempt so a rotated password needs no restart.
+pub fn read_password(path: &Path) -> Result<String, OptionsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OptionsError::Read {
+        what: "mqtt.password_file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// rustls with the ring provider, explicitly: a process-wide default
+/// provider would be a second source of truth, and `rustls`' own default
+/// (aws-lc) is not built at all.
+fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, OptionsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            for cert in read_certs("mqtt.ca_file", path)? {
+                roots.add(cert).map_err(|e| OptionsError::Pem {
+                    what: "mqtt.ca_file",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(OptionsError::NoRoots);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("mqtt.client_cert_file", cert)?;
+            let key = read_key(key)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, OptionsError> {
+    std::fs::read(path).map_err(|source| OptionsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, OptionsError> {
+    let pem = read_pem(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| OptionsError::Pem {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(OptionsError::Pem {
+            what,
+            path: path.to_path_buf(),
+            reason: "no PEM certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
+    let pem = read_pem("mqtt.client_key_file", path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| OptionsError::Pem {
+        what: "mqtt.client_key_file",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_with_default_ports() {
+        let a = BrokerAddress::parse("mqtt://localhost").expect("valid");
+        assert_eq!((a.host.as_str(), a.port, a.tls), ("localhost", 1883, false));
+        let a = BrokerAddress::parse("mqtts://broker.example:9000").expect("valid");
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("broker.example", 9000, true)
+        );
+        let a = BrokerAddress::parse("mqtts://[::1]").expect("valid");
+        assert_eq!((a.host.as_str(), a.port), ("::1", 8883));
+        assert_eq!(a.to_string(), "mqtts://[::1]:8883");
+        for bad in [
+            "localhost:1883",
+            "tcp://x",
+            "mqtt://",
+            "mqtt://x:0",
+            "mqtt://x:port",
+            "mqtt://u:p@x",
+            "mqtt://x/path",
+        ] {
+            assert!(BrokerAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_the_first_line_of_their_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        assert_eq!(read_password(&path).expect("reads"), "s3cret");
+        assert!(read_password(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let config = MqttConfig {
+            broker: "mqtts://localhost".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..MqttConfig::default()
+        };
+        let err = client_options(&config, "id", None).expect_err("no CA file");
+        assert!(err.to_string().contains("mqtt.ca_file"), "{err}");
+    }
+}
