@@ -342,6 +342,22 @@ impl FakeBus {
         })))
     }
 
+    /// Opens the `spi` driver on this bus with every pin wired (DC, reset,
+    /// backlight) and no delays: how the tests and the emulator see a panel.
+    pub fn open_panel(
+        &self,
+        options: &crate::driver::spi::SpiOptions,
+    ) -> Result<Box<dyn crate::driver::Driver>, crate::driver::DriverError> {
+        crate::driver::spi::open_panel(
+            options,
+            self.spi(),
+            self.pin(PinRole::Dc),
+            Some(self.pin(PinRole::Reset)),
+            Some(self.pin(PinRole::Backlight)),
+            &mut NoDelay::default(),
+        )
+    }
+
     /// Locks the bus state for inspection or to change the failure mode.
     pub fn lock(&self) -> MutexGuard<'_, Bus> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())

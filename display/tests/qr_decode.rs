@@ -5,14 +5,14 @@ mod common;
 
 use embedded_graphics::prelude::*;
 use outlet_display::config::UtcOffset;
-use outlet_display::driver::spi::{SpiOptions, open_panel};
+use outlet_display::driver::spi::SpiOptions;
 use outlet_display::frame::Frame;
 use outlet_display::panel::{PanelModel, Rotation};
 use outlet_display::present::Presenter;
 use outlet_display::qr::{Level, QUIET_ZONE};
 use outlet_display::render::{QrPlacement, Renderer};
 use outlet_display::screen::{Screen, State};
-use outlet_display::testing::{FakeBus, NoDelay, PinRole, logical_to_glass};
+use outlet_display::testing::{FakeBus, logical_to_glass};
 
 /// Panels and sizes of the emulator runs: every supported controller at its usual sizes.
 const PANELS: [(PanelModel, (u16, u16)); 5] = [
@@ -156,15 +156,7 @@ fn spi_bytes_show_a_scannable_qr_for_every_panel_and_rotation() {
             let mut opts = SpiOptions::for_model(model, rotation);
             opts.native_size = native;
             let bus = FakeBus::new(model);
-            let mut driver = open_panel(
-                &opts,
-                bus.spi(),
-                bus.pin(PinRole::Dc),
-                Some(bus.pin(PinRole::Reset)),
-                Some(bus.pin(PinRole::Backlight)),
-                &mut NoDelay::default(),
-            )
-            .expect("init");
+            let mut driver = bus.open_panel(&opts).expect("init");
             let (lw, lh) = rotation.logical_size(native);
             let mut presenter = Presenter::new(Renderer::new(lw.into(), lh.into(), UtcOffset::UTC));
             let shown = presenter

@@ -23,15 +23,7 @@ fn open(
     let mut opts = SpiOptions::for_model(model, rotation);
     opts.native_size = native;
     let bus = FakeBus::new(model);
-    let driver = open_panel(
-        &opts,
-        bus.spi(),
-        bus.pin(PinRole::Dc),
-        Some(bus.pin(PinRole::Reset)),
-        Some(bus.pin(PinRole::Backlight)),
-        &mut NoDelay::default(),
-    )
-    .expect("init");
+    let driver = bus.open_panel(&opts).expect("init");
     let (w, h) = rotation.logical_size(native);
     (
         bus,
@@ -213,15 +205,7 @@ fn transfer_buffer_size_is_respected() {
         let bus = FakeBus::new(PanelModel::Ili9341);
         let mut opts = SpiOptions::for_model(PanelModel::Ili9341, Rotation::Deg0);
         opts.buffer_bytes = size;
-        let mut d = open_panel(
-            &opts,
-            bus.spi(),
-            bus.pin(PinRole::Dc),
-            Some(bus.pin(PinRole::Reset)),
-            Some(bus.pin(PinRole::Backlight)),
-            &mut NoDelay::default(),
-        )
-        .expect("init");
+        let mut d = bus.open_panel(&opts).expect("init");
         let mut p = Presenter::new(Renderer::new(240, 320, UtcOffset::UTC));
         p.show(d.as_mut(), &Screen::new(State::Paused), common::t0())
             .expect("frame");

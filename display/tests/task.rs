@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use embedded_graphics::primitives::Rectangle;
 use outlet_display::button::{ButtonEvent, ButtonInput, ButtonOpener, ButtonTiming};
 use outlet_display::config::{DisplayConfig, DriverChoice, UtcOffset};
-use outlet_display::driver::spi::{SpiOptions, open_panel};
+use outlet_display::driver::spi::SpiOptions;
 use outlet_display::driver::{Driver, DriverError};
 use outlet_display::panel::{PanelModel, Rotation};
 use outlet_display::render::Rendered;
 use outlet_display::screen::{Mark, Screen, State};
 use outlet_display::task::{DisplayStatus, DriverOpener, TaskOptions, spawn, spawn_with};
-use outlet_display::testing::{Failure, FakeBus, NoDelay, PinRole};
+use outlet_display::testing::{Failure, FakeBus};
 use tokio::sync::watch;
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -93,14 +93,7 @@ fn spi_opener(bus: &FakeBus, opens: Arc<Mutex<Vec<Instant>>>, fail_opens: usize)
             });
         }
         let opts = SpiOptions::for_model(PanelModel::Ili9341, Rotation::Deg0);
-        open_panel(
-            &opts,
-            bus.spi(),
-            bus.pin(PinRole::Dc),
-            Some(bus.pin(PinRole::Reset)),
-            Some(bus.pin(PinRole::Backlight)),
-            &mut NoDelay::default(),
-        )
+        bus.open_panel(&opts)
     })
 }
 
