@@ -137,11 +137,6 @@ impl Health {
             valid_until: now + ttl,
         }
     }
-
-    /// The phone number as logs may show it: only the last four digits.
-    pub fn masked_phone(&self) -> Option<String> {
-        self.phone.as_deref().map(mask_phone)
-    }
 }
 
 /// One state change, as published on the MQTT `event` topic and kept in the
