@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub ref_lifetime: Duration,
     /// Numbers (digits only) that a contact lookup reports as on WhatsApp.
     pub registered_numbers: BTreeSet<String>,
+    /// How long the phone accepts a link code after the device asked for it
+    /// (WhatsApp: 180 s).
+    pub link_code_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             first_ref_lifetime: Duration::from_secs(60),
             ref_lifetime: Duration::from_secs(20),
             registered_numbers: BTreeSet::from(["6281234567890".to_string()]),
+            link_code_lifetime: Duration::from_secs(180),
         }
     }
 }

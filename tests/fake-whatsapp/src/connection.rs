@@ -16,12 +16,13 @@ use tokio_websockets::{Message, ServerBuilder, WebSocketStream};
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
+use crate::link_code;
 use crate::noise::{self, Ciphers, HelloReply, InboundFrames};
 use crate::observe::{Admission, ConnectionId, DeviceKey, Purpose, ServerEvent};
 use crate::responder::{self, attr};
 use crate::state::{
-    ConnCommand, DeviceRecord, IssuedRefs, LoginFailure, PairSuccessCommand, Shared,
-    StreamErrorKind,
+    ConnCommand, DeviceRecord, IssuedRefs, LoginFailure, PairSuccessCommand, PrimaryHelloCommand,
+    Shared, StreamErrorKind,
 };
 
 /// Why a connection ended, for the event log.
@@ -108,6 +109,8 @@ struct Session {
     frames: InboundFrames,
     device: Option<DeviceKey>,
     pending_pairing: Option<PendingPairing>,
+    /// A link code the phone accepted: waiting for `companion_finish`.
+    pending_link_code: Option<link_code::PrimaryHello>,
 }
 
 /// What the node handler wants the loop to do next.
@@ -126,6 +129,7 @@ impl Session {
             frames: InboundFrames::new(),
             device: None,
             pending_pairing: None,
+            pending_link_code: None,
         }
     }
 
@@ -495,6 +499,16 @@ impl Session {
         if xmlns_is(&node, "md") && node.get_optional_child("remove-companion-device").is_some() {
             return self.remove_companion(ciphers, &node).await;
         }
+        if xmlns_is(&node, "md")
+            && let Some(reg) = node.get_optional_child("link_code_companion_reg")
+        {
+            let stage = attr(reg, "stage").unwrap_or_default();
+            return match stage.as_str() {
+                "companion_hello" => self.companion_hello(ciphers, &node).await,
+                "companion_finish" => self.companion_finish(ciphers, &node).await,
+                _ => self.iq_error(ciphers, &node, 400, "bad-request").await,
+            };
+        }
         let (answer, followup) = responder::answer(&self.shared, &node);
         if let Err(reason) = self.send_node(ciphers, &answer).await {
             return Flow::Close(reason);
@@ -536,6 +550,98 @@ impl Session {
             self.shared.emit(ServerEvent::Unlinked { jid });
         }
         Flow::Continue
+    }
+
+    /// Stage 1 of linking by code: keep the request for the number, answer
+    /// with a pairing ref. Only this server's account can be linked; any other
+    /// number is refused as `bad-request`.
+    async fn companion_hello(&mut self, ciphers: &mut Ciphers, node: &Node) -> Flow {
+        let Some(reg) = node.get_optional_child("link_code_companion_reg") else {
+            return Flow::Continue;
+        };
+        let hello = match link_code::parse_companion_hello(reg) {
+            Ok(hello) if hello.phone == self.shared.config.account.phone => hello,
+            Ok(_) | Err(_) => return self.iq_error(ciphers, node, 400, "bad-request").await,
+        };
+        let pairing_ref: Vec<u8> = new_ref().into_bytes();
+        {
+            let mut state = self.shared.state();
+            state.link_code = Some(link_code::LinkCodeRequest {
+                conn: self.conn,
+                pairing_ref: pairing_ref.clone(),
+                wrapped_companion_ephemeral: hello.wrapped_companion_ephemeral,
+                issued_at: Instant::now(),
+            });
+        }
+        let id = attr(node, "id").unwrap_or_default();
+        let answer = link_code::companion_hello_result(&id, &pairing_ref);
+        if let Err(reason) = self.send_node(ciphers, &answer).await {
+            return Flow::Close(reason);
+        }
+        self.shared.emit(ServerEvent::LinkCodeRequested {
+            connection: self.conn,
+        });
+        Flow::Continue
+    }
+
+    /// Stage 3 of linking by code: the server acknowledges the bundle; the
+    /// phone opens it and, when the code was right, signs the companion.
+    async fn companion_finish(&mut self, ciphers: &mut Ciphers, node: &Node) -> Flow {
+        let Some(hello) = self.pending_link_code.take() else {
+            return self.iq_error(ciphers, node, 400, "bad-request").await;
+        };
+        let id = attr(node, "id").unwrap_or_default();
+        if let Err(reason) = self
+            .send_node(ciphers, &link_code::companion_finish_result(&id))
+            .await
+        {
+            let _ = hello.reply.send(Err(reason.clone()));
+            return Flow::Close(reason);
+        }
+        let opened = link_code::open_key_bundle(&hello, &self.shared.phone_identity, node)
+            .and_then(|keys| crate::phone::pair_success(&self.shared, &keys, hello.device_id));
+        let (iq_id, pair_success) = match opened {
+            Ok(done) => done,
+            Err(why) => {
+                // The request stays: the user may type the code again, as
+                // the companion allows a few attempts per code.
+                let _ = hello.reply.send(Err(why));
+                return Flow::Continue;
+            }
+        };
+        self.shared.state().link_code = None;
+        self.on_command(
+            ciphers,
+            ConnCommand::PairSuccess(Box::new(PairSuccessCommand {
+                iq_id,
+                node: pair_success,
+                device_id: hello.device_id,
+                reply: hello.reply,
+            })),
+        )
+        .await
+    }
+
+    async fn iq_error(
+        &mut self,
+        ciphers: &mut Ciphers,
+        node: &Node,
+        code: u16,
+        text: &str,
+    ) -> Flow {
+        let answer = NodeBuilder::new("iq")
+            .attr("from", "s.whatsapp.net")
+            .attr("id", attr(node, "id").unwrap_or_default())
+            .attr("type", "error")
+            .children([NodeBuilder::new("error")
+                .attr("code", code.to_string())
+                .attr("text", text.to_string())
+                .build()])
+            .build();
+        match self.send_node(ciphers, &answer).await {
+            Ok(()) => Flow::Continue,
+            Err(reason) => Flow::Close(reason),
+        }
     }
 
     /// The client's answer to `pair-success`: `pair-device-sign` registers the
@@ -605,6 +711,22 @@ impl Session {
                 });
                 Flow::Continue
             }
+            ConnCommand::PrimaryHello(command) => {
+                let PrimaryHelloCommand { node, hello } = *command;
+                if let Err(reason) = self.send_node(ciphers, &node).await {
+                    let _ = hello.reply.send(Err(reason.clone()));
+                    return Flow::Close(reason);
+                }
+                self.shared.emit(ServerEvent::PrimaryHelloSent {
+                    connection: self.conn,
+                });
+                self.pending_link_code = Some(hello);
+                Flow::Continue
+            }
+            ConnCommand::Deliver(node) => match self.send_node(ciphers, &node).await {
+                Ok(()) => Flow::Continue,
+                Err(reason) => Flow::Close(reason),
+            },
             ConnCommand::StreamError(kind) => self.stream_error(ciphers, kind).await,
             ConnCommand::Close => Flow::Close("dropped by the server (fault)".into()),
         }

@@ -9,6 +9,8 @@
 //! |---|---|
 //! | `scan <qr-text>` | the phone scans a QR string |
 //! | `scan-png <path>` | the phone scans the QR in a PNG image |
+//! | `enter-code <code>` | the phone takes a link code ("link with phone number") |
+//! | `refresh-code` | the server withdraws the outstanding link code |
 //! | `unlink <jid>` | the phone removes a linked device |
 //! | `devices` | the linked devices |
 //! | `drop` | close every live connection (a network drop) |
@@ -114,6 +116,15 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
             let device = server.phone().scan(&qr).await.map_err(|e| e.to_string())?;
             Ok(json!({ "paired": device }))
         }
+        "enter-code" => {
+            let device = server
+                .phone()
+                .enter_code(arg)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "paired": device }))
+        }
+        "refresh-code" => Ok(json!({ "refreshed": server.refresh_link_code() })),
         "unlink" => {
             server.phone().unlink(arg).map_err(|e| e.to_string())?;
             Ok(json!({}))

@@ -13,7 +13,10 @@
 //!   and stay there (passive/active, offline queue, app-state sync, pre-keys,
 //!   usync contact and device lookups, keepalive).
 //! - [`phone`]: the simulated phone — scans QR strings (or PNG images of
-//!   them), signs the companion's identity, unlinks devices.
+//!   them) or takes a typed link code, signs the companion's identity,
+//!   unlinks devices.
+//! - [`link_code`]: the server's and the phone's half of linking by code
+//!   (`companion_hello`, `primary_hello`, `companion_finish`).
 //! - [`observe`]: attempts, per-device concurrency, the event stream.
 //! - [`control`]: the line-based control interface of the `fake-whatsapp`
 //!   binary.
@@ -26,6 +29,7 @@
 pub mod config;
 mod connection;
 pub mod control;
+pub mod link_code;
 mod noise;
 pub mod observe;
 pub mod phone;
@@ -36,6 +40,6 @@ mod state;
 pub use config::{Account, ServerConfig};
 pub use noise::HandshakeKind;
 pub use observe::{Admission, Attempt, ConnectionId, DeviceKey, Purpose, ServerEvent, Stats};
-pub use phone::{PairedDevice, Phone, ScanError, UnlinkError};
+pub use phone::{LinkCodeError, PairedDevice, Phone, ScanError, UnlinkError};
 pub use server::{FakeServer, ServerError};
 pub use state::{LoginFailure, StreamErrorKind};

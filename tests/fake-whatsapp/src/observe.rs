@@ -105,6 +105,14 @@ pub enum ServerEvent {
         connection: ConnectionId,
         refs: usize,
     },
+    /// A companion asked to link by code (`companion_hello`).
+    LinkCodeRequested {
+        connection: ConnectionId,
+    },
+    /// The phone took a link code and `primary_hello` was delivered.
+    PrimaryHelloSent {
+        connection: ConnectionId,
+    },
     /// A scan was accepted and `pair-success` delivered.
     PairSuccessSent {
         connection: ConnectionId,
@@ -154,6 +162,8 @@ impl ServerEvent {
             ServerEvent::Accepted { connection, .. }
             | ServerEvent::Handshake { connection, .. }
             | ServerEvent::PairDevice { connection, .. }
+            | ServerEvent::LinkCodeRequested { connection }
+            | ServerEvent::PrimaryHelloSent { connection }
             | ServerEvent::PairSuccessSent { connection, .. }
             | ServerEvent::Paired { connection, .. }
             | ServerEvent::LoggedIn { connection, .. }

@@ -22,7 +22,7 @@ use waproto::whatsapp as wa;
 
 use crate::noise::pub_bytes;
 use crate::observe::ServerEvent;
-use crate::state::{ConnCommand, PairSuccessCommand, Shared, StreamErrorKind};
+use crate::state::{ConnCommand, PairSuccessCommand, PrimaryHelloCommand, Shared, StreamErrorKind};
 
 /// Why a phone refused a QR or the pairing failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +56,9 @@ pub enum UnlinkError {
 
 /// How long the phone waits for the companion to sign its identity.
 const SIGN_DEADLINE: Duration = Duration::from_secs(15);
+/// The same after a link code: the companion first runs a PBKDF2 of 131 072
+/// rounds (seconds in a debug build on a busy machine).
+const LINK_CODE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Handle to the simulated phone of a running [`crate::FakeServer`].
 #[derive(Clone)]
@@ -63,12 +66,34 @@ pub struct Phone {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Why entering a link code on the phone failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkCodeError {
+    #[error("no device is waiting to link with this number by code")]
+    NoRequest,
+    #[error("this code has expired")]
+    Expired,
+    #[error("the device that asked for this code is gone or already linked")]
+    Superseded,
+    #[error("not a link code: {0}")]
+    Malformed(String),
+    #[error("the device did not complete linking: {0}")]
+    Rejected(String),
+}
+
+/// What the phone needs of a companion to sign it: the companion's
+/// identity key and the ADV secret its HMAC is keyed with (from the QR, or
+/// derived in the link-code exchange).
+pub(crate) struct PairingKeys {
+    pub identity_pub: [u8; 32],
+    pub adv_secret: [u8; 32],
+}
+
 /// The parts of a QR string a phone uses.
 struct ScannedQr {
     pairing_ref: String,
     noise_pub: [u8; 32],
-    identity_pub: [u8; 32],
-    adv_secret: [u8; 32],
+    keys: PairingKeys,
 }
 
 fn parse_qr(qr: &str) -> Result<ScannedQr, ScanError> {
@@ -89,8 +114,10 @@ fn parse_qr(qr: &str) -> Result<ScannedQr, ScanError> {
     Ok(ScannedQr {
         pairing_ref,
         noise_pub,
-        identity_pub,
-        adv_secret,
+        keys: PairingKeys {
+            identity_pub,
+            adv_secret,
+        },
     })
 }
 
@@ -133,9 +160,8 @@ impl Phone {
             (tx, device_id)
         };
 
-        let container = self.signed_identity(&scanned, device_id)?;
-        let iq_id = format!("pair-{device_id}-{}", rand::random::<u32>());
-        let node = self.pair_success_node(&iq_id, device_id, container);
+        let (iq_id, node) =
+            pair_success(shared, &scanned.keys, device_id).map_err(ScanError::Rejected)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         tx.send(ConnCommand::PairSuccess(Box::new(PairSuccessCommand {
             iq_id,
@@ -153,77 +179,74 @@ impl Phone {
         }
     }
 
-    /// The `ADVSignedDeviceIdentityHMAC` container the phone sends.
-    fn signed_identity(&self, scanned: &ScannedQr, device_id: u16) -> Result<Vec<u8>, ScanError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let details = wa::ADVDeviceIdentity {
-            raw_id: Some(rand::random::<u32>()),
-            timestamp: Some(now),
-            key_index: Some(u32::from(device_id)),
-            ..Default::default()
+    /// Types a link code into the phone ("Linked devices › Link a device ›
+    /// Link with phone number instead"), for the newest device that asked
+    /// to link with this account's number. Returns once the device signed its
+    /// identity; a mistyped code fails only after the device answered, as on
+    /// a real phone (see [`crate::link_code`]).
+    pub async fn enter_code(&self, code: &str) -> Result<PairedDevice, LinkCodeError> {
+        let code = crate::link_code::normalise_code(code);
+        if !wacore::pair_code::PairCodeUtils::validate_code(&code) {
+            return Err(LinkCodeError::Malformed(
+                "a link code is 8 letters and digits".into(),
+            ));
         }
-        .encode_to_vec();
-
-        // account signature: XEdDSA by the phone's identity key over
-        // [6, 0] ‖ details ‖ companion identity public key.
-        let mut message = vec![6u8, 0];
-        message.extend_from_slice(&details);
-        message.extend_from_slice(&scanned.identity_pub);
-        let signature = self
-            .shared
-            .phone_identity
-            .private_key
-            .calculate_signature(&message, &mut rand::rng())
-            .map_err(|e| ScanError::Rejected(format!("signing failed: {e}")))?;
-
-        let signed = wa::ADVSignedDeviceIdentity {
-            details: Some(details),
-            account_signature_key: Some(pub_bytes(&self.shared.phone_identity).to_vec()),
-            account_signature: Some(signature.to_vec()),
-            ..Default::default()
-        }
-        .encode_to_vec();
-
-        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&scanned.adv_secret)
-            .map_err(|e| ScanError::Rejected(format!("hmac: {e}")))?;
-        mac.update(&signed);
-        let hmac = mac.finalize().into_bytes().to_vec();
-
-        Ok(wa::ADVSignedDeviceIdentityHMAC {
-            details: Some(signed),
-            hmac: Some(hmac),
-            ..Default::default()
-        }
-        .encode_to_vec())
-    }
-
-    fn pair_success_node(&self, iq_id: &str, device_id: u16, container: Vec<u8>) -> Node {
         let shared = &self.shared;
-        let account = &shared.config.account;
-        let jid: wacore_binary::Jid = shared.device_jid(device_id).parse().unwrap_or_default();
-        let lid: wacore_binary::Jid = shared.device_lid(device_id).parse().unwrap_or_default();
-        let mut children = vec![
-            NodeBuilder::new("device-identity").bytes(container).build(),
-            NodeBuilder::new("device")
-                .attr("jid", jid)
-                .attr("lid", lid)
-                .build(),
-            NodeBuilder::new("platform")
-                .attr("name", account.platform.clone())
-                .build(),
-        ];
-        if let Some(name) = &account.business_name {
-            children.push(NodeBuilder::new("biz").attr("name", name.clone()).build());
+        let request = {
+            let state = shared.state();
+            let request = state.link_code.clone().ok_or(LinkCodeError::NoRequest)?;
+            if request.issued_at.elapsed() > shared.config.link_code_lifetime {
+                return Err(LinkCodeError::Expired);
+            }
+            request
+        };
+
+        let wrapped = request.wrapped_companion_ephemeral.clone();
+        let typed = code.clone();
+        let (companion_ephemeral, primary_ephemeral, wrapped_primary) =
+            tokio::task::spawn_blocking(move || crate::link_code::phone_hello(&wrapped, &typed))
+                .await
+                .map_err(|e| LinkCodeError::Rejected(e.to_string()))?
+                .map_err(LinkCodeError::Rejected)?;
+
+        let (tx, device_id) = {
+            let mut state = shared.state();
+            let live = state
+                .connections
+                .get(&request.conn)
+                .ok_or(LinkCodeError::Superseded)?;
+            if live.paired {
+                return Err(LinkCodeError::Superseded);
+            }
+            let tx = live.tx.clone();
+            let device_id = state.next_device_id;
+            state.next_device_id = state.next_device_id.wrapping_add(1).max(1);
+            (tx, device_id)
+        };
+        let node = crate::link_code::primary_hello_node(
+            &request.pairing_ref,
+            &wrapped_primary,
+            &pub_bytes(&shared.phone_identity),
+        );
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(ConnCommand::PrimaryHello(Box::new(PrimaryHelloCommand {
+            node,
+            hello: crate::link_code::PrimaryHello {
+                pairing_ref: request.pairing_ref.clone(),
+                primary_ephemeral,
+                companion_ephemeral,
+                device_id,
+                reply: reply_tx,
+            },
+        })))
+        .map_err(|_| LinkCodeError::Superseded)?;
+
+        match tokio::time::timeout(LINK_CODE_DEADLINE, reply_rx).await {
+            Ok(Ok(Ok(jid))) => Ok(PairedDevice { jid, device_id }),
+            Ok(Ok(Err(why))) => Err(LinkCodeError::Rejected(why)),
+            Ok(Err(_)) => Err(LinkCodeError::Rejected("connection closed".into())),
+            Err(_) => Err(LinkCodeError::Rejected("no answer from the device".into())),
         }
-        NodeBuilder::new("iq")
-            .attr("from", "s.whatsapp.net")
-            .attr("type", "set")
-            .attr("id", iq_id.to_string())
-            .children([NodeBuilder::new("pair-success").children(children).build()])
-            .build()
     }
 
     /// Removes a linked device, as "Linked devices › Log out" on the phone
@@ -266,6 +289,90 @@ impl Phone {
             .map(|id| shared.device_jid(*id))
             .collect()
     }
+}
+
+/// The `pair-success` IQ (id and node) the phone has the server deliver to a
+/// companion it accepted: the signed identity plus the device's JID.
+pub(crate) fn pair_success(
+    shared: &Shared,
+    keys: &PairingKeys,
+    device_id: u16,
+) -> Result<(String, Node), String> {
+    let container = signed_identity(shared, keys, device_id)?;
+    let iq_id = format!("pair-{device_id}-{}", rand::random::<u32>());
+    let node = pair_success_node(shared, &iq_id, device_id, container);
+    Ok((iq_id, node))
+}
+
+/// The `ADVSignedDeviceIdentityHMAC` container the phone sends.
+fn signed_identity(shared: &Shared, keys: &PairingKeys, device_id: u16) -> Result<Vec<u8>, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let details = wa::ADVDeviceIdentity {
+        raw_id: Some(rand::random::<u32>()),
+        timestamp: Some(now),
+        key_index: Some(u32::from(device_id)),
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    // account signature: XEdDSA by the phone's identity key over
+    // [6, 0] ‖ details ‖ companion identity public key.
+    let mut message = vec![6u8, 0];
+    message.extend_from_slice(&details);
+    message.extend_from_slice(&keys.identity_pub);
+    let signature = shared
+        .phone_identity
+        .private_key
+        .calculate_signature(&message, &mut rand::rng())
+        .map_err(|e| format!("signing failed: {e}"))?;
+
+    let signed = wa::ADVSignedDeviceIdentity {
+        details: Some(details),
+        account_signature_key: Some(pub_bytes(&shared.phone_identity).to_vec()),
+        account_signature: Some(signature.to_vec()),
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&keys.adv_secret)
+        .map_err(|e| format!("hmac: {e}"))?;
+    mac.update(&signed);
+    let hmac = mac.finalize().into_bytes().to_vec();
+
+    Ok(wa::ADVSignedDeviceIdentityHMAC {
+        details: Some(signed),
+        hmac: Some(hmac),
+        ..Default::default()
+    }
+    .encode_to_vec())
+}
+
+fn pair_success_node(shared: &Shared, iq_id: &str, device_id: u16, container: Vec<u8>) -> Node {
+    let account = &shared.config.account;
+    let jid: wacore_binary::Jid = shared.device_jid(device_id).parse().unwrap_or_default();
+    let lid: wacore_binary::Jid = shared.device_lid(device_id).parse().unwrap_or_default();
+    let mut children = vec![
+        NodeBuilder::new("device-identity").bytes(container).build(),
+        NodeBuilder::new("device")
+            .attr("jid", jid)
+            .attr("lid", lid)
+            .build(),
+        NodeBuilder::new("platform")
+            .attr("name", account.platform.clone())
+            .build(),
+    ];
+    if let Some(name) = &account.business_name {
+        children.push(NodeBuilder::new("biz").attr("name", name.clone()).build());
+    }
+    NodeBuilder::new("iq")
+        .attr("from", "s.whatsapp.net")
+        .attr("type", "set")
+        .attr("id", iq_id.to_string())
+        .children([NodeBuilder::new("pair-success").children(children).build()])
+        .build()
 }
 
 /// Why a QR could not be read from an image.

@@ -113,6 +113,23 @@ impl FakeServer {
         self.broadcast(|| ConnCommand::StreamError(kind))
     }
 
+    /// Withdraws the outstanding link code, as WhatsApp does when it wants
+    /// the device to show a new one (`refresh_code` with
+    /// `force_manual_refresh`). The phone no longer accepts that code.
+    /// Returns false when no link code is outstanding.
+    pub fn refresh_link_code(&self) -> bool {
+        let (request, tx) = {
+            let mut state = self.shared.state();
+            let Some(request) = state.link_code.take() else {
+                return false;
+            };
+            let tx = state.connections.get(&request.conn).map(|c| c.tx.clone());
+            (request, tx)
+        };
+        let node = crate::link_code::refresh_code_node(&request.pairing_ref);
+        tx.is_some_and(|tx| tx.send(ConnCommand::Deliver(node)).is_ok())
+    }
+
     fn broadcast(&self, command: impl Fn() -> ConnCommand) -> usize {
         let txs: Vec<_> = self
             .shared

@@ -67,6 +67,11 @@ pub enum StreamErrorKind {
 pub(crate) enum ConnCommand {
     /// Deliver `pair-success` for a scanned ref; report the client's answer.
     PairSuccess(Box<PairSuccessCommand>),
+    /// Deliver `primary_hello` for a link code the phone accepted; keep
+    /// what the phone needs to open the companion's answer.
+    PrimaryHello(Box<PrimaryHelloCommand>),
+    /// Deliver a notification as it is.
+    Deliver(Node),
     StreamError(StreamErrorKind),
     Close,
 }
@@ -79,6 +84,12 @@ pub(crate) struct PairSuccessCommand {
     pub device_id: u16,
     /// The phone's answer: the device JID, or why the client refused.
     pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// A `primary_hello` for the connection to deliver.
+pub(crate) struct PrimaryHelloCommand {
+    pub node: Node,
+    pub hello: crate::link_code::PrimaryHello,
 }
 
 /// Refs issued to one unpaired connection, with the server's idea of how long
@@ -110,6 +121,8 @@ pub(crate) struct State {
     /// Refs ever issued, so a scan can tell "unknown" from "no longer valid".
     pub ref_owner: HashMap<String, ConnectionId>,
     pub registered_numbers: std::collections::BTreeSet<String>,
+    /// The newest `companion_hello` for the account's number.
+    pub link_code: Option<crate::link_code::LinkCodeRequest>,
 }
 
 pub(crate) struct Shared {
@@ -142,6 +155,7 @@ impl Shared {
                 next_conn: ConnectionId(1),
                 ref_owner: HashMap::new(),
                 registered_numbers,
+                link_code: None,
             }),
         }
     }

@@ -205,7 +205,9 @@ async fn two_clients_on_the_same_credentials_read_two_on_the_concurrency_counter
         store,
         jid,
     } = paired_client(&server).await;
-    assert_eq!(server.stats().device(&jid).map(|d| d.stats.max), Some(1));
+    // Not asserted to be 1 here: a plain whatsapp-rust client sometimes logs
+    // in twice right after pairing (see pairing.rs), and under load the two
+    // logins can overlap for a moment — which the counter must show too.
 
     // A second client on the same keys while the first is connected: the
     // mistake the old system made. The newer login replaces the older one.
@@ -216,9 +218,8 @@ async fn two_clients_on_the_same_credentials_read_two_on_the_concurrency_counter
         })
         .await;
     let stats = server.stats();
-    assert_eq!(
-        stats.device(&jid).map(|d| d.stats.max),
-        Some(2),
+    assert!(
+        stats.device(&jid).is_some_and(|d| d.stats.max >= 2),
         "{:?}",
         stats.devices
     );

@@ -96,6 +96,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         first_ref_lifetime: Duration::from_secs(args.first_ref_secs),
         ref_lifetime: Duration::from_secs(args.ref_secs),
         registered_numbers: args.registered.into_iter().collect(),
+        ..ServerConfig::default()
     };
     let server = Arc::new(
         FakeServer::start(config)

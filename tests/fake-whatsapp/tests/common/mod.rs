@@ -51,6 +51,7 @@ pub fn memory_store() -> Arc<dyn Backend> {
 pub struct TestClient {
     pub events: mpsc::UnboundedReceiver<Arc<Event>>,
     pub handle: Option<BotHandle>,
+    pub client: Arc<whatsapp_rust::client::Client>,
 }
 
 pub async fn start_client(server: &FakeServer, store: Arc<dyn Backend>) -> TestClient {
@@ -69,9 +70,11 @@ pub async fn start_client(server: &FakeServer, store: Arc<dyn Backend>) -> TestC
         .build()
         .await
         .expect("bot builds");
+    let client = bot.client();
     TestClient {
         events,
         handle: Some(bot.spawn()),
+        client,
     }
 }
 
