@@ -46,6 +46,12 @@ pub enum CliCommand {
     Status,
     /// Print the current pairing QR code in the terminal.
     Qr,
+    /// Link by code instead of QR: ask for an 8-character code for the
+    /// outlet's WhatsApp number, shown on the screen and printed here.
+    PairCode {
+        /// The outlet's WhatsApp number (`0812…`, `+62 812…`, `62812…`).
+        phone: String,
+    },
     /// Unlink this outlet's WhatsApp and wipe its keys.
     Logout {
         /// Required: logging out means a staff member must scan again.
@@ -98,6 +104,9 @@ pub fn main() -> i32 {
                     CliCommand::Run => crate::cmd::run::run(config_path.as_deref()).await,
                     CliCommand::Status => crate::cmd::status::run(config_path.as_deref()).await,
                     CliCommand::Qr => crate::cmd::qr::run(config_path.as_deref()).await,
+                    CliCommand::PairCode { phone } => {
+                        crate::cmd::pair_code::run(config_path.as_deref(), phone).await
+                    }
                     CliCommand::Logout { yes } => {
                         crate::cmd::logout::run(config_path.as_deref(), yes).await
                     }

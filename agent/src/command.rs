@@ -33,6 +33,12 @@ pub enum Command {
     CheckNumber {
         phone: String,
     },
+    /// Link by code instead of QR ("Link with phone number instead"): an
+    /// 8-character code for the outlet's WhatsApp number, shown on the screen
+    /// and returned to the caller.
+    PairCode {
+        phone: String,
+    },
 }
 
 impl Command {
@@ -46,6 +52,7 @@ impl Command {
             Command::Resume => "resume",
             Command::Logout { .. } => "logout",
             Command::CheckNumber { .. } => "check_number",
+            Command::PairCode { .. } => "pair_code",
         }
     }
 }

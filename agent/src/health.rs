@@ -84,6 +84,29 @@ impl fmt::Debug for QrStatus {
     }
 }
 
+/// The link code currently offered instead of the QR. The code goes to
+/// whoever asked for it and onto the screen; like the QR it is left out of
+/// the snapshot that is published.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct PairCodeStatus {
+    /// The number the code links (E.164).
+    pub phone: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub code: String,
+}
+
+impl fmt::Debug for PairCodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairCodeStatus")
+            .field("phone", &mask_phone(&self.phone))
+            .field("expires_at", &self.expires_at)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
 /// When and why the last live connection ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastDisconnect {
@@ -107,10 +130,16 @@ pub struct Health {
     pub last_connected_at: Option<DateTime<Utc>>,
     pub last_disconnect: Option<LastDisconnect>,
     pub qr: Option<QrStatus>,
+    /// The link code on offer (`pairing_code`).
+    pub pair_code: Option<PairCodeStatus>,
     /// End of a temporary ban (`banned`).
     pub banned_until: Option<DateTime<Utc>>,
     /// `ok`, `fault: …` or `none`.
     pub display: String,
+    /// The MQTT link: `ok`, `connecting`, `error: …` or `off`. Readable on
+    /// the control socket and the screen log when the broker itself is the
+    /// problem.
+    pub mqtt: String,
     pub version: String,
     /// After this instant the snapshot is stale: the supervisor refreshes it
     /// well before, so a reader past it is looking at a dead agent.
@@ -131,8 +160,10 @@ impl Health {
             last_connected_at: None,
             last_disconnect: None,
             qr: None,
+            pair_code: None,
             banned_until: None,
             display: "none".into(),
+            mqtt: "off".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             valid_until: now + ttl,
         }
@@ -184,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn the_qr_code_never_reaches_the_snapshot_json() {
+    fn the_qr_and_link_codes_never_reach_the_snapshot_json() {
         let now = Utc::now();
         let mut health = Health::new("jkt-01", now, chrono::Duration::seconds(60));
         health.qr = Some(QrStatus {
@@ -194,9 +225,18 @@ mod tests {
             expires_at: now,
             code: "2@secret-ref,AAAA,BBBB,CCCC,1".into(),
         });
+        health.pair_code = Some(PairCodeStatus {
+            phone: "+6281234567890".into(),
+            issued_at: now,
+            expires_at: now,
+            code: "SECR3TCD".into(),
+        });
         let json = serde_json::to_string(&health).expect("serialises");
         assert!(!json.contains("secret-ref"), "{json}");
+        assert!(!json.contains("SECR3TCD"), "{json}");
         assert!(!format!("{health:?}").contains("secret-ref"));
+        assert!(!format!("{health:?}").contains("SECR3TCD"));
+        assert!(!format!("{health:?}").contains("6281234567890"));
         assert!(json.contains("\"state\":\"starting\""));
     }
 }

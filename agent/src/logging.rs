@@ -10,10 +10,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// whatsapp-rust writes the link code into `info` lines under these
+/// targets ("Pair code generated: …"); the code is a pairing secret like the
+/// QR, so they are held to warnings whatever the configured level.
+const SECRET_TARGETS: &[&str] = &["Client/PairCode", "Bot/PairCode"];
+
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(&config.level);
     let journald = match config.format {
         LogFormat::Journald => true,
         LogFormat::Text => false,
@@ -31,6 +34,20 @@ pub fn init(config: &LogConfig) {
     if result.is_err() {
         // Already initialised (tests): keep the existing subscriber.
     }
+}
+
+/// The configured filter (`RUST_LOG` first), with the secret-carrying
+/// targets capped.
+fn filter(level: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in SECRET_TARGETS {
+        if let Ok(directive) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// Masks phone numbers in every log line, whoever wrote it: whatsapp-rust
@@ -72,6 +89,40 @@ pub fn mask_digit_runs(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_library_lines_that_carry_a_link_code_are_never_written() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(filter("debug")).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || Sink(sink.clone()))
+                .with_ansi(false),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "Client/PairCode", "Stage 1 complete. Code: SECR3TCD");
+            tracing::info!(target: "Bot/PairCode", "Pair code generated: SECR3TCD");
+            tracing::warn!(target: "Client/PairCode", "companion_finish went unanswered");
+            tracing::info!(target: "Client/Other", "still logged");
+        });
+        let text = String::from_utf8(buffer.lock().expect("lock").clone()).expect("utf8");
+        assert!(!text.contains("SECR3TCD"), "{text}");
+        assert!(text.contains("companion_finish went unanswered"), "{text}");
+        assert!(text.contains("still logged"), "{text}");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn long_digit_runs_are_masked() {

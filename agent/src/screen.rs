@@ -27,9 +27,12 @@ pub fn screen_for(health: &Health, outlet_name: &str) -> Screen {
             Some(qr) => State::Pairing(display_qr(qr)),
             None => State::Connecting { attempt: 1 },
         },
-        SessionState::PairingCode => State::PairingCode {
-            code: String::new(),
-            expires_at: None,
+        SessionState::PairingCode => match &health.pair_code {
+            Some(code) => State::PairingCode {
+                code: code.code.clone(),
+                expires_at: Some(system_time(code.expires_at)),
+            },
+            None => State::Connecting { attempt: 1 },
         },
         SessionState::PairingIdle => State::PairingIdle {
             next_round_at: health.next_retry_at.map(system_time),
@@ -135,5 +138,48 @@ async fn on_button(press: ButtonEvent, health: &watch::Receiver<Health>, command
         && let Err(e) = commands.send(Command::RefreshQr).await
     {
         tracing::info!(error = %e, "button: no new pairing round");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::PairCodeStatus;
+
+    fn health(state: SessionState) -> Health {
+        let mut h = Health::new("jkt-01", Utc::now(), chrono::Duration::seconds(60));
+        h.state = state;
+        h
+    }
+
+    #[test]
+    fn a_link_code_is_drawn_with_its_expiry() {
+        let mut h = health(SessionState::PairingCode);
+        let expires_at = Utc::now() + chrono::Duration::seconds(180);
+        h.pair_code = Some(PairCodeStatus {
+            phone: "+6281234567890".into(),
+            issued_at: Utc::now(),
+            expires_at,
+            code: "ABCD1234".into(),
+        });
+        match screen_for(&h, "Outlet").state {
+            State::PairingCode {
+                code,
+                expires_at: at,
+            } => {
+                assert_eq!(code, "ABCD1234");
+                assert_eq!(at, Some(system_time(expires_at)));
+            }
+            other => panic!("expected the link code screen, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_code_yet_is_a_connecting_screen_not_an_empty_code() {
+        let h = health(SessionState::PairingCode);
+        assert!(matches!(
+            screen_for(&h, "Outlet").state,
+            State::Connecting { .. }
+        ));
     }
 }

@@ -64,6 +64,77 @@ impl Outlet {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_links_an_outlet_by_a_code_it_asked_for_over_mqtt() {
+    let outlet = Outlet::new("code");
+    let server = server().await;
+    let mut agent = Agent::start(&server, &outlet.env(&[]));
+    let mut sub = Subscriber::connect(
+        SHARED_BROKER,
+        &[&outlet.topic("response/+"), &outlet.topic("state")],
+    )
+    .await;
+    agent.wait_state("pairing").await;
+    let p = outlet.prefix.as_str();
+
+    // Bad numbers are refused before WhatsApp is asked anything.
+    let r = sub.request(p, "pair_code", json!({"phone": "08-x"})).await;
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid_format")),
+        "{r}"
+    );
+
+    // The outlet's number in the local format staff use.
+    let r = sub
+        .request(p, "pair_code", json!({"phone": "0812-3456-7890"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let code = r["data"]["code"].as_str().expect("a code").to_string();
+    assert_eq!(code.len(), 8, "{r}");
+    assert_eq!(r["data"]["phone"], "+*********7890", "masked: {r}");
+    assert!(r["data"]["expires_at"].is_string(), "{r}");
+
+    // The screen shows it; the retained state says a code is on offer but
+    // never carries the code itself.
+    let state_topic = outlet.topic("state");
+    let offered = sub
+        .seen_or_wait("state pairing_code", WAIT, |m| {
+            m.topic == state_topic && m.json()["state"] == "pairing_code"
+        })
+        .await;
+    assert!(!offered.text().contains(&code), "{}", offered.text());
+    assert_eq!(offered.json()["pair_code"]["phone"], "+*********7890");
+    let health = agent.wait_state("pairing_code").await;
+    assert!(!health.to_string().contains(&code), "{health}");
+
+    server
+        .phone()
+        .enter_code(&code)
+        .await
+        .expect("the phone takes the code");
+    let connected = agent.wait_state("connected").await;
+    assert_eq!(connected["phone"], "+6281234567890");
+    assert!(connected["pair_code"].is_null(), "{connected}");
+    sub.seen_or_wait("state connected", WAIT, |m| {
+        m.topic == state_topic
+            && m.json()["state"] == "connected"
+            && m.json()["phone"] == "+*********7890"
+    })
+    .await;
+
+    let stats = server.stats();
+    assert_eq!(stats.max_concurrent(), 1, "{:?}", stats.attempts);
+    assert!(
+        !agent.log().contains(&code),
+        "the code never reaches the log:\n{}",
+        agent.log()
+    );
+    agent.stop().await;
+    outlet.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dashboard_sees_the_retained_truth_and_every_transition_in_order() {
     let outlet = Outlet::new("truth");
     let server = server().await;
@@ -299,10 +370,16 @@ async fn every_command_works_end_to_end() {
     }
     let r = sub.request(p, "qr", json!({})).await;
     assert_eq!(r["status"], "error", "{r}");
+    // Linked already: a code would link a second device.
     let r = sub
         .request(p, "pair_code", json!({"phone": "081234567890"}))
         .await;
-    assert_eq!(r["error"], "unsupported: pair_code is not available yet");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already linked")),
+        "{r}"
+    );
     let r = sub.request(p, "refresh_qr", json!({})).await;
     assert!(
         r["error"]
@@ -535,7 +612,7 @@ fn bad_request(rng: &mut XorShift, i: usize) -> (String, Vec<u8>) {
                 .collect();
             (format!("x{unknown}"), format!("{{{tx}}}").into())
         }
-        // Refused over MQTT.
+        // Refused over MQTT (qr), or missing its argument (pair_code).
         6 => {
             let which = if rng.below(2) == 0 { "qr" } else { "pair_code" };
             (which.into(), format!("{{{tx}}}").into())

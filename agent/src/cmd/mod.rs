@@ -6,6 +6,7 @@ pub mod check_config;
 pub mod demo;
 pub mod fleet;
 pub mod logout;
+pub mod pair_code;
 pub mod qr;
 pub mod run;
 pub mod status;

@@ -102,6 +102,9 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> i32 {
     }
     // Before the supervisor runs, so MQTT sees its very first transitions.
     let mqtt = crate::mqtt::spawn(config.clone(), &link);
+    if let Some(mqtt) = &mqtt {
+        supervisor.watch_mqtt(mqtt.status());
+    }
 
     let socket_path = config.control_socket();
     let listener = match control::bind(&socket_path) {

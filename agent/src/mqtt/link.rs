@@ -509,6 +509,13 @@ impl Link {
             self.out.state = true;
             self.out.last_state = None;
         }
+        if answer.name == "pair_code"
+            && !self.config.mqtt.publish_full_phone
+            && let Ok(Value::Object(data)) = &mut result
+            && let Some(Value::String(phone)) = data.get_mut("phone")
+        {
+            *phone = crate::health::mask_phone(phone);
+        }
         if let Err(e) = &result {
             tracing::info!(command = %answer.name, error = %e, "MQTT request refused by the agent");
         }

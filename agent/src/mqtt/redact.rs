@@ -26,6 +26,11 @@ pub fn mask_health_value(value: &mut Value, full_phone: bool) {
         if let Some(Value::String(phone)) = map.get_mut("phone") {
             *phone = mask_phone(phone);
         }
+        if let Some(Value::Object(code)) = map.get_mut("pair_code")
+            && let Some(Value::String(phone)) = code.get_mut("phone")
+        {
+            *phone = mask_phone(phone);
+        }
         mask_text(map.get_mut("last_error"));
         if let Some(Value::Object(disconnect)) = map.get_mut("last_disconnect") {
             mask_text(disconnect.get_mut("reason"));

@@ -21,6 +21,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("resume", &[]),
     ("logout", &["confirm"]),
     ("check_number", &["phone"]),
+    ("pair_code", &["phone"]),
 ];
 
 /// Error texts stay short whatever the input (serde quotes unknown field
@@ -63,21 +64,12 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
         Err(message) => return Err(reject(message, None)),
     };
     let transaction = fields.remove("transaction");
-    match name {
-        "qr" => {
-            return Err(reject(
-                "refused: the QR code is not available over MQTT (it carries the pairing secret)"
-                    .into(),
-                transaction,
-            ));
-        }
-        "pair_code" => {
-            return Err(reject(
-                "unsupported: pair_code is not available yet".into(),
-                transaction,
-            ));
-        }
-        _ => {}
+    if name == "qr" {
+        return Err(reject(
+            "refused: the QR code is not available over MQTT (it carries the pairing secret)"
+                .into(),
+            transaction,
+        ));
     }
     let Some((_, allowed)) = COMMANDS.iter().find(|(known, _)| *known == name) else {
         return Err(reject(
@@ -198,10 +190,8 @@ mod tests {
     #[test]
     fn everything_else_is_a_clear_error() {
         assert!(error_of("qr", "{}").contains("not available over MQTT"));
-        assert_eq!(
-            error_of("pair_code", r#"{"phone":"0812"}"#),
-            "unsupported: pair_code is not available yet"
-        );
+        assert!(error_of("pair_code", "{}").contains("missing field"));
+        assert!(error_of("pair_code", r#"{"phone":"0812","code":"X"}"#).contains("unknown field"));
         assert!(error_of("explode", "{}").starts_with("unknown command"));
         assert!(error_of("status", "{").starts_with("bad JSON"));
         assert!(error_of("status", "[1]").contains("JSON object"));

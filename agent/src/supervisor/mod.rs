@@ -26,8 +26,10 @@ use crate::clock;
 use crate::command::{Command, CommandError, CommandRequest, CommandResult, Commands};
 use crate::config::Config;
 use crate::health::{
-    Health, LastDisconnect, QrStatus, SessionState, Transition, mask_phone, phone_from_jid_user,
+    Health, LastDisconnect, PairCodeStatus, QrStatus, SessionState, Transition, mask_phone,
+    phone_from_jid_user,
 };
+use crate::mqtt::MqttStatus;
 use crate::notify::Notifier;
 use backoff::Backoff;
 use rounds::Rounds;
@@ -40,6 +42,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(500);
 /// WhatsApp hands out this many codes per round (first 60 s, then 20 s each).
 const CODES_PER_ROUND: u32 = 6;
+/// A link code typed in its last seconds may still be completing (the
+/// device runs a slow key derivation first): the connection that carries it
+/// is kept this much longer than the code's validity.
+const PAIR_CODE_GRACE: Duration = Duration::from_secs(10);
 
 /// The reading side of the supervisor, for everything that shows, reports
 /// or commands.
@@ -69,6 +75,13 @@ enum Verdict {
     Shutdown,
 }
 
+/// A `pair_code` waiting for the session's registration connection.
+struct PairCodeRequest {
+    /// E.164 digits.
+    phone: String,
+    reply: tokio::sync::oneshot::Sender<CommandResult>,
+}
+
 /// What the supervisor does next.
 enum Next {
     Connect,
@@ -84,6 +97,7 @@ pub struct Supervisor {
     transitions: broadcast::Sender<Transition>,
     commands: mpsc::Receiver<CommandRequest>,
     display_status: Option<watch::Receiver<outlet_display::DisplayStatus>>,
+    mqtt_status: Option<watch::Receiver<MqttStatus>>,
     notifier: Notifier,
     history: mpsc::Sender<Transition>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
@@ -95,6 +109,14 @@ pub struct Supervisor {
     /// round is shown as "unlinked — scan to link again".
     after_logout: bool,
     qr_index: u32,
+    /// A `pair_code` that came before the session had a registration
+    /// connection to ask on; asked as soon as the first QR shows there is one.
+    pending_pair_code: Option<PairCodeRequest>,
+    /// The number of the link code being asked for or shown.
+    pair_code_phone: Option<String>,
+    /// The QR codes ran out while a link code kept the connection open: the
+    /// session ends when the code does.
+    qr_exhausted: bool,
 }
 
 impl Supervisor {
@@ -128,6 +150,7 @@ impl Supervisor {
             transitions,
             commands,
             display_status,
+            mqtt_status: None,
             notifier,
             history,
             events_tx,
@@ -135,8 +158,20 @@ impl Supervisor {
             generation: 0,
             after_logout: false,
             qr_index: 0,
+            pending_pair_code: None,
+            pair_code_phone: None,
+            qr_exhausted: false,
         };
         (supervisor, link)
+    }
+
+    /// Reports the MQTT link's health in the snapshot (`mqtt`), so a broker
+    /// problem is visible where the broker is not: the control socket, the
+    /// history, the log.
+    pub fn watch_mqtt(&mut self, status: watch::Receiver<MqttStatus>) {
+        let text = mqtt_text(&status.borrow());
+        self.health.send_modify(|h| h.mqtt = text);
+        self.mqtt_status = Some(status);
     }
 
     /// Puts a problem found before the first session (a store that had to
@@ -266,6 +301,7 @@ impl Supervisor {
             backend,
             events: self.events_tx.clone(),
         };
+        self.qr_exhausted = false;
         let mut session = match Session::start(params).await {
             Ok(session) => session,
             Err(e) => return Verdict::Transient(e.to_string()),
@@ -287,6 +323,12 @@ impl Supervisor {
                 Some(event) = self.events_rx.recv() => {
                     if event.generation == generation {
                         self.on_event(&event.event, &mut verdict, &mut connected_at).await;
+                        self.ask_pending_pair_code(&session);
+                        if self.nothing_left_to_pair_with() {
+                            verdict = Some(Verdict::PairingExhausted);
+                            session.stop(STOP_GRACE).await;
+                            break;
+                        }
                     }
                 }
                 () = session.ended() => break,
@@ -301,9 +343,18 @@ impl Supervisor {
                 }
                 _ = tick.tick() => {
                     self.heartbeat();
-                    let showing_qr = self.health.borrow().qr.is_some();
+                    self.expire_pair_code();
+                    if self.nothing_left_to_pair_with() {
+                        verdict = Some(Verdict::PairingExhausted);
+                        session.stop(STOP_GRACE).await;
+                        break;
+                    }
+                    let pairing = {
+                        let h = self.health.borrow();
+                        h.qr.is_some() || h.pair_code.is_some()
+                    };
                     if connected_at.is_none()
-                        && !showing_qr
+                        && !pairing
                         && started.elapsed() > self.config.connect_timeout()
                     {
                         verdict = Some(Verdict::Transient(format!(
@@ -353,10 +404,12 @@ impl Supervisor {
                     expires_at,
                     code: qr.code.clone(),
                 };
-                let state = if self.after_logout {
-                    SessionState::LoggedOut
+                // A link code on the screen stays there; the QR rotates
+                // underneath it in case the code is not used.
+                let state = if self.health.borrow().pair_code.is_some() {
+                    SessionState::PairingCode
                 } else {
-                    SessionState::Pairing
+                    self.pairing_state()
                 };
                 self.set_state(state, &format!("showing QR code {index}"), |h| {
                     h.qr = Some(status);
@@ -381,6 +434,7 @@ impl Supervisor {
                 let masked = phone.as_deref().map(mask_phone).unwrap_or_default();
                 self.after_logout = false;
                 self.qr_index = 0;
+                self.pair_code_phone = None;
                 *verdict = Some(Verdict::Linked);
                 self.set_state(
                     SessionState::Connecting,
@@ -389,6 +443,7 @@ impl Supervisor {
                         h.phone = phone;
                         h.push_name = push_name;
                         h.qr = None;
+                        h.pair_code = None;
                         h.attempt = 1;
                     },
                 );
@@ -435,7 +490,37 @@ impl Supervisor {
                     failure.reason
                 )));
             }
-            Event::PairingQrCodesExhausted(_) => *verdict = Some(Verdict::PairingExhausted),
+            // The library keeps the connection when a link code is still
+            // on offer; the session then ends with the code.
+            Event::PairingQrCodesExhausted(e) if e.disconnected => {
+                *verdict = Some(Verdict::PairingExhausted);
+            }
+            Event::PairingQrCodesExhausted(_) => {
+                self.qr_exhausted = true;
+                self.health.send_modify(|h| h.qr = None);
+            }
+            Event::PairingCode(code) => {
+                let phone = self.pair_code_phone.clone().unwrap_or_default();
+                let status = PairCodeStatus {
+                    phone: format!("+{phone}"),
+                    issued_at: now,
+                    expires_at: now
+                        + chrono::Duration::from_std(code.timeout)
+                            .unwrap_or(chrono::Duration::zero()),
+                    code: code.code.clone(),
+                };
+                tracing::info!(phone = %mask_phone(&status.phone), "showing a link code");
+                self.set_state(SessionState::PairingCode, "showing a link code", |h| {
+                    h.pair_code = Some(status);
+                    h.attempt = 0;
+                });
+            }
+            Event::PairingCodeError(error) => {
+                self.end_pair_code(&format!("no link code: {}", error.error));
+            }
+            Event::PairingCodeRefresh(_) => {
+                self.end_pair_code("the link code was not completed; ask for a new one");
+            }
             Event::PairError(error) => {
                 let message = format!("pairing failed: {}", error.error);
                 self.health.send_modify(|h| h.last_error = Some(message));
@@ -452,7 +537,17 @@ impl Supervisor {
     async fn after_session(&mut self, verdict: Verdict) -> Next {
         let now = Instant::now();
         self.qr_index = 0;
-        self.health.send_modify(|h| h.qr = None);
+        self.pair_code_phone = None;
+        self.qr_exhausted = false;
+        if let Some(pending) = self.pending_pair_code.take() {
+            let _ = pending.reply.send(Err(CommandError::Failed(
+                "the connection ended before a link code could be requested; try again".into(),
+            )));
+        }
+        self.health.send_modify(|h| {
+            h.qr = None;
+            h.pair_code = None;
+        });
         match verdict {
             Verdict::Shutdown => Next::Stop,
             Verdict::Linked | Verdict::Restart => Next::Connect,
@@ -563,6 +658,21 @@ impl Supervisor {
                             (Ok(json!({})), Some(Next::Connect))
                         }
                         Command::Reconnect | Command::RefreshQr => self.new_round_now(state),
+                        Command::PairCode { phone } => {
+                            match self.pair_code_number(phone).await {
+                                Err(e) => (Err(e), None),
+                                Ok(phone) => match self.new_round_now(state) {
+                                    (Ok(_), next) => {
+                                        self.pending_pair_code = Some(PairCodeRequest {
+                                            phone,
+                                            reply: request.reply,
+                                        });
+                                        return next.unwrap_or(Next::Connect);
+                                    }
+                                    refused => refused,
+                                },
+                            }
+                        }
                         Command::Pause => {
                             self.set_state(SessionState::Paused, "paused by command", |h| {
                                 h.next_retry_at = None;
@@ -682,7 +792,10 @@ impl Supervisor {
                 (Ok(json!({})), Some(Verdict::Restart))
             }
             Command::RefreshQr => {
-                if matches!(state, SessionState::Pairing | SessionState::LoggedOut) {
+                if matches!(
+                    state,
+                    SessionState::Pairing | SessionState::LoggedOut | SessionState::PairingCode
+                ) {
                     (Ok(json!({})), Some(Verdict::Restart))
                 } else {
                     (
@@ -700,6 +813,27 @@ impl Supervisor {
                 session.logout(STOP_GRACE).await;
                 (Ok(json!({})), Some(Verdict::LoggedOut))
             }
+            Command::PairCode { phone } => match self.pair_code_number(phone).await {
+                Err(e) => (Err(e), None),
+                Ok(phone) => {
+                    let reply = request.reply;
+                    let connection_up = {
+                        let h = self.health.borrow();
+                        h.qr.is_some() || h.pair_code.is_some()
+                    };
+                    if connection_up {
+                        self.ask_pair_code(session, phone, reply);
+                    } else if state == SessionState::Connecting {
+                        // The registration connection is still being set up.
+                        self.pending_pair_code = Some(PairCodeRequest { phone, reply });
+                    } else {
+                        let _ = reply.send(Err(CommandError::Refused(format!(
+                            "no link code possible in state {state}"
+                        ))));
+                    }
+                    return None;
+                }
+            },
             Command::CheckNumber { phone } => {
                 match crate::command::normalize_phone(phone, &self.config.outlet.country_code) {
                     Err(e) => (Err(e), None),
@@ -720,6 +854,110 @@ impl Supervisor {
         };
         let _ = request.reply.send(reply);
         verdict
+    }
+
+    /// `pairing` or, right after an unlink, `logged_out`.
+    fn pairing_state(&self) -> SessionState {
+        if self.after_logout {
+            SessionState::LoggedOut
+        } else {
+            SessionState::Pairing
+        }
+    }
+
+    /// The number a `pair_code` is for, in E.164 digits; refused when this
+    /// outlet is linked already (a code would link a second device).
+    async fn pair_code_number(&self, phone: &str) -> Result<String, CommandError> {
+        let phone = crate::command::normalize_phone(phone, &self.config.outlet.country_code)?;
+        if self.device_is_linked().await {
+            return Err(CommandError::Refused(
+                "this outlet is already linked to WhatsApp; log out first".into(),
+            ));
+        }
+        Ok(phone)
+    }
+
+    /// Asks the session's client for a link code, off the supervisor's path
+    /// (a key derivation and a round trip). The code reaches the screen as
+    /// the library's `PairingCode` event and the caller as the answer.
+    fn ask_pair_code(
+        &mut self,
+        session: &Session,
+        phone: String,
+        reply: tokio::sync::oneshot::Sender<CommandResult>,
+    ) {
+        self.pair_code_phone = Some(phone.clone());
+        let client = session.client().clone();
+        tokio::spawn(async move {
+            // Asking again means the code on offer will not be typed in:
+            // replace it rather than be refused while it is still valid.
+            client.cancel_pair_code().await;
+            let options = whatsapp_rust::pair_code::PairCodeOptions {
+                phone_number: phone.clone(),
+                ..Default::default()
+            };
+            let result = match client.pair_with_code(options).await {
+                Ok(code) => {
+                    let validity = whatsapp_rust::wacore::pair_code::PairCodeUtils::code_validity();
+                    let expires_at = Utc::now()
+                        + chrono::Duration::from_std(validity).unwrap_or(chrono::Duration::zero());
+                    Ok(json!({
+                        "code": code,
+                        "phone": format!("+{phone}"),
+                        "expires_at": expires_at,
+                    }))
+                }
+                Err(e) => Err(CommandError::Failed(format!("no link code: {e}"))),
+            };
+            let _ = reply.send(result);
+        });
+    }
+
+    /// A `pair_code` that waited for the registration connection is asked
+    /// once the first QR shows the connection is up.
+    fn ask_pending_pair_code(&mut self, session: &Session) {
+        if self.health.borrow().qr.is_some()
+            && let Some(pending) = self.pending_pair_code.take()
+        {
+            self.ask_pair_code(session, pending.phone, pending.reply);
+        }
+    }
+
+    /// The link code is gone (refused, expired, not completed): back to the
+    /// QR, with the reason kept for whoever looks.
+    fn end_pair_code(&mut self, reason: &str) {
+        self.pair_code_phone = None;
+        let state = self.health.borrow().state;
+        let next = if state == SessionState::PairingCode {
+            self.pairing_state()
+        } else {
+            state
+        };
+        tracing::info!(%reason, "link code ended");
+        self.set_state(next, reason, |h| {
+            h.pair_code = None;
+            h.last_error = Some(reason.to_string());
+        });
+    }
+
+    fn expire_pair_code(&mut self) {
+        let expired = self.health.borrow().pair_code.as_ref().is_some_and(|code| {
+            Utc::now()
+                > code.expires_at
+                    + chrono::Duration::from_std(PAIR_CODE_GRACE)
+                        .unwrap_or(chrono::Duration::zero())
+        });
+        if expired {
+            self.end_pair_code("the link code expired");
+        }
+    }
+
+    /// QR codes ran out and no link code is on offer or on its way.
+    fn nothing_left_to_pair_with(&self) -> bool {
+        self.qr_exhausted
+            && self.pair_code_phone.is_none()
+            && self.pending_pair_code.is_none()
+            && self.health.borrow().pair_code.is_none()
     }
 
     fn status_json(&self) -> CommandResult {
@@ -755,11 +993,18 @@ impl Supervisor {
         let display_changed = display
             .as_ref()
             .is_some_and(|d| *d != self.health.borrow().display);
-        if stale || display_changed {
+        let mqtt = self.mqtt_status.as_ref().map(|s| mqtt_text(&s.borrow()));
+        let mqtt_changed = mqtt
+            .as_ref()
+            .is_some_and(|m| *m != self.health.borrow().mqtt);
+        if stale || display_changed || mqtt_changed {
             self.health.send_modify(|h| {
                 h.valid_until = now + ttl;
                 if let Some(display) = display {
                     h.display = display;
+                }
+                if let Some(mqtt) = mqtt {
+                    h.mqtt = mqtt;
                 }
             });
         }
@@ -810,6 +1055,15 @@ async fn check_number(client: Arc<whatsapp_rust::client::Client>, number: String
             Ok(json!({ "phone": format!("+{number}"), "registered": registered }))
         }
         Err(e) => Err(CommandError::Failed(format!("lookup failed: {e}"))),
+    }
+}
+
+/// The `mqtt` field of the snapshot.
+fn mqtt_text(status: &MqttStatus) -> String {
+    match (&status.connected, &status.last_error) {
+        (true, _) => "ok".into(),
+        (false, Some(error)) => format!("error: {error}"),
+        (false, None) => "connecting".into(),
     }
 }
 
