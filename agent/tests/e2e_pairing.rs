@@ -14,6 +14,7 @@ async fn the_qr_on_the_screen_links_the_outlet_and_its_number_is_known() {
 
     let pairing = agent.wait_state("pairing").await;
     assert_eq!(pairing["qr"]["index"], 1);
+    assert_eq!(pairing["mqtt"], "off", "MQTT is off in this test");
     assert!(
         pairing["qr"].get("code").is_none(),
         "the QR string is not in the health"

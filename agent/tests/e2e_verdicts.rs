@@ -64,6 +64,58 @@ async fn unlinked_on_the_phone_wipes_the_keys_and_shows_a_new_qr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_while_offline_wipes_the_keys_and_pairs_anew_once_back() {
+    let server = server().await;
+    // Slow retries (1 s, 2 s, 4 s…), so the logout lands while the agent
+    // waits between them rather than during a (millisecond) refused attempt.
+    let mut agent = Agent::start(
+        &server,
+        &[("OUTLET_AGENT__RECONNECT__FIRST_DELAY_MS", "1000")],
+    );
+    agent.pair(&server).await;
+    let jid = server.phone().linked_devices().pop().expect("linked");
+    let old_key = server.stats().device(&jid).expect("known").device;
+
+    server.set_refuse(true);
+    server.drop_connections();
+    agent
+        .wait_for("the second wait between refused attempts", |h| {
+            h["state"] == "reconnecting" && h["attempt"].as_u64() >= Some(2)
+        })
+        .await;
+    let reply = agent
+        .request(serde_json::json!({"command": "logout", "confirm": true}))
+        .await
+        .expect("answers");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(
+        reply["data"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no connection")),
+        "the caller learns the phone was not told: {reply}"
+    );
+
+    server.set_refuse(false);
+    agent
+        .wait_for("a new QR after the offline logout", |h| {
+            h["state"] == "logged_out" && h["qr"].is_object()
+        })
+        .await;
+    let stats = server.stats();
+    let registration = stats
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.purpose == Some(Purpose::Registration))
+        .expect("a new registration");
+    assert_ne!(
+        registration.device,
+        Some(old_key),
+        "new keys after the wipe"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_waits_a_cool_down_before_its_one_retry() {
     let server = server().await;
     let mut agent = Agent::start(

@@ -187,7 +187,18 @@ async fn tls_with_a_client_certificate_and_a_password() {
         "{}",
         warnings[0]
     );
-    agent.wait_state("pairing").await;
+    // The refusal is in the health too, for whoever asks the outlet itself.
+    let refused = agent
+        .wait_for("the MQTT error in the health", |h| {
+            h["state"] == "pairing" && h["mqtt"].as_str().is_some_and(|m| m.starts_with("error:"))
+        })
+        .await;
+    assert!(
+        refused["mqtt"]
+            .as_str()
+            .is_some_and(|m| m.contains("user name or password")),
+        "{refused}"
+    );
 
     // A dashboard with its own login watches…
     let dashboard = MqttConfig {
@@ -221,6 +232,9 @@ async fn tls_with_a_client_certificate_and_a_password() {
     let r = sub.request(&prefix, "status", json!({})).await;
     assert_eq!(r["status"], "ok", "{r}");
     assert!(agent.log().contains("MQTT connected"), "{}", agent.log());
+    agent
+        .wait_for("mqtt ok in the health", |h| h["mqtt"] == "ok")
+        .await;
     agent.stop().await;
 }
 
@@ -258,7 +272,11 @@ async fn no_broker_costs_one_warning_and_nothing_else() {
         .filter(|l| l.contains("WARN") && l.contains("MQTT"))
         .count();
     assert_eq!(warnings, 1, "{log}");
-    let health = agent.status().await.expect("answers");
+    let health = agent
+        .wait_for("the MQTT error in the health", |h| {
+            h["mqtt"].as_str().is_some_and(|m| m.starts_with("error:"))
+        })
+        .await;
     assert_eq!(health["state"], "pairing");
     assert_eq!(agent.stop().await.code(), Some(0), "a clean, quick exit");
 }

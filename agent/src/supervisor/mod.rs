@@ -680,13 +680,23 @@ impl Supervisor {
                             (Ok(json!({})), Some(Next::Paused))
                         }
                         Command::Logout { confirm: true } => {
-                            match self.store.wipe_whatsapp_keys().await {
-                                Ok(()) => {
-                                    self.after_logout = true;
-                                    (Ok(json!({})), Some(Next::Connect))
+                            // No connection to unlink on: what a logout
+                            // verdict after a session does (wipe, state, the
+                            // round limit) is all there is to do.
+                            let next = self.after_session(Verdict::LoggedOut).await;
+                            let reply = {
+                                let h = self.health.borrow();
+                                if h.state == SessionState::Fault {
+                                    Err(CommandError::Failed(
+                                        h.last_error.clone().unwrap_or_default(),
+                                    ))
+                                } else {
+                                    Ok(json!({ "note": "no connection to WhatsApp: the \
+                                        phone lists this device until it is removed there" }))
                                 }
-                                Err(e) => (Err(CommandError::Failed(e.to_string())), None),
-                            }
+                            };
+                            let _ = request.reply.send(reply);
+                            return next;
                         }
                         other => (self.answer_idle(other), None),
                     };
@@ -888,6 +898,8 @@ impl Supervisor {
     ) {
         self.pair_code_phone = Some(phone.clone());
         let client = session.client().clone();
+        let events = self.events_tx.clone();
+        let generation = session.generation;
         tokio::spawn(async move {
             // Asking again means the code on offer will not be typed in:
             // replace it rather than be refused while it is still valid.
@@ -907,7 +919,23 @@ impl Supervisor {
                         "expires_at": expires_at,
                     }))
                 }
-                Err(e) => Err(CommandError::Failed(format!("no link code: {e}"))),
+                Err(e) if e.lost_the_flow_to_another_request() => {
+                    // A newer request took over; its own outcome follows.
+                    Err(CommandError::Failed(format!("no link code: {e}")))
+                }
+                Err(e) => {
+                    // The library reports most failures as an event, but the
+                    // supervisor must hear of every one, or it would keep the
+                    // connection for a code that never comes.
+                    let event = whatsapp_rust::types::events::PairingCodeError::builder()
+                        .error(e.to_string())
+                        .build();
+                    let _ = events.send(SessionEvent {
+                        generation,
+                        event: Arc::new(Event::PairingCodeError(event)),
+                    });
+                    Err(CommandError::Failed(format!("no link code: {e}")))
+                }
             };
             let _ = reply.send(result);
         });

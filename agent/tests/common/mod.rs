@@ -108,12 +108,24 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(AGENT)
+        // Tests that are not about MQTT keep off the shared broker: they
+        // would all be outlet `e2e` with one client id, taking the
+        // connection from each other and leaving retained messages behind.
+        let mqtt_test = self
+            .env
+            .iter()
+            .any(|(k, _)| k.starts_with("OUTLET_AGENT__MQTT__"));
+        let mut command = Command::new(AGENT);
+        if !mqtt_test {
+            command.env("OUTLET_AGENT__MQTT__ENABLED", "false");
+        }
+        // Quick first retries, unless the test chose its own.
+        command.env("OUTLET_AGENT__RECONNECT__FIRST_DELAY_MS", "200");
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("OUTLET_AGENT__RECONNECT__FIRST_DELAY_MS", "200")
             .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "info,outlet_agent=debug")
             .stdin(Stdio::null())
