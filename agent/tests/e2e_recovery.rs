@@ -80,3 +80,41 @@ async fn a_dropped_connection_is_reconnected_and_refusals_follow_the_backoff() {
         server.stats().devices
     );
 }
+
+/// A panic while handling a session (a bug in the agent or in a library
+/// callback it runs) costs that session only: its connection is closed, a
+/// new one follows, and there is never a second connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_session_costs_one_session_not_the_agent() {
+    let server = server().await;
+    let mut agent = Agent::start(
+        &server,
+        &[(outlet_agent::supervisor::PANIC_ONCE_ENV, "connected")],
+    );
+    // Pairing, then the first `Connected` panics in the supervisor.
+    agent.wait_state("pairing").await;
+    let qr = agent.qr_from_screen(None).await;
+    server.phone().scan(&qr).await.expect("scan");
+    // The panic comes before the state is set: `connected` can only be
+    // the next session's.
+    let recovered = agent.wait_state("connected").await;
+    assert_eq!(recovered["phone"], "+6281234567890");
+    let log = agent.log();
+    assert!(
+        log.contains("the session panicked; starting a new one"),
+        "{log}"
+    );
+    let stats = server.stats();
+    let logins = stats
+        .attempts
+        .iter()
+        .filter(|a| a.purpose == Some(fake_whatsapp::Purpose::Login))
+        .count();
+    assert!(
+        logins >= 2,
+        "a new session after the panic: {:?}",
+        stats.attempts
+    );
+    assert_eq!(stats.max_concurrent(), 1, "{:?}", stats.attempts);
+    assert_eq!(agent.stop().await.code(), Some(0));
+}

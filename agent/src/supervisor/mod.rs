@@ -117,7 +117,18 @@ pub struct Supervisor {
     /// The QR codes ran out while a link code kept the connection open: the
     /// session ends when the code does.
     qr_exhausted: bool,
+    /// The client of the running session, kept outside the session's future
+    /// so its connection can be closed even when that future panicked.
+    live_client: Option<Arc<whatsapp_rust::client::Client>>,
+    /// Test builds only: panic once while handling this event kind, to
+    /// prove a panic costs one session and nothing else.
+    panic_once_on: Option<String>,
 }
+
+/// Test builds (those that cannot verify WhatsApp's certificates, see
+/// [`crate::cert_check`]) panic once in the supervisor when this names an
+/// event kind (`connected`, `pairing_qr_code`, …). Inert in release builds.
+pub const PANIC_ONCE_ENV: &str = "OUTLET_AGENT_TEST_PANIC_ONCE_ON";
 
 impl Supervisor {
     pub fn new(
@@ -161,6 +172,10 @@ impl Supervisor {
             pending_pair_code: None,
             pair_code_phone: None,
             qr_exhausted: false,
+            live_client: None,
+            panic_once_on: std::env::var(PANIC_ONCE_ENV)
+                .ok()
+                .filter(|_| crate::cert_check::skips_certificate_check()),
         };
         (supervisor, link)
     }
@@ -204,6 +219,11 @@ impl Supervisor {
                             tracing::error!(%what, "the session panicked; starting a new one");
                             Verdict::Transient(format!("internal error: {what}"))
                         });
+                    // Normally cleared by the session itself; after a panic
+                    // its connection is closed here, before any new one.
+                    if let Some(client) = self.live_client.take() {
+                        session::close(&client, STOP_GRACE).await;
+                    }
                     self.after_session(verdict).await
                 }
                 Next::Wait { until } => self.wait(until, &mut shutdown).await,
@@ -307,6 +327,7 @@ impl Supervisor {
             Err(e) => return Verdict::Transient(e.to_string()),
         };
         tracing::info!(attempt, generation, "session started");
+        self.live_client = Some(session.client().clone());
 
         let started = Instant::now();
         let mut connected_at: Option<Instant> = None;
@@ -378,6 +399,7 @@ impl Supervisor {
         if let Some(at) = connected_at {
             self.backoff.connection_ended(at.elapsed());
         }
+        self.live_client = None;
         verdict.unwrap_or_else(|| Verdict::Transient("connection closed".into()))
     }
 
@@ -387,6 +409,14 @@ impl Supervisor {
         verdict: &mut Option<Verdict>,
         connected_at: &mut Option<Instant>,
     ) {
+        if self
+            .panic_once_on
+            .as_deref()
+            .is_some_and(|kind| event_kind_name(event) == kind)
+        {
+            let kind = self.panic_once_on.take().unwrap_or_default();
+            panic!("test fault: panic on {kind}");
+        }
         let now = Utc::now();
         match event {
             Event::PairingQrCode(qr) => {
@@ -1084,6 +1114,24 @@ async fn check_number(client: Arc<whatsapp_rust::client::Client>, number: String
         }
         Err(e) => Err(CommandError::Failed(format!("lookup failed: {e}"))),
     }
+}
+
+/// An event's kind as `snake_case` (`Connected` → `connected`), for the
+/// test-build panic hook.
+fn event_kind_name(event: &Event) -> String {
+    let name = format!("{:?}", event.kind());
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `mqtt` field of the snapshot.

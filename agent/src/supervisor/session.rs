@@ -146,17 +146,23 @@ impl Session {
     }
 
     /// Ends the session and waits until its connection is closed. If the
-    /// client does not stop within `grace`, its task is aborted, which drops
-    /// the socket.
+    /// client does not stop within `grace`, its run task is aborted and the
+    /// socket closed by a second `disconnect`.
+    ///
+    /// Aborting the run task alone does not close the socket: the
+    /// transport lives on in the client (the panic test in
+    /// `tests/e2e_recovery.rs` saw the old connection outlive its task and
+    /// overlap the next one). `disconnect` flushes first (bounded by the
+    /// library at a few seconds) and closes the transport last, so a second
+    /// call after the first timed out finds the flushing done.
     pub async fn stop(&mut self, grace: Duration) {
         if let Some(handle) = self.handle.take()
             && tokio::time::timeout(grace, handle.shutdown())
                 .await
                 .is_err()
         {
-            // Dropping the handle (with the timed-out future) aborted the
-            // run task and with it the socket.
-            tracing::warn!("WhatsApp client did not stop within {grace:?}; aborted it");
+            tracing::warn!("WhatsApp client did not stop within {grace:?}; closing it");
+            close(&self.client, grace).await;
         }
     }
 
@@ -166,5 +172,16 @@ impl Session {
         let client = self.client.clone();
         let _ = tokio::time::timeout(grace, client.logout()).await;
         self.stop(grace).await;
+    }
+}
+
+/// Closes a client's connection whatever state its session is in (stopped,
+/// aborted, or abandoned by a panic).
+pub async fn close(client: &Arc<Client>, grace: Duration) {
+    if tokio::time::timeout(grace, client.disconnect())
+        .await
+        .is_err()
+    {
+        tracing::error!("WhatsApp client did not close its connection within {grace:?}");
     }
 }
