@@ -17,6 +17,19 @@ fn logins(server: &FakeServer) -> usize {
         .count()
 }
 
+/// The device key of the newest registration (a connection asking for QR
+/// codes).
+fn last_registration_key(server: &FakeServer) -> Option<fake_whatsapp::DeviceKey> {
+    server
+        .stats()
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.purpose == Some(Purpose::Registration))
+        .expect("a registration")
+        .device
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -44,15 +57,8 @@ async fn unlinked_on_the_phone_wipes_the_keys_and_shows_a_new_qr() {
     );
 
     // The keys are gone: the new registration comes from a new device key.
-    let stats = server.stats();
-    let registration = stats
-        .attempts
-        .iter()
-        .rev()
-        .find(|a| a.purpose == Some(Purpose::Registration))
-        .expect("a new registration");
     assert_ne!(
-        registration.device,
+        last_registration_key(&server),
         Some(old_key),
         "new keys after the wipe"
     );
@@ -101,15 +107,8 @@ async fn a_logout_while_offline_wipes_the_keys_and_pairs_anew_once_back() {
             h["state"] == "logged_out" && h["qr"].is_object()
         })
         .await;
-    let stats = server.stats();
-    let registration = stats
-        .attempts
-        .iter()
-        .rev()
-        .find(|a| a.purpose == Some(Purpose::Registration))
-        .expect("a new registration");
     assert_ne!(
-        registration.device,
+        last_registration_key(&server),
         Some(old_key),
         "new keys after the wipe"
     );

@@ -128,12 +128,8 @@ pub(crate) fn primary_hello_node(
     wrapped_primary_ephemeral: &[u8; 80],
     primary_identity_pub: &[u8],
 ) -> Node {
-    NodeBuilder::new("notification")
-        .attr("from", "s.whatsapp.net")
-        .attr("type", "link_code_companion_reg")
-        .attr("id", format!("lc-{}", rand::random::<u32>()))
-        .attr("t", crate::connection::unix_now().to_string())
-        .children([NodeBuilder::new("link_code_companion_reg")
+    notification(
+        NodeBuilder::new("link_code_companion_reg")
             .attr("stage", "primary_hello")
             .children([
                 NodeBuilder::new("link_code_pairing_wrapped_primary_ephemeral_pub")
@@ -146,26 +142,33 @@ pub(crate) fn primary_hello_node(
                     .bytes(pairing_ref.to_vec())
                     .build(),
             ])
-            .build()])
+            .build(),
+    )
+}
+
+/// A `link_code_companion_reg` notification from the server.
+fn notification(reg: Node) -> Node {
+    NodeBuilder::new("notification")
+        .attr("from", "s.whatsapp.net")
+        .attr("type", "link_code_companion_reg")
+        .attr("id", format!("lc-{}", rand::random::<u32>()))
+        .attr("t", crate::connection::unix_now().to_string())
+        .children([reg])
         .build()
 }
 
 /// The server's `refresh_code` notification: the code on the device's
 /// screen is withdrawn and it should ask for a new one.
 pub(crate) fn refresh_code_node(pairing_ref: &[u8]) -> Node {
-    NodeBuilder::new("notification")
-        .attr("from", "s.whatsapp.net")
-        .attr("type", "link_code_companion_reg")
-        .attr("id", format!("lc-{}", rand::random::<u32>()))
-        .attr("t", crate::connection::unix_now().to_string())
-        .children([NodeBuilder::new("link_code_companion_reg")
+    notification(
+        NodeBuilder::new("link_code_companion_reg")
             .attr("stage", "refresh_code")
             .attr("force_manual_refresh", "true")
             .children([NodeBuilder::new("link_code_pairing_ref")
                 .bytes(pairing_ref.to_vec())
                 .build()])
-            .build()])
-        .build()
+            .build(),
+    )
 }
 
 /// The phone opens the companion's key bundle (step 3) and derives what it

@@ -171,12 +171,9 @@ impl Phone {
         })))
         .map_err(|_| ScanError::Superseded)?;
 
-        match tokio::time::timeout(SIGN_DEADLINE, reply_rx).await {
-            Ok(Ok(Ok(jid))) => Ok(PairedDevice { jid, device_id }),
-            Ok(Ok(Err(why))) => Err(ScanError::Rejected(why)),
-            Ok(Err(_)) => Err(ScanError::Rejected("connection closed".into())),
-            Err(_) => Err(ScanError::Rejected("no answer from the device".into())),
-        }
+        await_signature(reply_rx, SIGN_DEADLINE, device_id)
+            .await
+            .map_err(ScanError::Rejected)
     }
 
     /// Types a link code into the phone ("Linked devices › Link a device ›
@@ -241,12 +238,9 @@ impl Phone {
         })))
         .map_err(|_| LinkCodeError::Superseded)?;
 
-        match tokio::time::timeout(LINK_CODE_DEADLINE, reply_rx).await {
-            Ok(Ok(Ok(jid))) => Ok(PairedDevice { jid, device_id }),
-            Ok(Ok(Err(why))) => Err(LinkCodeError::Rejected(why)),
-            Ok(Err(_)) => Err(LinkCodeError::Rejected("connection closed".into())),
-            Err(_) => Err(LinkCodeError::Rejected("no answer from the device".into())),
-        }
+        await_signature(reply_rx, LINK_CODE_DEADLINE, device_id)
+            .await
+            .map_err(LinkCodeError::Rejected)
     }
 
     /// Removes a linked device, as "Linked devices › Log out" on the phone
@@ -288,6 +282,21 @@ impl Phone {
             .keys()
             .map(|id| shared.device_jid(*id))
             .collect()
+    }
+}
+
+/// Waits for the connection's report that the companion signed its
+/// identity (the device is registered) or why it did not.
+async fn await_signature(
+    reply: oneshot::Receiver<Result<String, String>>,
+    deadline: Duration,
+    device_id: u16,
+) -> Result<PairedDevice, String> {
+    match tokio::time::timeout(deadline, reply).await {
+        Ok(Ok(Ok(jid))) => Ok(PairedDevice { jid, device_id }),
+        Ok(Ok(Err(why))) => Err(why),
+        Ok(Err(_)) => Err("connection closed".into()),
+        Err(_) => Err("no answer from the device".into()),
     }
 }
 
