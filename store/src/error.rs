@@ -58,6 +58,11 @@ pub enum StoreError {
     #[error("the store is closed")]
     Closed,
 
+    /// A write through the handle of a WhatsApp session that has ended
+    /// (see [`crate::SqliteStore::for_session`]); it was dropped.
+    #[error("write from an ended WhatsApp session dropped")]
+    SessionEnded,
+
     /// A job panicked on the writer thread. Its savepoint was rolled back, so
     /// the database is unchanged by it; the thread keeps serving other jobs.
     #[error("a store operation panicked: {0}")]

@@ -1,6 +1,8 @@
 //! [`SqliteStore`]: the handle the agent keeps and whatsapp-rust writes through.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::Connection;
 
@@ -19,7 +21,16 @@ use crate::writer::{self, Durability, WriterHandle};
 pub struct SqliteStore {
     writer: WriterHandle,
     db_path: PathBuf,
+    /// `Some(n)` for the handle of WhatsApp session `n`
+    /// ([`SqliteStore::for_session`]); `None` for the agent's own.
+    session: Option<u64>,
+    /// The session whose handle may write; 0 for none. Shared by all
+    /// handles of one store.
+    writing_session: Arc<AtomicU64>,
 }
+
+/// No session may write.
+const NO_SESSION: u64 = 0;
 
 impl SqliteStore {
     /// Open (creating, migrating or recovering as needed) `session.db` in the
@@ -33,7 +44,40 @@ impl SqliteStore {
         let db_path = paths.db.clone();
         let (writer, opened) = writer::spawn(move || open_or_recover(&paths), lock.clone())?;
         let outcome = opened.await.map_err(|_| StoreError::WriterGone)??;
-        Ok((SqliteStore { writer, db_path }, outcome))
+        let store = SqliteStore {
+            writer,
+            db_path,
+            session: None,
+            writing_session: Arc::new(AtomicU64::new(NO_SESSION)),
+        };
+        Ok((store, outcome))
+    }
+
+    /// A handle for WhatsApp session `session` (> 0) to use as its backend.
+    /// Taking it ends the write access of every earlier session's handle;
+    /// [`Self::end_sessions`] ends this one's. Reads are never fenced.
+    ///
+    /// Why: a whatsapp-rust client keeps detached tasks that can still save
+    /// its device state after its connection closed. Unfenced, such a late
+    /// write lands after a logout's wipe and brings the unlinked device (and
+    /// its phone number) back; fenced, it fails with
+    /// [`StoreError::SessionEnded`] and the database keeps what the agent
+    /// decided.
+    pub fn for_session(&self, session: u64) -> SqliteStore {
+        let session = session.max(1);
+        self.writing_session.store(session, Ordering::SeqCst);
+        SqliteStore {
+            writer: self.writer.clone(),
+            db_path: self.db_path.clone(),
+            session: Some(session),
+            writing_session: self.writing_session.clone(),
+        }
+    }
+
+    /// No session handle may write from now on (until the next
+    /// [`Self::for_session`]).
+    pub fn end_sessions(&self) {
+        self.writing_session.store(NO_SESSION, Ordering::SeqCst);
     }
 
     /// Path of the database file.
@@ -73,7 +117,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.writer.call(Durability::Normal, true, f).await
+        self.write_with(Durability::Normal, f).await
     }
 
     /// Like [`Self::write`], but the commit is fsynced before returning.
@@ -82,16 +126,30 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.writer.call(Durability::Full, true, f).await
+        self.write_with(Durability::Full, f).await
     }
 
     /// Like [`Self::write`] with the durability decided by the caller.
+    ///
+    /// A session handle's fence is checked on the writer thread, when the
+    /// write runs: jobs run in order, so a write queued after the agent's
+    /// wipe can never undo it.
     pub(crate) async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.writer.call(durability, true, f).await
+        let fence = self
+            .session
+            .map(|session| (session, self.writing_session.clone()));
+        self.writer
+            .call(durability, true, move |conn| match fence {
+                Some((session, writing)) if writing.load(Ordering::SeqCst) != session => {
+                    Err(StoreError::SessionEnded)
+                }
+                _ => f(conn),
+            })
+            .await
     }
 }
 

@@ -153,7 +153,8 @@ enum Msg {
     Close(oneshot::Sender<Result<()>>),
 }
 
-/// The sending side, held by the store.
+/// The sending side, held by the store (and its per-session handles).
+#[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Msg>,
 }

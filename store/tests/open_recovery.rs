@@ -520,3 +520,38 @@ async fn wipe_removes_whatsapp_state_and_keeps_agent_tables() {
     );
     store.close().await.unwrap();
 }
+
+/// A whatsapp-rust client can still save its state from detached tasks
+/// after its session ended. Through its session handle such a late write
+/// is refused, so it cannot undo a logout's wipe; a newer session's handle
+/// fences every older one.
+#[tokio::test]
+async fn writes_of_an_ended_session_cannot_undo_a_wipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _, _lock) = open(tmp.path()).await;
+    let first = store.for_session(1);
+    first.create().await.unwrap();
+    first.put_session(ADDR, b"session").await.unwrap();
+
+    store.end_sessions();
+    store.wipe_whatsapp_keys().await.unwrap();
+    let late = first.put_session(ADDR, b"session").await;
+    assert!(late.is_err(), "a write after the session ended is refused");
+    assert!(first.create().await.is_err());
+    assert!(!store.exists().await.unwrap(), "the wipe stands");
+    assert_eq!(first.get_session(ADDR).await.unwrap(), None, "reads work");
+
+    let second = store.for_session(2);
+    second.put_session(ADDR, b"new").await.unwrap();
+    assert!(
+        first.put_session(ADDR, b"old").await.is_err(),
+        "a newer session fences the older one"
+    );
+    assert_eq!(
+        store.get_session(ADDR).await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    // The agent's own handle is never fenced.
+    store.put_session(ADDR, b"agent").await.unwrap();
+    store.close().await.unwrap();
+}
