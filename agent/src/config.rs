@@ -197,6 +197,14 @@ pub struct PairingConfig {
     /// Publish the QR string in the health snapshot (MQTT). It carries the
     /// pairing secret: off unless HQ shows codes remotely on purpose.
     pub publish_qr: bool,
+    /// Link codes (`pair_code`) only for these numbers, in any format
+    /// `check_number` accepts. Empty: any number. A link code links the
+    /// outlet to whichever account types it in, so where many may publish
+    /// to the broker, list the outlet's own number.
+    pub pair_code_numbers: Vec<String>,
+    /// At most this many link codes per hour: each asks WhatsApp and pushes
+    /// a notification to the phone.
+    pub max_pair_codes_per_hour: u32,
 }
 
 impl Default for PairingConfig {
@@ -207,6 +215,8 @@ impl Default for PairingConfig {
             replaced_cooldown_secs: 600,
             outdated_retry_secs: 3600,
             publish_qr: false,
+            pair_code_numbers: Vec::new(),
+            max_pair_codes_per_hour: 6,
         }
     }
 }
@@ -480,6 +490,16 @@ impl Config {
         }
         if self.pairing.max_rounds_per_hour == 0 {
             return Err(invalid("pairing.max_rounds_per_hour", "at least 1".into()));
+        }
+        if self.pairing.max_pair_codes_per_hour == 0 {
+            return Err(invalid(
+                "pairing.max_pair_codes_per_hour",
+                "at least 1".into(),
+            ));
+        }
+        for number in &self.pairing.pair_code_numbers {
+            crate::command::normalize_phone(number, &self.outlet.country_code)
+                .map_err(|e| invalid("pairing.pair_code_numbers", format!("{number:?}: {e}")))?;
         }
         if self.health.ttl_secs < 2 {
             return Err(invalid("health.ttl_secs", "at least 2".into()));

@@ -7,12 +7,19 @@ mod common;
 
 use common::*;
 use fake_whatsapp::Purpose;
+use serde_json::json;
 
 /// `outlet-agent pair-code <phone>` against the running agent: the code, as
-/// printed (`ABCD-1234`), and the whole output.
-fn pair_code_cli(agent: &Agent, phone: &str) -> (String, String) {
+/// printed (`ABCD-1234`), and the whole output. Run off the test's runtime
+/// threads: the fake server shares them and must answer meanwhile.
+async fn pair_code_cli(agent: &Agent, phone: &str) -> (String, String) {
     let config = agent.config.display().to_string();
-    let (code, stdout, stderr) = run_cli(&["--config", &config, "pair-code", phone], &[]);
+    let phone = phone.to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_cli(&["--config", &config, "pair-code", &phone], &[])
+    })
+    .await
+    .expect("the CLI ran");
     assert_eq!(code, 0, "pair-code failed: {stdout}{stderr}");
     let printed = stdout.lines().next().unwrap_or_default().trim().to_string();
     (printed, stdout)
@@ -30,7 +37,7 @@ async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
     let mut agent = Agent::start(&server, &[]);
     agent.wait_state("pairing").await;
 
-    let (first, output) = pair_code_cli(&agent, "+62 812-3456-7890");
+    let (first, output) = pair_code_cli(&agent, "+62 812-3456-7890").await;
     assert_eq!(first.len(), 9, "ABCD-1234: {output}");
     assert!(output.contains("+6281234567890"), "{output}");
     let offered = agent.wait_state("pairing_code").await;
@@ -68,7 +75,7 @@ async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
     assert_eq!(registrations(&server), 1);
 
     // A code asked for while idle starts a new round and links.
-    let (second, _) = pair_code_cli(&agent, "081234567890");
+    let (second, _) = pair_code_cli(&agent, "081234567890").await;
     assert_ne!(first, second);
     agent.wait_state("pairing_code").await;
     server
@@ -87,4 +94,64 @@ async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
             "code in the log:\n{log}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_numbers_and_few_codes_and_one_asked_right_after_a_logout_links() {
+    let server = server().await;
+    let mut agent = Agent::start(
+        &server,
+        &[
+            (
+                "OUTLET_AGENT__PAIRING__PAIR_CODE_NUMBERS",
+                r#"["+62 812-3456-7890"]"#,
+            ),
+            ("OUTLET_AGENT__PAIRING__MAX_PAIR_CODES_PER_HOUR", "1"),
+        ],
+    );
+    agent.pair(&server).await;
+    let ask = |phone: &str| json!({"command": "pair_code", "phone": phone});
+
+    let linked = agent.request(ask("081234567890")).await.expect("answers");
+    assert!(
+        linked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already linked")),
+        "{linked}"
+    );
+
+    // What an HQ script does for a new phone: log out, then ask for a code
+    // at once — before the new pairing connection is up.
+    let out = agent
+        .request(json!({"command": "logout", "confirm": true}))
+        .await
+        .expect("answers");
+    assert_eq!(out["status"], "ok", "{out}");
+    let other = agent.request(ask("0899-9999-9999")).await.expect("answers");
+    assert!(
+        other["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("pair_code_numbers")),
+        "{other}"
+    );
+    let reply = agent.request(ask("081234567890")).await.expect("answers");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let code = reply["data"]["code"].as_str().expect("a code").to_string();
+    agent.wait_state("pairing_code").await;
+    // One code per hour here: a second is refused and the first stays.
+    let again = agent.request(ask("081234567890")).await.expect("answers");
+    assert!(
+        again["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("used up for this hour")),
+        "{again}"
+    );
+    server
+        .phone()
+        .enter_code(&code)
+        .await
+        .expect("the phone takes the code");
+    let connected = agent.wait_state("connected").await;
+    assert_eq!(connected["phone"], "+6281234567890");
+    assert_eq!(server.stats().max_concurrent(), 1);
 }

@@ -73,7 +73,8 @@ async fn unlinked_on_the_phone_wipes_the_keys_and_shows_a_new_qr() {
 async fn a_logout_while_offline_wipes_the_keys_and_pairs_anew_once_back() {
     let server = server().await;
     // Slow retries (1 s, 2 s, 4 s…), so the logout lands while the agent
-    // waits between them rather than during a (millisecond) refused attempt.
+    // waits between them (4 s from the third on) rather than during a
+    // (millisecond) refused attempt.
     let mut agent = Agent::start(
         &server,
         &[("OUTLET_AGENT__RECONNECT__FIRST_DELAY_MS", "1000")],
@@ -85,8 +86,8 @@ async fn a_logout_while_offline_wipes_the_keys_and_pairs_anew_once_back() {
     server.set_refuse(true);
     server.drop_connections();
     agent
-        .wait_for("the second wait between refused attempts", |h| {
-            h["state"] == "reconnecting" && h["attempt"].as_u64() >= Some(2)
+        .wait_for("the third wait between refused attempts", |h| {
+            h["state"] == "reconnecting" && h["attempt"].as_u64() >= Some(3)
         })
         .await;
     let reply = agent

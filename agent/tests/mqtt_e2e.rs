@@ -77,6 +77,7 @@ async fn hq_links_an_outlet_by_a_code_it_asked_for_over_mqtt() {
     let p = outlet.prefix.as_str();
 
     // Bad numbers are refused before WhatsApp is asked anything.
+    let mut server_events = server.subscribe();
     let r = sub.request(p, "pair_code", json!({"phone": "08-x"})).await;
     assert!(
         r["error"]
@@ -84,6 +85,12 @@ async fn hq_links_an_outlet_by_a_code_it_asked_for_over_mqtt() {
             .is_some_and(|e| e.starts_with("invalid_format")),
         "{r}"
     );
+    while let Ok(event) = server_events.try_recv() {
+        assert!(
+            !matches!(event, fake_whatsapp::ServerEvent::LinkCodeRequested { .. }),
+            "WhatsApp was asked for a code for an invalid number"
+        );
+    }
 
     // The outlet's number in the local format staff use.
     let r = sub

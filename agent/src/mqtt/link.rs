@@ -43,6 +43,9 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;
 /// How long a command may take in the supervisor (a `check_number` is a
 /// network round trip to WhatsApp).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A `pair_code` may first need a new connection, then a slow key
+/// derivation and a round trip the library allows 30 s.
+const PAIR_CODE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Transitions kept while the broker is away.
 const EVENT_QUEUE: usize = 64;
 /// Responses waiting for room in the client's channel. rumqttc reads up
@@ -478,16 +481,17 @@ impl Link {
         let commands = self.commands.clone();
         let answers = self.answers.clone();
         let name = name.to_string();
+        let timeout = if matches!(request.command, crate::command::Command::PairCode { .. }) {
+            PAIR_CODE_TIMEOUT
+        } else {
+            COMMAND_TIMEOUT
+        };
         tokio::spawn(async move {
-            let result =
-                match tokio::time::timeout(COMMAND_TIMEOUT, commands.send(request.command)).await {
-                    Ok(Ok(data)) => Ok(data),
-                    Ok(Err(e)) => Err(requests::command_error(&e)),
-                    Err(_) => Err(format!(
-                        "timeout: no answer within {}s",
-                        COMMAND_TIMEOUT.as_secs()
-                    )),
-                };
+            let result = match tokio::time::timeout(timeout, commands.send(request.command)).await {
+                Ok(Ok(data)) => Ok(data),
+                Ok(Err(e)) => Err(requests::command_error(&e)),
+                Err(_) => Err(format!("timeout: no answer within {}s", timeout.as_secs())),
+            };
             let _ = answers
                 .send(Answer {
                     name,

@@ -42,10 +42,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(500);
 /// WhatsApp hands out this many codes per round (first 60 s, then 20 s each).
 const CODES_PER_ROUND: u32 = 6;
-/// A link code typed in its last seconds may still be completing (the
-/// device runs a slow key derivation first): the connection that carries it
-/// is kept this much longer than the code's validity.
-const PAIR_CODE_GRACE: Duration = Duration::from_secs(10);
+/// A link code typed in its last seconds may still be completing: the
+/// library waits up to a minute for `pair-success` after the phone answered.
+/// With no QR left, the connection that carries the code is kept this much
+/// longer than the code's validity.
+const PAIR_CODE_LINGER: Duration = Duration::from_secs(70);
 
 /// The reading side of the supervisor, for everything that shows, reports
 /// or commands.
@@ -117,6 +118,11 @@ pub struct Supervisor {
     /// The QR codes ran out while a link code kept the connection open: the
     /// session ends when the code does.
     qr_exhausted: bool,
+    /// An expired code may still be completing until then (see
+    /// [`PAIR_CODE_LINGER`]).
+    pair_code_linger_until: Option<Instant>,
+    /// Link codes asked for in the last hour.
+    pair_codes: Rounds,
     /// The client of the running session, kept outside the session's future
     /// so its connection can be closed even when that future panicked.
     live_client: Option<Arc<whatsapp_rust::client::Client>>,
@@ -155,6 +161,7 @@ impl Supervisor {
         let supervisor = Self {
             backoff: Backoff::new(&config.reconnect),
             rounds: Rounds::new(config.pairing.max_rounds_per_hour),
+            pair_codes: Rounds::new(config.pairing.max_pair_codes_per_hour),
             config,
             store,
             health,
@@ -172,6 +179,7 @@ impl Supervisor {
             pending_pair_code: None,
             pair_code_phone: None,
             qr_exhausted: false,
+            pair_code_linger_until: None,
             live_client: None,
             panic_once_on: std::env::var(PANIC_ONCE_ENV)
                 .ok()
@@ -219,11 +227,9 @@ impl Supervisor {
                             tracing::error!(%what, "the session panicked; starting a new one");
                             Verdict::Transient(format!("internal error: {what}"))
                         });
-                    // Normally cleared by the session itself; after a panic
-                    // its connection is closed here, before any new one.
-                    if let Some(client) = self.live_client.take() {
-                        session::close(&client, STOP_GRACE).await;
-                    }
+                    // After a panic the session could not clean up: its
+                    // connection is closed here, before any new one.
+                    self.end_session_writes().await;
                     self.after_session(verdict).await
                 }
                 Next::Wait { until } => self.wait(until, &mut shutdown).await,
@@ -313,7 +319,9 @@ impl Supervisor {
             .whatsapp
             .version_triple()
             .unwrap_or((2, 3000, 1_023_868_176));
-        let backend: Arc<dyn Backend> = self.store.clone();
+        // Its own handle: once the session is over, a late write from the
+        // old client's detached tasks is refused (see `for_session`).
+        let backend: Arc<dyn Backend> = Arc::new(self.store.for_session(generation));
         let params = SessionParams {
             generation,
             endpoint: self.config.whatsapp.endpoint.clone(),
@@ -322,6 +330,7 @@ impl Supervisor {
             events: self.events_tx.clone(),
         };
         self.qr_exhausted = false;
+        self.pair_code_linger_until = None;
         let mut session = match Session::start(params).await {
             Ok(session) => session,
             Err(e) => return Verdict::Transient(e.to_string()),
@@ -399,7 +408,7 @@ impl Supervisor {
         if let Some(at) = connected_at {
             self.backoff.connection_ended(at.elapsed());
         }
-        self.live_client = None;
+        self.end_session_writes().await;
         verdict.unwrap_or_else(|| Verdict::Transient("connection closed".into()))
     }
 
@@ -569,6 +578,7 @@ impl Supervisor {
         self.qr_index = 0;
         self.pair_code_phone = None;
         self.qr_exhausted = false;
+        self.pair_code_linger_until = None;
         if let Some(pending) = self.pending_pair_code.take() {
             let _ = pending.reply.send(Err(CommandError::Failed(
                 "the connection ended before a link code could be requested; try again".into(),
@@ -693,7 +703,7 @@ impl Supervisor {
                                 Err(e) => (Err(e), None),
                                 Ok(phone) => match self.new_round_now(state) {
                                     (Ok(_), next) => {
-                                        self.pending_pair_code = Some(PairCodeRequest {
+                                        self.queue_pair_code(PairCodeRequest {
                                             phone,
                                             reply: request.reply,
                                         });
@@ -836,7 +846,19 @@ impl Supervisor {
                     state,
                     SessionState::Pairing | SessionState::LoggedOut | SessionState::PairingCode
                 ) {
-                    (Ok(json!({})), Some(Verdict::Restart))
+                    let now = Instant::now();
+                    let allowed = self.rounds.next_allowed(now);
+                    if allowed > now {
+                        (
+                            Err(CommandError::Refused(format!(
+                                "pairing rounds used up for this hour; next at {}",
+                                to_utc(allowed).to_rfc3339()
+                            ))),
+                            None,
+                        )
+                    } else {
+                        (Ok(json!({})), Some(Verdict::Restart))
+                    }
                 } else {
                     (
                         Err(CommandError::Refused(format!(
@@ -863,9 +885,10 @@ impl Supervisor {
                     };
                     if connection_up {
                         self.ask_pair_code(session, phone, reply);
-                    } else if state == SessionState::Connecting {
-                        // The registration connection is still being set up.
-                        self.pending_pair_code = Some(PairCodeRequest { phone, reply });
+                    } else if matches!(state, SessionState::Connecting | SessionState::LoggedOut) {
+                        // The registration connection is still being set up
+                        // (a fresh start, or right after a logout).
+                        self.queue_pair_code(PairCodeRequest { phone, reply });
                     } else {
                         let _ = reply.send(Err(CommandError::Refused(format!(
                             "no link code possible in state {state}"
@@ -896,6 +919,16 @@ impl Supervisor {
         verdict
     }
 
+    /// Ends the session for good: its client closes (saving what it still
+    /// holds — the library does that in `disconnect`), then the store stops
+    /// taking its writes. Called after every session, panicked or not.
+    async fn end_session_writes(&mut self) {
+        if let Some(client) = self.live_client.take() {
+            session::close(&client, STOP_GRACE).await;
+        }
+        self.store.end_sessions();
+    }
+
     /// `pairing` or, right after an unlink, `logged_out`.
     fn pairing_state(&self) -> SessionState {
         if self.after_logout {
@@ -907,14 +940,44 @@ impl Supervisor {
 
     /// The number a `pair_code` is for, in E.164 digits; refused when this
     /// outlet is linked already (a code would link a second device).
-    async fn pair_code_number(&self, phone: &str) -> Result<String, CommandError> {
-        let phone = crate::command::normalize_phone(phone, &self.config.outlet.country_code)?;
+    async fn pair_code_number(&mut self, phone: &str) -> Result<String, CommandError> {
+        let country = &self.config.outlet.country_code;
+        let phone = crate::command::normalize_phone(phone, country)?;
+        let allowed = &self.config.pairing.pair_code_numbers;
+        if !allowed.is_empty()
+            && !allowed
+                .iter()
+                .any(|n| crate::command::normalize_phone(n, country).ok().as_ref() == Some(&phone))
+        {
+            return Err(CommandError::Refused(
+                "this number is not in pairing.pair_code_numbers".into(),
+            ));
+        }
         if self.device_is_linked().await {
             return Err(CommandError::Refused(
                 "this outlet is already linked to WhatsApp; log out first".into(),
             ));
         }
+        let now = Instant::now();
+        let next = self.pair_codes.next_allowed(now);
+        if next > now {
+            return Err(CommandError::Refused(format!(
+                "link codes used up for this hour; next at {}",
+                to_utc(next).to_rfc3339()
+            )));
+        }
+        self.pair_codes.start(now);
         Ok(phone)
+    }
+
+    /// Keeps a `pair_code` until the registration connection is up; a newer
+    /// request replaces an older one, whose caller is told.
+    fn queue_pair_code(&mut self, request: PairCodeRequest) {
+        if let Some(older) = self.pending_pair_code.replace(request) {
+            let _ = older.reply.send(Err(CommandError::Refused(
+                "superseded by a newer pair_code request".into(),
+            )));
+        }
     }
 
     /// Asks the session's client for a link code, off the supervisor's path
@@ -928,9 +991,9 @@ impl Supervisor {
     ) {
         self.pair_code_phone = Some(phone.clone());
         let client = session.client().clone();
-        let events = self.events_tx.clone();
-        let generation = session.generation;
         tokio::spawn(async move {
+            // The library's validity clock starts before its request.
+            let requested_at = Utc::now();
             // Asking again means the code on offer will not be typed in:
             // replace it rather than be refused while it is still valid.
             client.cancel_pair_code().await;
@@ -941,7 +1004,7 @@ impl Supervisor {
             let result = match client.pair_with_code(options).await {
                 Ok(code) => {
                     let validity = whatsapp_rust::wacore::pair_code::PairCodeUtils::code_validity();
-                    let expires_at = Utc::now()
+                    let expires_at = requested_at
                         + chrono::Duration::from_std(validity).unwrap_or(chrono::Duration::zero());
                     Ok(json!({
                         "code": code,
@@ -949,23 +1012,10 @@ impl Supervisor {
                         "expires_at": expires_at,
                     }))
                 }
-                Err(e) if e.lost_the_flow_to_another_request() => {
-                    // A newer request took over; its own outcome follows.
-                    Err(CommandError::Failed(format!("no link code: {e}")))
-                }
-                Err(e) => {
-                    // The library reports most failures as an event, but the
-                    // supervisor must hear of every one, or it would keep the
-                    // connection for a code that never comes.
-                    let event = whatsapp_rust::types::events::PairingCodeError::builder()
-                        .error(e.to_string())
-                        .build();
-                    let _ = events.send(SessionEvent {
-                        generation,
-                        event: Arc::new(Event::PairingCodeError(event)),
-                    });
-                    Err(CommandError::Failed(format!("no link code: {e}")))
-                }
+                // The library reports the failure as a `PairingCodeError`
+                // event too (unless a newer request took over), which ends
+                // the code in the supervisor.
+                Err(e) => Err(CommandError::Failed(format!("no link code: {e}"))),
             };
             let _ = reply.send(result);
         });
@@ -998,24 +1048,31 @@ impl Supervisor {
         });
     }
 
+    /// An expired code leaves the screen; its connection stays a little
+    /// longer in case the phone answered at the last moment.
     fn expire_pair_code(&mut self) {
-        let expired = self.health.borrow().pair_code.as_ref().is_some_and(|code| {
-            Utc::now()
-                > code.expires_at
-                    + chrono::Duration::from_std(PAIR_CODE_GRACE)
-                        .unwrap_or(chrono::Duration::zero())
-        });
+        let expired = self
+            .health
+            .borrow()
+            .pair_code
+            .as_ref()
+            .is_some_and(|code| Utc::now() > code.expires_at);
         if expired {
+            self.pair_code_linger_until = Some(Instant::now() + PAIR_CODE_LINGER);
             self.end_pair_code("the link code expired");
         }
     }
 
-    /// QR codes ran out and no link code is on offer or on its way.
+    /// QR codes ran out and no link code is on offer, on its way or
+    /// possibly still completing.
     fn nothing_left_to_pair_with(&self) -> bool {
         self.qr_exhausted
             && self.pair_code_phone.is_none()
             && self.pending_pair_code.is_none()
             && self.health.borrow().pair_code.is_none()
+            && self
+                .pair_code_linger_until
+                .is_none_or(|until| Instant::now() >= until)
     }
 
     fn status_json(&self) -> CommandResult {
