@@ -78,13 +78,7 @@ async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
     let (second, _) = pair_code_cli(&agent, "081234567890").await;
     assert_ne!(first, second);
     agent.wait_state("pairing_code").await;
-    server
-        .phone()
-        .enter_code(&second)
-        .await
-        .expect("the phone takes the second code");
-    let connected = agent.wait_state("connected").await;
-    assert_eq!(connected["phone"], "+6281234567890");
+    agent.link_by_code(&server, &second).await;
     assert_eq!(registrations(&server), 2);
     assert_eq!(server.stats().max_concurrent(), 1);
     let log = agent.log();
@@ -146,12 +140,6 @@ async fn only_listed_numbers_and_few_codes_and_one_asked_right_after_a_logout_li
             .is_some_and(|e| e.contains("used up for this hour")),
         "{again}"
     );
-    server
-        .phone()
-        .enter_code(&code)
-        .await
-        .expect("the phone takes the code");
-    let connected = agent.wait_state("connected").await;
-    assert_eq!(connected["phone"], "+6281234567890");
+    agent.link_by_code(&server, &code).await;
     assert_eq!(server.stats().max_concurrent(), 1);
 }

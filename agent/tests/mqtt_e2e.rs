@@ -115,13 +115,7 @@ async fn hq_links_an_outlet_by_a_code_it_asked_for_over_mqtt() {
     let health = agent.wait_state("pairing_code").await;
     assert!(!health.to_string().contains(&code), "{health}");
 
-    server
-        .phone()
-        .enter_code(&code)
-        .await
-        .expect("the phone takes the code");
-    let connected = agent.wait_state("connected").await;
-    assert_eq!(connected["phone"], "+6281234567890");
+    let connected = agent.link_by_code(&server, &code).await;
     assert!(connected["pair_code"].is_null(), "{connected}");
     sub.seen_or_wait("state connected", WAIT, |m| {
         m.topic == state_topic

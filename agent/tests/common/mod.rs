@@ -229,6 +229,19 @@ impl Agent {
         self.wait_state("connected").await
     }
 
+    /// The phone types a link code the agent offers; returns the health
+    /// once connected, which must carry the linked number.
+    pub async fn link_by_code(&mut self, server: &FakeServer, code: &str) -> Value {
+        server
+            .phone()
+            .enter_code(code)
+            .await
+            .expect("the phone takes the code");
+        let connected = self.wait_state("connected").await;
+        assert_eq!(connected["phone"], "+6281234567890", "{connected}");
+        connected
+    }
+
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let status = Command::new("kill")
