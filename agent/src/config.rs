@@ -194,8 +194,8 @@ pub struct PairingConfig {
     pub replaced_cooldown_secs: u64,
     /// While the server says the client is outdated, retry this often.
     pub outdated_retry_secs: u64,
-    /// Publish the QR string in the health snapshot (MQTT). It carries the
-    /// pairing secret: off unless HQ shows codes remotely on purpose.
+    /// Publish the QR string in the MQTT `state` (`qr.code`). It carries
+    /// the pairing secret: off unless HQ shows codes remotely on purpose.
     pub publish_qr: bool,
     /// Link codes (`pair_code`) only for these numbers, in any format
     /// `check_number` accepts. Empty: any number. A link code links the

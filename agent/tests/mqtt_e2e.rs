@@ -338,16 +338,17 @@ async fn every_command_works_end_to_end() {
         .request(p, "check_number", json!({"phone": "0811-1111-1111"}))
         .await;
     assert_eq!(r["status"], "ok", "{r}");
+    // The number asked about goes back masked, like every number on MQTT.
     assert_eq!(
         r["data"],
-        json!({"phone": "+6281111111111", "registered": true})
+        json!({"phone": "+*********1111", "registered": true})
     );
     let r = sub
         .request(p, "check_number", json!({"phone": "+62 899 9999 9999"}))
         .await;
     assert_eq!(
         r["data"],
-        json!({"phone": "+6289999999999", "registered": false}),
+        json!({"phone": "+*********9999", "registered": false}),
         "{r}"
     );
     let r = sub
@@ -438,6 +439,107 @@ async fn every_command_works_end_to_end() {
         .await;
     assert!(server.phone().linked_devices().is_empty());
 
+    // refresh_qr while unlinked: a new pairing round, with new codes.
+    let shown = agent
+        .wait_for("the first QR after the logout", |h| h["qr"].is_object())
+        .await;
+    let registrations = server.stats().attempts.len();
+    let r = sub.request(p, "refresh_qr", json!({})).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    agent
+        .wait_for("a QR of the new round", |h| {
+            h["qr"].is_object() && h["qr"]["issued_at"] != shown["qr"]["issued_at"]
+        })
+        .await;
+    assert!(server.stats().attempts.len() > registrations);
+
+    agent.stop().await;
+    outlet.clean_up().await;
+}
+
+/// A request left retained is refused, not run, on every connect; Home
+/// Assistant coming back gets the discovery again; `pairing.publish_qr`
+/// puts the QR (and only that) into `state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_requests_are_refused_and_home_assistant_gets_discovery_again() {
+    let outlet = Outlet::new("ha");
+    let server = server().await;
+    let hq = Subscriber::connect(SHARED_BROKER, &[]).await;
+    // Left behind by a careless dashboard before the agent came up.
+    hq.publish(
+        &outlet.topic("request/status"),
+        r#"{"transaction":"stale"}"#,
+        true,
+    )
+    .await;
+    let mut sub = Subscriber::connect(
+        SHARED_BROKER,
+        &[
+            &format!("{}/#", outlet.prefix),
+            &format!("{}/#", outlet.discovery),
+        ],
+    )
+    .await;
+    let mut agent = Agent::start(
+        &server,
+        &outlet.env(&[("OUTLET_AGENT__PAIRING__PUBLISH_QR", "true")]),
+    );
+
+    let refused = sub
+        .wait_topic(&outlet.topic("response/status"), WAIT, |m| {
+            m.json()["transaction"] == "stale"
+        })
+        .await
+        .json();
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("retained")),
+        "{refused}"
+    );
+
+    // The opt-in: the QR on the screen is the QR in `state`.
+    agent.wait_state("pairing").await;
+    let qr = agent.qr_from_screen(None).await;
+    sub.seen_or_wait("the QR in state", WAIT, |m| {
+        m.topic == outlet.topic("state") && m.json()["qr"]["code"] == qr.as_str()
+    })
+    .await;
+
+    // Home Assistant restarted and lost its retained configs.
+    let config = sub
+        .seen_or_wait("a discovery config", WAIT, |m| {
+            m.topic.starts_with(&outlet.discovery)
+                && m.topic.ends_with("/config")
+                && !m.payload.is_empty()
+        })
+        .await;
+    hq.publish(&config.topic, Vec::new(), true).await;
+    let mut mark = sub.mark();
+    sub.wait_after(&mut mark, "the config cleared", WAIT, |m| {
+        m.topic == config.topic && m.payload.is_empty()
+    })
+    .await;
+    hq.publish(&format!("{}/status", outlet.discovery), "online", false)
+        .await;
+    let again = sub
+        .wait_after(&mut mark, "the config republished", WAIT, |m| {
+            m.topic == config.topic && !m.payload.is_empty()
+        })
+        .await;
+    assert_eq!(again.json(), config.json());
+
+    // The retained request was not run on the way: it is refused only.
+    assert!(
+        !sub.seen
+            .iter()
+            .any(|m| m.topic == outlet.topic("response/status")
+                && m.json()["transaction"] == "stale"
+                && m.json()["status"] == "ok"),
+        "{}",
+        sub.describe()
+    );
     agent.stop().await;
     outlet.clean_up().await;
 }

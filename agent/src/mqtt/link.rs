@@ -46,6 +46,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A `pair_code` may first need a new connection, then a slow key
 /// derivation and a round trip the library allows 30 s.
 const PAIR_CODE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The answer to a request that reached the agent as a retained message.
+const RETAINED_REQUEST: &str = "refused: retained requests are not run (they would run again on every \
+     reconnect); publish requests without the retain flag and clear this one";
 /// Transitions kept while the broker is away.
 const EVENT_QUEUE: usize = 64;
 /// Responses waiting for room in the client's channel. rumqttc reads up
@@ -441,6 +444,20 @@ impl Link {
         }
         let topics = self.topics.clone();
         match topics.request_name(&publish.topic) {
+            // A retained request would run again after every reconnect and
+            // restart: a `reconnect` left retained by mistake would cost a
+            // WhatsApp connection each time the broker blinks.
+            Some(name) if publish.retain => {
+                tracing::warn!(
+                    command = %shown_name(name),
+                    "MQTT request ignored: it was retained"
+                );
+                self.respond(
+                    name,
+                    Err(RETAINED_REQUEST.to_string()),
+                    requests::transaction_of(&publish.payload),
+                );
+            }
             Some(name) => self.on_request(name, &publish.payload),
             None => tracing::debug!(topic = %publish.topic, "ignoring an MQTT message"),
         }
@@ -461,8 +478,12 @@ impl Link {
         let request = match requests::parse(name, payload) {
             Ok(request) => request,
             Err(rejected) => {
-                tracing::info!(command = %shown, error = %rejected.message, "MQTT request refused");
-                self.respond(name, Err(rejected.message), rejected.transaction);
+                let mut refused = Err(rejected.message);
+                redact::answer_json(name, &mut refused, self.config.mqtt.publish_full_phone);
+                if let Err(e) = &refused {
+                    tracing::info!(command = %shown, error = %e, "MQTT request refused");
+                }
+                self.respond(name, refused, rejected.transaction);
                 return;
             }
         };
@@ -506,20 +527,15 @@ impl Link {
     fn on_answer(&mut self, answer: Answer) {
         let mut result = answer.result;
         if answer.name == "status" {
-            if let Ok(data) = &mut result {
-                redact::mask_health_value(data, self.config.mqtt.publish_full_phone);
-            }
             // `status` also means "republish".
             self.out.state = true;
             self.out.last_state = None;
         }
-        if answer.name == "pair_code"
-            && !self.config.mqtt.publish_full_phone
-            && let Ok(Value::Object(data)) = &mut result
-            && let Some(Value::String(phone)) = data.get_mut("phone")
-        {
-            *phone = crate::health::mask_phone(phone);
-        }
+        redact::answer_json(
+            &answer.name,
+            &mut result,
+            self.config.mqtt.publish_full_phone,
+        );
         if let Err(e) = &result {
             tracing::info!(command = %answer.name, error = %e, "MQTT request refused by the agent");
         }
@@ -612,7 +628,7 @@ impl Link {
         if self.out.state {
             let body = redact::health_json(
                 &self.health.borrow_and_update(),
-                self.config.mqtt.publish_full_phone,
+                redact::Disclosure::from_config(&self.config),
             )
             .to_string();
             if self.out.last_state.as_deref() != Some(body.as_str()) {

@@ -114,6 +114,15 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
     }
 }
 
+/// The `transaction` of a request that will not be parsed further, so its
+/// refusal still reaches the caller that sent it.
+pub fn transaction_of(payload: &[u8]) -> Option<Value> {
+    if payload.len() > MAX_REQUEST_BYTES {
+        return None;
+    }
+    parse_object(payload).ok()?.remove("transaction")
+}
+
 /// An empty payload means "no arguments" (what a bare button press sends).
 fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())?;
