@@ -63,8 +63,8 @@ mod tests {
 
     #[test]
     fn test_builds_of_the_agent_skip_the_check() {
-        // Tests are built with the skip (see Cargo.toml); the release test in
-        // tests/ checks the release binary reports it absent.
+        // Tests are built with the skip (see Cargo.toml); packaging/check.sh
+        // checks that the packaged release binary reports it absent.
         assert!(skips_certificate_check());
     }
 

@@ -7,8 +7,10 @@
 
 use crate::config::ClockCheck;
 
-/// Unix time this build was made, as a lower bound for a sane clock.
-const BUILD_FLOOR_UNIX: i64 = 1_790_000_000; // 2026-09
+/// A lower bound for a sane clock: 2026-09, before this version was
+/// released (raise it with each release; a Pi that boots at 1970 or at its
+/// last saved time from long ago is caught either way).
+const BUILD_FLOOR_UNIX: i64 = 1_790_000_000;
 
 pub fn is_trustworthy(check: ClockCheck) -> bool {
     match check {

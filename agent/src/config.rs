@@ -228,7 +228,7 @@ impl Default for PairingConfig {
 pub enum ClockCheck {
     /// The kernel reports NTP synchronisation (`adjtimex`).
     Ntp,
-    /// The clock is not earlier than this build (catches a Pi at 1970).
+    /// The clock is not earlier than this release (catches a Pi at 1970).
     BuildDate,
     Off,
 }
@@ -365,6 +365,9 @@ impl Default for MqttConfig {
         }
     }
 }
+
+/// The longest duration any `*_secs` key accepts: 30 days.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 
 impl Config {
     /// Loads the config: `path` if given, else the system file if it exists,
@@ -503,6 +506,50 @@ impl Config {
         }
         if self.health.ttl_secs < 2 {
             return Err(invalid("health.ttl_secs", "at least 2".into()));
+        }
+        // Durations far beyond any real need are typos, and would overflow
+        // the time arithmetic they feed.
+        for (key, secs) in [
+            ("reconnect.max_delay_secs", self.reconnect.max_delay_secs),
+            (
+                "reconnect.stable_after_secs",
+                self.reconnect.stable_after_secs,
+            ),
+            (
+                "reconnect.connect_timeout_secs",
+                self.reconnect.connect_timeout_secs,
+            ),
+            ("pairing.cooldown_secs", self.pairing.cooldown_secs),
+            (
+                "pairing.replaced_cooldown_secs",
+                self.pairing.replaced_cooldown_secs,
+            ),
+            (
+                "pairing.outdated_retry_secs",
+                self.pairing.outdated_retry_secs,
+            ),
+            ("health.ttl_secs", self.health.ttl_secs),
+            (
+                "mqtt.reconnect_max_delay_secs",
+                self.mqtt.reconnect_max_delay_secs,
+            ),
+            (
+                "mqtt.telemetry_interval_secs",
+                self.mqtt.telemetry_interval_secs,
+            ),
+        ] {
+            if secs > MAX_DURATION_SECS {
+                return Err(invalid(
+                    key,
+                    format!("{secs} s is more than 30 days; at most {MAX_DURATION_SECS}"),
+                ));
+            }
+        }
+        if self.mqtt.reconnect_first_delay_ms > 60_000 {
+            return Err(invalid(
+                "mqtt.reconnect_first_delay_ms",
+                "at most 60000".into(),
+            ));
         }
         self.display
             .validate()
@@ -692,6 +739,23 @@ mod tests {
     fn invalid_values_name_the_key() {
         let err = load_text("[outlet]\nid = \"has space\"\n", &[]).expect_err("bad id");
         assert!(err.to_string().contains("outlet.id"), "{err}");
+        // Absurd durations are refused here rather than overflowing later.
+        for (section, key) in [
+            ("health", "ttl_secs"),
+            ("pairing", "cooldown_secs"),
+            ("pairing", "outdated_retry_secs"),
+            ("reconnect", "max_delay_secs"),
+        ] {
+            let text = format!("[{section}]\n{key} = 18446744073709551615\n");
+            let err = load_text(&text, &[]).expect_err("huge duration");
+            assert!(
+                err.to_string().contains(&format!("{section}.{key}")),
+                "{err}"
+            );
+        }
+        let err = load_text("[display]\nbacklight_timeout_secs = 9999999999\n", &[])
+            .expect_err("huge backlight timeout");
+        assert!(err.to_string().contains("backlight_timeout_secs"), "{err}");
     }
 
     #[test]

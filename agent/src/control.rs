@@ -1,8 +1,8 @@
 //! The local control socket: how `outlet-agent status`, `qr` and `logout`
 //! talk to the running agent.
 //!
-//! A Unix socket in the data directory, mode 0660, so only the service user
-//! and its group (the technician's `sudo`) can ask for the QR string. One
+//! A Unix socket (0600) in the data directory (0700), so only the service
+//! user and root (the technician's `sudo`) can ask for the QR string. One
 //! JSON command per line (`{"command":"status"}`, the same shape MQTT
 //! requests use), one JSON reply per line:
 //! `{"status":"ok","data":…}` or `{"status":"error","error":"…"}`.
@@ -51,7 +51,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         Err(e) => return Err(listen_error(e)),
     }
     let listener = UnixListener::bind(path).map_err(listen_error)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(listen_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_error)?;
     Ok(listener)
 }
 

@@ -5,9 +5,9 @@
 //! # Layout
 //!
 //! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
-//!   command (`run`, `check-config`, `status`, `qr`, `logout`, `fleet`,
-//!   `version`),
-//!   and the exit codes.
+//!   command (`run`, `check-config`, `status`, `qr`, `pair-code`,
+//!   `logout`, `fleet`, `version`, and `demo` with the `demo` feature), and
+//!   the exit codes.
 //! - [`config`]: TOML + environment overrides, with errors that name the
 //!   file, line and key.
 //! - [`supervisor`]: the only owner of the WhatsApp connection — the state
@@ -28,6 +28,14 @@
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
+
+// The demo links the fake server and skips WhatsApp's certificate check:
+// an optimised build with it is a release build that must not exist.
+#[cfg(all(feature = "demo", not(debug_assertions)))]
+compile_error!(
+    "the `demo` feature skips WhatsApp's certificate check and is for debug builds only; \
+     build releases without it"
+);
 
 pub mod cert_check;
 pub mod cli;

@@ -46,7 +46,7 @@ impl BacklightPolicy {
     /// When [`Self::wanted`] will turn false if nothing happens, if it will.
     pub fn off_at(&self, now: Instant) -> Option<Instant> {
         match (self.connected, self.timeout) {
-            (true, Some(t)) if self.wanted(now) => Some(self.last_activity + t),
+            (true, Some(t)) if self.wanted(now) => self.last_activity.checked_add(t),
             _ => None,
         }
     }

@@ -143,6 +143,9 @@ pub enum ConfigError {
         /// Controller height.
         ch: u16,
     },
+    /// A timeout beyond a day is a typo (0 already means "never").
+    #[error("display.backlight_timeout_secs must be at most 86400 (0 = never), not {0}")]
+    BacklightTimeout(u64),
     /// Screens smaller than this cannot show a WhatsApp QR with readable text.
     #[error("display size {0}x{1} is too small (minimum 200x200)")]
     TooSmall(u16, u16),
@@ -192,6 +195,9 @@ impl DisplayConfig {
         }
         if !(64..=4096).contains(&self.spi_buffer) {
             return Err(ConfigError::SpiBuffer(self.spi_buffer));
+        }
+        if self.backlight_timeout_secs > 86_400 {
+            return Err(ConfigError::BacklightTimeout(self.backlight_timeout_secs));
         }
         let (w, h) = self.native_size();
         if w < 200 || h < 200 {

@@ -387,6 +387,10 @@ fn png_driver_writes_the_screen_atomically() {
         !dir.join("screen.png.tmp").exists(),
         "temporary file left behind"
     );
+    // It shows the QR: the owner's only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 /// A driver that panics on its first frame: the task reports it and comes back.

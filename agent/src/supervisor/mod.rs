@@ -519,7 +519,9 @@ impl Supervisor {
             Event::LoggedOut(_) => *verdict = Some(Verdict::LoggedOut),
             Event::StreamReplaced(_) => *verdict = Some(Verdict::Replaced),
             Event::TemporaryBan(ban) => {
-                let until = now + ban.expire;
+                // The server's figure, capped: a bogus one must not
+                // overflow the clock arithmetic or park the outlet forever.
+                let until = now + ban.expire.clamp(chrono::TimeDelta::zero(), max_ban());
                 *verdict = Some(Verdict::Banned { until });
             }
             Event::ClientOutdated(_) => *verdict = Some(Verdict::Outdated),
@@ -1204,10 +1206,17 @@ fn ttl(config: &Config) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(config.health.ttl_secs).unwrap_or(60))
 }
 
+/// The longest temporary ban the agent waits out before trying again.
+fn max_ban() -> chrono::TimeDelta {
+    chrono::TimeDelta::days(7)
+}
+
 fn to_utc(at: Instant) -> DateTime<Utc> {
-    let now = Instant::now();
-    let delta = at.saturating_duration_since(now);
-    Utc::now() + chrono::Duration::from_std(delta).unwrap_or(chrono::Duration::zero())
+    let now = Utc::now();
+    chrono::Duration::from_std(at.saturating_duration_since(Instant::now()))
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(now)
 }
 
 /// Writes transitions to the store's bounded history, in order, off the

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use embedded_graphics::primitives::Rectangle;
@@ -105,7 +106,9 @@ pub fn decode_png(bytes: &[u8]) -> Result<Frame, DriverError> {
         .ok_or_else(|| DriverError::Png("size mismatch".into()))
 }
 
-/// Writes `frame` to `path` via a temporary file and a rename.
+/// Writes `frame` to `path` via a temporary file and a rename. The file is
+/// the owner's only (0600): while pairing it shows the QR, which carries the
+/// pairing secret, and `png_path` may lie outside the private data dir.
 pub fn write_png_atomic(path: &Path, frame: &Frame) -> Result<(), DriverError> {
     let bytes = encode_png(frame)?;
     let io = |source| DriverError::Io {
@@ -118,7 +121,14 @@ pub fn write_png_atomic(path: &Path, frame: &Frame) -> Result<(), DriverError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = fs::File::create(&tmp).map_err(io)?;
+    // A leftover from a crash may have other permissions: start afresh.
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
     drop(f);
     fs::rename(&tmp, path).map_err(io)
