@@ -66,9 +66,12 @@ pub enum CliCommand {
         /// from the config; TLS files and login always come from there.
         #[arg(long)]
         broker: Option<String>,
-        /// Topic prefix above the outlet ids (`<prefix>/<id>/state`).
-        #[arg(long, default_value = "outlet")]
-        prefix: String,
+        /// Where the outlets publish: the levels above the ids (`outlet` for
+        /// `outlet/<id>/state`) or a template like the agent's
+        /// `mqtt.topic_prefix` (`shops/{outlet_id}/wa`). Default:
+        /// mqtt.topic_prefix from the config.
+        #[arg(long)]
+        prefix: Option<String>,
         /// Stop after no retained message arrived for this long.
         #[arg(long, default_value_t = 500)]
         quiet_ms: u64,
@@ -117,7 +120,7 @@ pub fn main() -> i32 {
                         prefix,
                         quiet_ms,
                     } => {
-                        crate::cmd::fleet::run(config_path.as_deref(), broker, &prefix, quiet_ms)
+                        crate::cmd::fleet::run(config_path.as_deref(), broker, prefix, quiet_ms)
                             .await
                     }
                     CliCommand::Version | CliCommand::CheckConfig => EXIT_OK,

@@ -302,11 +302,15 @@ async fn fleet_lists_outlets_and_flags_stale_ones() {
         ("bdg-03", "online", "pairing", 60),
     ] {
         publisher
-            .publish(&format!("{prefix}/{id}/availability"), availability, true)
+            .publish(
+                &format!("{prefix}/{id}/wa/availability"),
+                availability,
+                true,
+            )
             .await;
         publisher
             .publish(
-                &format!("{prefix}/{id}/state"),
+                &format!("{prefix}/{id}/wa/state"),
                 state(id, s, valid_for),
                 true,
             )
@@ -314,12 +318,14 @@ async fn fleet_lists_outlets_and_flags_stale_ones() {
     }
     // The broker stores a retained message before it forwards it: once a
     // subscriber saw all three (live or retained), fleet will too.
-    let mut check = Subscriber::connect(SHARED_BROKER, &[&format!("{prefix}/+/state")]).await;
+    let mut check = Subscriber::connect(SHARED_BROKER, &[&format!("{prefix}/+/wa/state")]).await;
     for _ in 0..3 {
         check.wait_for("the states", WAIT, |_| true).await;
     }
 
-    let args = ["fleet", "--broker", SHARED_BROKER, "--prefix", &prefix];
+    // Outlets configured with `mqtt.topic_prefix = "<prefix>/{outlet_id}/wa"`.
+    let template = format!("{prefix}/{{outlet_id}}/wa");
+    let args = ["fleet", "--broker", SHARED_BROKER, "--prefix", &template];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -1,9 +1,10 @@
 //! `outlet-agent fleet`: every outlet's retained health from the broker,
 //! one line each, for HQ's terminal.
 //!
-//! It reads what the agents left retained (`<prefix>/+/state` and
-//! `<prefix>/+/availability`) until the broker has been quiet for a moment,
-//! prints, and exits. A snapshot whose `valid_until` has passed is flagged
+//! It reads what the agents left retained (`state` and `availability` under
+//! every outlet's prefix: `outlet/+/…` by default, or the config's
+//! `mqtt.topic_prefix` with `+` for `{outlet_id}`) until the broker has been
+//! quiet for a moment, prints, and exits. A snapshot whose `valid_until` has passed is flagged
 //! `STALE`: the agent stopped refreshing it, whatever it says.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,63 @@ use crate::mqtt::topics::validate_prefix;
 
 /// However busy the broker, the command ends after this.
 const OVERALL: Duration = Duration::from_secs(15);
+
+/// Where the outlets publish: the topic levels around `{outlet_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixPattern {
+    /// Up to the id, with its trailing `/` (empty when the id comes first).
+    before: String,
+    /// After the id, with its leading `/` (empty when the id is last).
+    after: String,
+}
+
+impl PrefixPattern {
+    /// `outlet` (the levels above the ids) or a `mqtt.topic_prefix`-style
+    /// template such as `shops/{outlet_id}/wa`.
+    pub fn parse(prefix: &str) -> Result<Self, String> {
+        let template = if prefix.contains(OUTLET_ID) {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{OUTLET_ID}")
+        };
+        validate_prefix(&template.replace(OUTLET_ID, "id")).map_err(|e| e.to_string())?;
+        let Some((before, after)) = template.split_once(OUTLET_ID) else {
+            return Err(format!("{prefix:?}: no {OUTLET_ID}"));
+        };
+        if after.contains(OUTLET_ID) {
+            return Err(format!("{prefix:?}: {OUTLET_ID} more than once"));
+        }
+        if !(before.is_empty() || before.ends_with('/'))
+            || !(after.is_empty() || after.starts_with('/'))
+        {
+            return Err(format!(
+                "{prefix:?}: {OUTLET_ID} must be a whole topic level"
+            ));
+        }
+        Ok(Self {
+            before: before.to_string(),
+            after: after.to_string(),
+        })
+    }
+
+    /// The subscription for one leaf of every outlet.
+    fn filter(&self, leaf: &str) -> String {
+        format!("{}+{}/{leaf}", self.before, self.after)
+    }
+
+    /// The outlet id and the leaf of a topic under the pattern.
+    fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let rest = topic.strip_prefix(self.before.as_str())?;
+        let (id, rest) = rest.split_once('/')?;
+        let leaf = match self.after.strip_prefix('/') {
+            None => rest,
+            Some(after) => rest.strip_prefix(after)?.strip_prefix('/')?,
+        };
+        (!id.is_empty() && !leaf.contains('/')).then_some((id, leaf))
+    }
+}
+
+const OUTLET_ID: &str = "{outlet_id}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -43,7 +101,7 @@ pub struct Outlet {
 pub async fn run(
     config_path: Option<&Path>,
     broker: Option<String>,
-    prefix: &str,
+    prefix: Option<String>,
     quiet_ms: u64,
 ) -> i32 {
     let mut config = match super::load_config(config_path) {
@@ -57,13 +115,23 @@ pub async fn run(
         }
         config.mqtt.broker = broker;
     }
-    if let Err(e) = validate_prefix(prefix) {
-        eprintln!("outlet-agent: --prefix: {e}");
-        return EXIT_CONFIG;
-    }
-    match collect(&config.mqtt, prefix, Duration::from_millis(quiet_ms)).await {
+    let (what, prefix) = match prefix {
+        Some(prefix) => ("--prefix", prefix),
+        None => ("mqtt.topic_prefix", config.mqtt.topic_prefix.clone()),
+    };
+    let pattern = match PrefixPattern::parse(&prefix) {
+        Ok(pattern) => pattern,
+        Err(e) => {
+            eprintln!("outlet-agent: {what}: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match collect(&config.mqtt, &pattern, Duration::from_millis(quiet_ms)).await {
         Ok(outlets) if outlets.is_empty() => {
-            eprintln!("outlet-agent: no outlet has retained state under {prefix}/");
+            eprintln!(
+                "outlet-agent: no outlet has retained state under {}",
+                pattern.filter("state")
+            );
             EXIT_OK
         }
         Ok(outlets) => {
@@ -85,7 +153,7 @@ pub async fn run(
 /// one.
 pub async fn collect(
     mqtt: &MqttConfig,
-    prefix: &str,
+    pattern: &PrefixPattern,
     quiet: Duration,
 ) -> Result<BTreeMap<String, Outlet>, FleetError> {
     let broker = BrokerAddress::parse(&mqtt.broker)?.to_string();
@@ -93,7 +161,7 @@ pub async fn collect(
     let options = options::client_options(mqtt, &client_id, None)?;
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     let filters = ["state", "availability"]
-        .map(|leaf| SubscribeFilter::new(format!("{prefix}/+/{leaf}"), QoS::AtLeastOnce));
+        .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce));
     client
         .try_subscribe_many(filters)
         .map_err(|e| FleetError::Connection {
@@ -123,7 +191,7 @@ pub async fn collect(
             }
             Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => last_heard = Some(Instant::now()),
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                record(&mut outlets, prefix, &p.topic, &p.payload);
+                record(&mut outlets, pattern, &p.topic, &p.payload);
                 last_heard = Some(Instant::now());
             }
             Ok(Ok(_)) => {}
@@ -134,11 +202,13 @@ pub async fn collect(
     Ok(outlets)
 }
 
-fn record(outlets: &mut BTreeMap<String, Outlet>, prefix: &str, topic: &str, payload: &[u8]) {
-    let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
-        return;
-    };
-    let Some((id, leaf)) = rest.split_once('/') else {
+fn record(
+    outlets: &mut BTreeMap<String, Outlet>,
+    pattern: &PrefixPattern,
+    topic: &str,
+    payload: &[u8],
+) {
+    let Some((id, leaf)) = pattern.split(topic) else {
         return;
     };
     if payload.is_empty() {
@@ -211,20 +281,52 @@ mod tests {
     #[test]
     fn records_are_keyed_by_outlet_id() {
         let mut outlets = BTreeMap::new();
-        record(&mut outlets, "outlet", "outlet/a/availability", b"online");
-        record(
-            &mut outlets,
-            "outlet",
-            "outlet/a/state",
-            br#"{"state":"paused"}"#,
-        );
-        record(&mut outlets, "outlet", "other/b/state", b"{}");
-        record(&mut outlets, "outlet", "outlet/c/state", b"");
+        let p = PrefixPattern::parse("outlet").expect("plain prefix");
+        record(&mut outlets, &p, "outlet/a/availability", b"online");
+        record(&mut outlets, &p, "outlet/a/state", br#"{"state":"paused"}"#);
+        record(&mut outlets, &p, "other/b/state", b"{}");
+        record(&mut outlets, &p, "outlet/c/state", b"");
         assert_eq!(outlets.len(), 1);
         assert_eq!(outlets["a"].availability.as_deref(), Some("online"));
         assert_eq!(
             outlets["a"].state.as_ref().map(|s| s["state"].clone()),
             Some(json!("paused"))
         );
+    }
+
+    #[test]
+    fn prefixes_may_be_templates_like_the_agents_topic_prefix() {
+        let plain = PrefixPattern::parse("outlet").expect("plain");
+        assert_eq!(
+            plain,
+            PrefixPattern::parse("outlet/{outlet_id}").expect("same")
+        );
+        assert_eq!(plain.filter("state"), "outlet/+/state");
+
+        let shops = PrefixPattern::parse("shops/{outlet_id}/wa").expect("template");
+        assert_eq!(shops.filter("state"), "shops/+/wa/state");
+        assert_eq!(
+            shops.split("shops/jkt-01/wa/state"),
+            Some(("jkt-01", "state"))
+        );
+        assert_eq!(shops.split("shops/jkt-01/state"), None);
+        assert_eq!(shops.split("shops/jkt-01/wa/x/state"), None);
+
+        let first = PrefixPattern::parse("{outlet_id}/wa").expect("id first");
+        assert_eq!(first.filter("availability"), "+/wa/availability");
+        assert_eq!(
+            first.split("a/wa/availability"),
+            Some(("a", "availability"))
+        );
+
+        for bad in [
+            "shops/x{outlet_id}",
+            "{outlet_id}/{outlet_id}",
+            "shops/+",
+            "",
+            "a//b",
+        ] {
+            assert!(PrefixPattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
