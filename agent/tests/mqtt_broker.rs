@@ -109,7 +109,31 @@ async fn a_broker_restart_is_invisible_to_the_session() {
         "no transition"
     );
     assert_eq!(server.stats().max_concurrent(), 1);
-    agent.stop().await;
+
+    // A clean stop says goodbye itself: `offline` (retained), then a
+    // DISCONNECT, so the broker never has to send the last will.
+    assert_eq!(agent.stop().await.code(), Some(0));
+    let availability_topic = format!("{prefix}/availability");
+    fresh
+        .wait_for("offline on a clean stop", WAIT, |m| {
+            m.topic == availability_topic && m.text() == "offline"
+        })
+        .await;
+    let mut later = Subscriber::connect(&url, &[&availability_topic]).await;
+    let kept = later
+        .wait_for("the retained availability", WAIT, |_| true)
+        .await;
+    assert!(kept.retain && kept.text() == "offline", "{}", kept.text());
+    let client = format!("outlet-agent-{id}");
+    let log = broker.log();
+    assert!(
+        log.contains(&format!("Client {client} disconnected.")),
+        "no clean DISCONNECT from {client}:\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("Client {client} closed its connection")),
+        "{log}"
+    );
 }
 
 /// TLS with a private CA, a client certificate and a password file; a
