@@ -627,6 +627,38 @@ async fn a_flood_of_bad_requests_changes_nothing() {
         rss_after < rss_before + 24 * 1024 * 1024,
         "RSS grew from {rss_before} to {rss_after}"
     );
+
+    // Volume: 200 requests of 60 KiB (refused: over the 4 KiB limit, within
+    // what the client reads) are 11.7 MiB in; keeping them would show.
+    let wave = 200;
+    let big = format!(r#"{{"phone":"{}"}}"#, "9".repeat(60 * 1024));
+    for _ in 0..wave {
+        sub.publish(&outlet.topic("request/check_number"), big.clone(), false)
+            .await;
+    }
+    for n in 0..wave {
+        let m = sub
+            .wait_for(&format!("big response {n}/{wave}"), WAIT, |m| {
+                m.topic.starts_with(&ours)
+            })
+            .await;
+        assert!(
+            m.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("payload too large")),
+            "{}",
+            m.text()
+        );
+    }
+    let rss_wave = rss_bytes(pid);
+    assert!(
+        rss_wave < rss_after + 4 * 1024 * 1024,
+        "RSS grew from {rss_after} to {rss_wave} over 11.7 MiB of refused requests"
+    );
+    assert_eq!(
+        agent.status().await.expect("the agent answers")["since"],
+        connected["since"]
+    );
     agent.stop().await;
     outlet.clean_up().await;
 }
