@@ -22,6 +22,59 @@ pub const EXIT_NOT_RUNNING: i32 = 4;
 pub const EXIT_REFUSED: i32 = 5;
 pub const EXIT_INSECURE_ENDPOINT: i32 = 6;
 
+/// Why a command failed: what to tell the operator (an `anyhow` chain,
+/// printed once as `outlet-agent: context: cause`) and the exit code that
+/// tells scripts and systemd which kind of failure it was.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            error: anyhow::Error::msg(message.into()),
+        }
+    }
+}
+
+/// What every command returns; [`main`] turns it into the exit code.
+pub type CmdResult = Result<(), Failure>;
+
+/// Attaches an exit code (and, with [`OrExit::or_exit_with`], a context) to
+/// any error. The error's own text is kept as one message: the project's
+/// errors already include their causes, so a chain would repeat them.
+pub trait OrExit<T> {
+    fn or_exit(self, code: i32) -> Result<T, Failure>;
+    fn or_exit_with(self, code: i32, context: &str) -> Result<T, Failure>;
+}
+
+impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
+    fn or_exit(self, code: i32) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(code, e.to_string()))
+    }
+
+    fn or_exit_with(self, code: i32, context: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure {
+            code,
+            error: anyhow::Error::msg(e.to_string()).context(context.to_string()),
+        })
+    }
+}
+
+/// Prints a failure and gives its exit code.
+fn exit_code(result: CmdResult) -> i32 {
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(failure) => {
+            eprintln!("outlet-agent: {:#}", failure.error);
+            failure.code
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "outlet-agent",
@@ -87,45 +140,36 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(CliCommand::Run);
     let config_path = cli.config;
-    match command {
+    exit_code(match command {
         CliCommand::Version => crate::cmd::version::run(),
         CliCommand::CheckConfig => crate::cmd::check_config::run(config_path.as_deref()),
-        other => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("outlet-agent: cannot start the async runtime: {e}");
-                    return EXIT_FAILURE;
-                }
-            };
-            runtime.block_on(async move {
-                match other {
-                    CliCommand::Run => crate::cmd::run::run(config_path.as_deref()).await,
-                    CliCommand::Status => crate::cmd::status::run(config_path.as_deref()).await,
-                    CliCommand::Qr => crate::cmd::qr::run(config_path.as_deref()).await,
-                    CliCommand::PairCode { phone } => {
-                        crate::cmd::pair_code::run(config_path.as_deref(), phone).await
-                    }
-                    CliCommand::Logout { yes } => {
-                        crate::cmd::logout::run(config_path.as_deref(), yes).await
-                    }
-                    #[cfg(feature = "demo")]
-                    CliCommand::Demo => crate::cmd::demo::run().await,
-                    CliCommand::Fleet {
-                        broker,
-                        prefix,
-                        quiet_ms,
-                    } => {
-                        crate::cmd::fleet::run(config_path.as_deref(), broker, prefix, quiet_ms)
-                            .await
-                    }
-                    CliCommand::Version | CliCommand::CheckConfig => EXIT_OK,
-                }
-            })
+        other => run_async(other, config_path),
+    })
+}
+
+fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .or_exit_with(EXIT_FAILURE, "cannot start the async runtime")?;
+    let config_path = config_path.as_deref();
+    runtime.block_on(async move {
+        match command {
+            CliCommand::Run => crate::cmd::run::run(config_path).await,
+            CliCommand::Status => crate::cmd::status::run(config_path).await,
+            CliCommand::Qr => crate::cmd::qr::run(config_path).await,
+            CliCommand::PairCode { phone } => crate::cmd::pair_code::run(config_path, phone).await,
+            CliCommand::Logout { yes } => crate::cmd::logout::run(config_path, yes).await,
+            #[cfg(feature = "demo")]
+            CliCommand::Demo => crate::cmd::demo::run().await,
+            CliCommand::Fleet {
+                broker,
+                prefix,
+                quiet_ms,
+            } => crate::cmd::fleet::run(config_path, broker, prefix, quiet_ms).await,
+            CliCommand::Version => crate::cmd::version::run(),
+            CliCommand::CheckConfig => crate::cmd::check_config::run(config_path),
         }
-    }
+    })
 }

@@ -3,19 +3,14 @@
 
 use std::path::Path;
 
-use crate::cli::{EXIT_CONFIG, EXIT_OK};
+use super::CmdResult;
+use crate::cli::{EXIT_CONFIG, OrExit};
 use crate::config::Config;
 
-pub fn run(path: Option<&Path>) -> i32 {
-    match Config::load(path, std::env::vars()) {
-        Ok((config, source)) => {
-            println!("# resolved from {source} and the environment");
-            print!("{}", config.to_redacted_toml());
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("outlet-agent: configuration error: {e}");
-            EXIT_CONFIG
-        }
-    }
+pub fn run(path: Option<&Path>) -> CmdResult {
+    let (config, source) =
+        Config::load(path, std::env::vars()).or_exit_with(EXIT_CONFIG, "configuration error")?;
+    println!("# resolved from {source} and the environment");
+    print!("{}", config.to_redacted_toml());
+    Ok(())
 }

@@ -12,21 +12,18 @@ use std::time::Duration;
 
 use fake_whatsapp::{FakeServer, ServerConfig};
 
-use crate::cli::EXIT_FAILURE;
+use super::CmdResult;
+use crate::cli::{EXIT_FAILURE, OrExit};
 use crate::command::Command;
 use crate::config::{ClockCheck, Config};
 
 /// How long the QR stays on screen before the phone scans it.
 const SCAN_AFTER: Duration = Duration::from_secs(6);
 
-pub async fn run() -> i32 {
-    let server = match FakeServer::start(ServerConfig::default()).await {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("outlet-agent demo: cannot start the fake WhatsApp server: {e}");
-            return EXIT_FAILURE;
-        }
-    };
+pub async fn run() -> CmdResult {
+    let server = FakeServer::start(ServerConfig::default())
+        .await
+        .or_exit_with(EXIT_FAILURE, "demo: cannot start the fake WhatsApp server")?;
     let data_dir = std::env::temp_dir().join(format!("outlet-agent-demo-{}", std::process::id()));
     let mut config = Config::default();
     config.outlet.id = "demo".into();
@@ -64,7 +61,7 @@ pub async fn run() -> i32 {
         }
     });
 
-    let code = super::run::run_with(Arc::new(config)).await;
+    let result = super::run::run_with(Arc::new(config)).await;
     let _ = std::fs::remove_dir_all(&data_dir);
-    code
+    result
 }

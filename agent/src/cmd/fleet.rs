@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
+use super::CmdResult;
+use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, OrExit};
 use crate::config::MqttConfig;
 use crate::health::mask_phone;
 use crate::mqtt::options::{self, BrokerAddress};
@@ -103,50 +104,32 @@ pub async fn run(
     broker: Option<String>,
     prefix: Option<String>,
     quiet_ms: u64,
-) -> i32 {
-    let mut config = match super::load_config(config_path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+) -> CmdResult {
+    let mut config = super::load_config(config_path)?;
     if let Some(broker) = broker {
-        if let Err(e) = BrokerAddress::parse(&broker) {
-            eprintln!("outlet-agent: --broker: {e}");
-            return EXIT_CONFIG;
-        }
+        BrokerAddress::parse(&broker).or_exit_with(EXIT_CONFIG, "--broker")?;
         config.mqtt.broker = broker;
     }
     let (what, prefix) = match prefix {
         Some(prefix) => ("--prefix", prefix),
         None => ("mqtt.topic_prefix", config.mqtt.topic_prefix.clone()),
     };
-    let pattern = match PrefixPattern::parse(&prefix) {
-        Ok(pattern) => pattern,
-        Err(e) => {
-            eprintln!("outlet-agent: {what}: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    match collect(&config.mqtt, &pattern, Duration::from_millis(quiet_ms)).await {
-        Ok(outlets) if outlets.is_empty() => {
-            eprintln!(
-                "outlet-agent: no outlet has retained state under {}",
-                pattern.filter("state")
-            );
-            EXIT_OK
-        }
-        Ok(outlets) => {
-            let now = Utc::now();
-            let width = outlets.keys().map(String::len).max().unwrap_or(0);
-            for (id, outlet) in &outlets {
-                println!("{}", line(id, outlet, now, width));
-            }
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("outlet-agent: {e}");
-            EXIT_FAILURE
-        }
+    let pattern = PrefixPattern::parse(&prefix).or_exit_with(EXIT_CONFIG, what)?;
+    let outlets = collect(&config.mqtt, &pattern, Duration::from_millis(quiet_ms))
+        .await
+        .or_exit(EXIT_FAILURE)?;
+    if outlets.is_empty() {
+        eprintln!(
+            "outlet-agent: no outlet has retained state under {}",
+            pattern.filter("state")
+        );
     }
+    let now = Utc::now();
+    let width = outlets.keys().map(String::len).max().unwrap_or(0);
+    for (id, outlet) in &outlets {
+        println!("{}", line(id, outlet, now, width));
+    }
+    Ok(())
 }
 
 /// Subscribes and gathers retained messages until `quiet` passes without

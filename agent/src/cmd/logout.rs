@@ -3,22 +3,19 @@
 
 use std::path::Path;
 
-use crate::cli::{EXIT_CONFIG, EXIT_OK};
+use super::CmdResult;
+use crate::cli::{EXIT_CONFIG, Failure};
 use crate::command::Command;
 
-pub async fn run(config_path: Option<&Path>, yes: bool) -> i32 {
+pub async fn run(config_path: Option<&Path>, yes: bool) -> CmdResult {
     if !yes {
-        eprintln!(
-            "outlet-agent: logout unlinks this outlet's WhatsApp; staff must scan a new QR. \
-             Run `outlet-agent logout --yes` to do it."
-        );
-        return EXIT_CONFIG;
+        return Err(Failure::new(
+            EXIT_CONFIG,
+            "logout unlinks this outlet's WhatsApp; staff must scan a new QR. \
+             Run `outlet-agent logout --yes` to do it.",
+        ));
     }
-    match super::ask_agent(config_path, Command::Logout { confirm: true }).await {
-        Ok(_) => {
-            println!("unlinked; the agent shows a new QR code");
-            EXIT_OK
-        }
-        Err(code) => code,
-    }
+    super::ask_agent(config_path, Command::Logout { confirm: true }).await?;
+    println!("unlinked; the agent shows a new QR code");
+    Ok(())
 }

@@ -5,18 +5,15 @@
 
 use std::path::Path;
 
-use crate::cli::{EXIT_FAILURE, EXIT_OK};
+use super::CmdResult;
+use crate::cli::{EXIT_FAILURE, Failure};
 use crate::command::Command;
 
-pub async fn run(config_path: Option<&Path>, phone: String) -> i32 {
-    let data = match super::ask_agent(config_path, Command::PairCode { phone }).await {
-        Ok(data) => data,
-        Err(code) => return code,
-    };
-    let Some(code) = data["code"].as_str() else {
-        eprintln!("outlet-agent: the agent sent no link code");
-        return EXIT_FAILURE;
-    };
+pub async fn run(config_path: Option<&Path>, phone: String) -> CmdResult {
+    let data = super::ask_agent(config_path, Command::PairCode { phone }).await?;
+    let code = data["code"]
+        .as_str()
+        .ok_or_else(|| Failure::new(EXIT_FAILURE, "the agent sent no link code"))?;
     println!("{}", outlet_display::content::format_code(code));
     println!(
         "On the phone of {}: WhatsApp › Linked devices › Link a device › \
@@ -24,5 +21,5 @@ pub async fn run(config_path: Option<&Path>, phone: String) -> i32 {
         data["phone"].as_str().unwrap_or("?"),
         data["expires_at"].as_str().unwrap_or("?")
     );
-    EXIT_OK
+    Ok(())
 }

@@ -3,34 +3,26 @@
 
 use std::path::Path;
 
-use crate::cli::{EXIT_FAILURE, EXIT_OK};
+use super::CmdResult;
+use crate::cli::{EXIT_FAILURE, Failure, OrExit};
 use crate::command::Command;
 
-pub async fn run(config_path: Option<&Path>) -> i32 {
-    let data = match super::ask_agent(config_path, Command::Qr).await {
-        Ok(data) => data,
-        Err(code) => return code,
-    };
-    let Some(code) = data["qr"].as_str() else {
-        eprintln!("outlet-agent: the agent sent no QR code");
-        return EXIT_FAILURE;
-    };
-    match outlet_display::qr::QrMatrix::encode(code.as_bytes(), outlet_display::qr::Level::L) {
-        Ok(matrix) => {
-            for line in outlet_display::driver::terminal::half_blocks(&matrix) {
-                println!("{line}");
-            }
-            println!(
-                "QR {} of {} — WhatsApp › Linked devices › Link a device (expires {})",
-                data["index"],
-                data["count"],
-                data["expires_at"].as_str().unwrap_or("?")
-            );
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("outlet-agent: cannot draw the QR code: {e}");
-            EXIT_FAILURE
-        }
+pub async fn run(config_path: Option<&Path>) -> CmdResult {
+    let data = super::ask_agent(config_path, Command::Qr).await?;
+    let code = data["qr"]
+        .as_str()
+        .ok_or_else(|| Failure::new(EXIT_FAILURE, "the agent sent no QR code"))?;
+    let matrix =
+        outlet_display::qr::QrMatrix::encode(code.as_bytes(), outlet_display::qr::Level::L)
+            .or_exit_with(EXIT_FAILURE, "cannot draw the QR code")?;
+    for line in outlet_display::driver::terminal::half_blocks(&matrix) {
+        println!("{line}");
     }
+    println!(
+        "QR {} of {} — WhatsApp › Linked devices › Link a device (expires {})",
+        data["index"],
+        data["count"],
+        data["expires_at"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }

@@ -13,57 +13,52 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use super::CmdResult;
 use crate::cert_check;
-use crate::cli::{EXIT_FAILURE, EXIT_INSECURE_ENDPOINT, EXIT_LOCKED, EXIT_OK};
+use crate::cli::{EXIT_FAILURE, EXIT_INSECURE_ENDPOINT, EXIT_LOCKED, Failure, OrExit};
 use crate::control;
 use crate::notify::Notifier;
 use crate::supervisor::Supervisor;
 
-pub async fn run(config_path: Option<&Path>) -> i32 {
-    let config = match super::load_config(config_path) {
-        Ok(config) => Arc::new(config),
-        Err(code) => return code,
-    };
+pub async fn run(config_path: Option<&Path>) -> CmdResult {
+    let config = Arc::new(super::load_config(config_path)?);
     crate::logging::init(&config.log);
     run_with(config).await
 }
 
 /// Runs the agent with a loaded config (also the demo's entry point).
-pub async fn run_with(config: Arc<crate::config::Config>) -> i32 {
+pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
     if cert_check::skips_certificate_check() {
         tracing::warn!(
             "TEST BUILD: WhatsApp certificate-chain verification is skipped; \
              only loopback endpoints are allowed"
         );
         if !cert_check::is_loopback_endpoint(&config.whatsapp.endpoint) {
-            eprintln!(
-                "outlet-agent: this is a test build without certificate verification; \
-                 refusing the non-loopback endpoint {}",
-                config.whatsapp.endpoint
-            );
-            return EXIT_INSECURE_ENDPOINT;
+            return Err(Failure::new(
+                EXIT_INSECURE_ENDPOINT,
+                format!(
+                    "this is a test build without certificate verification; \
+                     refusing the non-loopback endpoint {}",
+                    config.whatsapp.endpoint
+                ),
+            ));
         }
     }
 
     let lock = match outlet_store::DataDir::lock(&config.storage.data_dir) {
         Ok(lock) => lock,
         Err(e @ outlet_store::LockError::Held { .. }) => {
-            eprintln!("outlet-agent: {e}; only one agent may run per data directory");
-            return EXIT_LOCKED;
+            return Err(Failure::new(
+                EXIT_LOCKED,
+                format!("{e}; only one agent may run per data directory"),
+            ));
         }
-        Err(e) => {
-            eprintln!("outlet-agent: {e}");
-            return EXIT_FAILURE;
-        }
+        Err(e) => return Err(Failure::new(EXIT_FAILURE, e.to_string())),
     };
 
-    let (store, outcome) = match outlet_store::SqliteStore::open(&lock).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            eprintln!("outlet-agent: cannot open the session store: {e}");
-            return EXIT_FAILURE;
-        }
-    };
+    let (store, outcome) = outlet_store::SqliteStore::open(&lock)
+        .await
+        .or_exit_with(EXIT_FAILURE, "cannot open the session store")?;
     let store = Arc::new(store);
     let store_report = match &outcome {
         outlet_store::OpenOutcome::Recovered { moved_to, reason } => {
@@ -107,13 +102,7 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> i32 {
     }
 
     let socket_path = config.control_socket();
-    let listener = match control::bind(&socket_path) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("outlet-agent: {e}");
-            return EXIT_FAILURE;
-        }
-    };
+    let listener = control::bind(&socket_path).or_exit(EXIT_FAILURE)?;
     let control_task = tokio::spawn(control::serve(listener, link.commands.clone()));
     let display_task = display.map(|display| {
         tokio::spawn(crate::screen::run(
@@ -140,24 +129,20 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> i32 {
             notifier.stopping();
             let _ = shutdown_tx.send(true);
             match tokio::time::timeout(Duration::from_secs(15), &mut supervisor_task).await {
-                Ok(_) => EXIT_OK,
+                Ok(_) => Ok(()),
                 Err(_) => {
-                    tracing::error!("the supervisor did not stop within 15 s");
                     supervisor_task.abort();
-                    EXIT_FAILURE
+                    Err(Failure::new(EXIT_FAILURE, "the supervisor did not stop within 15 s"))
                 }
             }
         }
         result = &mut supervisor_task => {
-            match result {
-                Ok(()) => EXIT_OK,
-                Err(e) => {
-                    tracing::error!(error = %e, "the supervisor stopped unexpectedly");
-                    EXIT_FAILURE
-                }
-            }
+            result.or_exit_with(EXIT_FAILURE, "the supervisor stopped unexpectedly")
         }
     };
+    if let Err(failure) = &exit {
+        tracing::error!("{:#}", failure.error);
+    }
 
     control_task.abort();
     // The final state, then `offline` (retained) and a clean DISCONNECT, so

@@ -2,18 +2,14 @@
 
 use std::path::Path;
 
-use crate::cli::EXIT_OK;
+use super::CmdResult;
 use crate::command::Command;
 
-pub async fn run(config_path: Option<&Path>) -> i32 {
-    match super::ask_agent(config_path, Command::Status).await {
-        Ok(health) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&health).unwrap_or_else(|_| health.to_string())
-            );
-            EXIT_OK
-        }
-        Err(code) => code,
-    }
+pub async fn run(config_path: Option<&Path>) -> CmdResult {
+    let health = super::ask_agent(config_path, Command::Status).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&health).unwrap_or_else(|_| health.to_string())
+    );
+    Ok(())
 }

@@ -1,9 +1,9 @@
 //! `outlet-agent version`: the version and what this build does, so an
 //! insecure test build can never pass for a release.
 
-use crate::cli::EXIT_OK;
+use super::CmdResult;
 
-pub fn run() -> i32 {
+pub fn run() -> CmdResult {
     println!("outlet-agent {}", env!("CARGO_PKG_VERSION"));
     println!("whatsapp-rust 0.7, TLS: rustls (ring)");
     if crate::cert_check::skips_certificate_check() {
@@ -11,5 +11,5 @@ pub fn run() -> i32 {
     } else {
         println!("certificate-chain verification: enforced");
     }
-    EXIT_OK
+    Ok(())
 }
