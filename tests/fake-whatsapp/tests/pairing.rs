@@ -58,15 +58,29 @@ async fn fresh_client_pairs_by_qr_then_connects() {
     assert_eq!(registration.len(), 1, "{:?}", stats.attempts);
     // After the 515 the client logs in again. whatsapp-rust 0.7 sometimes
     // drops that first login and makes one more (its pair-success task can
-    // re-arm "expected disconnect" after the restart); never more, never two
-    // at once.
+    // re-arm "expected disconnect" after the restart); never more. In that
+    // race its own reconnect loop may open the extra login before the first
+    // one has closed, so the plain library client can briefly hold two; the
+    // agent switches that loop off and builds a fresh client per attempt
+    // (ARCHITECTURE.md), and its tests hold it to one.
     assert!((1..=2).contains(&logins), "{:?}", stats.attempts);
-    assert_eq!(stats.max_concurrent(), 1);
+    let most = if logins == 1 { 1 } else { 2 };
+    assert!(stats.max_concurrent() <= most, "{:?}", stats.attempts);
     assert_eq!(server.phone().linked_devices(), vec![expected_jid.clone()]);
-    assert_eq!(
-        stats.device(&expected_jid).map(|d| d.stats.current),
-        Some(1)
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .stats()
+        .device(&expected_jid)
+        .map(|d| d.stats.current)
+        != Some(1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not one live connection: {:?}",
+            server.stats().device(&expected_jid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     client.stop().await;
 }
 
