@@ -80,13 +80,7 @@ async fn a_clock_before_the_build_waits_without_connecting_then_pairs_once_it_is
             .is_some_and(|t| !t.starts_with("2020-")),
         "{pairing}"
     );
-    let qr = agent.qr_from_screen(None).await;
-    server
-        .phone()
-        .scan(&qr)
-        .await
-        .expect("the phone scans the screen");
-    let connected = agent.wait_state("connected").await;
+    let connected = agent.pair(&server).await;
     assert!(connected["phone"].is_string(), "{connected}");
     assert_eq!(server.stats().max_concurrent(), 1);
 }

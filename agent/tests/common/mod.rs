@@ -35,6 +35,15 @@ pub struct Agent {
     runs: u32,
 }
 
+/// A command's reply is an error that mentions `needle`.
+#[track_caller]
+pub fn assert_error(reply: &Value, needle: &str) {
+    assert!(
+        reply["error"].as_str().is_some_and(|e| e.contains(needle)),
+        "expected an error mentioning {needle:?}: {reply}"
+    );
+}
+
 /// Writes a config for an agent talking to `server`, rooted in `dir`.
 pub fn write_config(dir: &Path, endpoint: &str, extra: &str) -> PathBuf {
     let config = dir.join("agent.toml");
