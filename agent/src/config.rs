@@ -545,12 +545,6 @@ impl Config {
                 ));
             }
         }
-        if self.mqtt.reconnect_first_delay_ms > 60_000 {
-            return Err(invalid(
-                "mqtt.reconnect_first_delay_ms",
-                "at most 60000".into(),
-            ));
-        }
         self.display
             .validate()
             .map_err(|e| invalid("display", e.to_string()))?;

@@ -12,18 +12,17 @@ use std::path::PathBuf;
 
 use common::*;
 
-/// Debian's libfaketime, the variant for multi-threaded programs.
+/// Debian's libfaketime, the variant for multi-threaded programs, under
+/// the machine's multiarch directory (`x86_64-linux-gnu`,
+/// `aarch64-linux-gnu`, `arm-linux-gnueabihf`, …).
 fn libfaketime() -> PathBuf {
-    let path = PathBuf::from(format!(
-        "/usr/lib/{}-linux-gnu/faketime/libfaketimeMT.so.1",
-        std::env::consts::ARCH
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: install Debian's faketime package (.ci/run does)",
-        path.display()
-    );
-    path
+    let found = std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|path| path.exists())
+    });
+    found
+        .expect("libfaketimeMT.so.1 is missing: install Debian's faketime package (tests/run does)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +31,7 @@ async fn a_clock_before_the_build_waits_without_connecting_then_pairs_once_it_is
     let dir = tempfile::tempdir().expect("temp dir");
     let fake_time = dir.path().join("faketime");
     // A Pi back from a power cut with no network time yet.
-    std::fs::write(&fake_time, "@2020-01-01 00:00:00").expect("write fake time");
+    std::fs::write(&fake_time, "@2020-06-01 12:00:00").expect("write fake time");
     let preload = libfaketime().display().to_string();
     let fake_time_file = fake_time.display().to_string();
     let mut agent = Agent::start(
@@ -43,9 +42,12 @@ async fn a_clock_before_the_build_waits_without_connecting_then_pairs_once_it_is
             ("FAKETIME_TIMESTAMP_FILE", &fake_time_file),
             ("FAKETIME_NO_CACHE", "1"),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            // libfaketime reads the time above as local time.
+            ("TZ", "UTC"),
         ],
     );
 
+    let agent_png = agent.png();
     let waiting = agent.wait_state("waiting_for_clock").await;
     assert!(
         waiting["since"]
@@ -62,8 +64,10 @@ async fn a_clock_before_the_build_waits_without_connecting_then_pairs_once_it_is
         .await;
     assert_eq!(renewed["state"], "waiting_for_clock", "{renewed}");
     // ...the screen says so rather than showing a QR...
-    assert!(agent.png().exists(), "the screen is drawn");
-    assert!(fake_whatsapp::phone::decode_qr_png(&agent.png()).is_err());
+    agent
+        .wait_for("the screen to be drawn", |_| agent_png.exists())
+        .await;
+    assert!(fake_whatsapp::phone::decode_qr_png(&agent_png).is_err());
     // ...and WhatsApp has not been asked anything on a clock TLS would reject.
     assert!(
         server.stats().attempts.is_empty(),
@@ -72,7 +76,10 @@ async fn a_clock_before_the_build_waits_without_connecting_then_pairs_once_it_is
     );
 
     // Network time arrives.
-    std::fs::write(&fake_time, "+0").expect("write fake time");
+    // Replaced whole, so libfaketime never reads a half-written file.
+    let next = dir.path().join("faketime.next");
+    std::fs::write(&next, "+0").expect("write fake time");
+    std::fs::rename(&next, &fake_time).expect("set fake time");
     let pairing = agent.wait_state("pairing").await;
     assert!(
         pairing["since"]

@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 
 use super::CmdResult;
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, OrExit};
+use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit};
 use crate::config::MqttConfig;
 use crate::health::mask_phone;
 use crate::mqtt::options::{self, BrokerAddress};
@@ -25,13 +25,19 @@ use crate::mqtt::topics::validate_prefix;
 /// However busy the broker, the command ends after this.
 const OVERALL: Duration = Duration::from_secs(15);
 
-/// Where the outlets publish: the topic levels around `{outlet_id}`.
+/// Where the outlets publish: the topic around `{outlet_id}`, which may
+/// be a whole level (`outlet/{outlet_id}`) or part of one (`wa-{outlet_id}`),
+/// as the agent's `mqtt.topic_prefix` allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixPattern {
-    /// Up to the id, with its trailing `/` (empty when the id comes first).
-    before: String,
-    /// After the id, with its leading `/` (empty when the id is last).
-    after: String,
+    /// Whole levels before the id's level, with the trailing `/`.
+    levels_before: String,
+    /// Text of the id's level before the id.
+    id_prefix: String,
+    /// Text of the id's level after the id.
+    id_suffix: String,
+    /// Whole levels after the id's level, with the leading `/`.
+    levels_after: String,
 }
 
 impl PrefixPattern {
@@ -43,36 +49,42 @@ impl PrefixPattern {
         } else {
             format!("{prefix}/{OUTLET_ID}")
         };
-        validate_prefix(&template.replace(OUTLET_ID, "id")).map_err(|e| e.to_string())?;
+        validate_prefix(&template).map_err(|e| e.to_string())?;
         let Some((before, after)) = template.split_once(OUTLET_ID) else {
             return Err(format!("{prefix:?}: no {OUTLET_ID}"));
         };
         if after.contains(OUTLET_ID) {
             return Err(format!("{prefix:?}: {OUTLET_ID} more than once"));
         }
-        if !(before.is_empty() || before.ends_with('/'))
-            || !(after.is_empty() || after.starts_with('/'))
-        {
-            return Err(format!(
-                "{prefix:?}: {OUTLET_ID} must be a whole topic level"
-            ));
-        }
+        let (levels_before, id_prefix) = match before.rfind('/') {
+            Some(i) => before.split_at(i + 1),
+            None => ("", before),
+        };
+        let (id_suffix, levels_after) = match after.find('/') {
+            Some(i) => after.split_at(i),
+            None => (after, ""),
+        };
         Ok(Self {
-            before: before.to_string(),
-            after: after.to_string(),
+            levels_before: levels_before.to_string(),
+            id_prefix: id_prefix.to_string(),
+            id_suffix: id_suffix.to_string(),
+            levels_after: levels_after.to_string(),
         })
     }
 
     /// The subscription for one leaf of every outlet.
     fn filter(&self, leaf: &str) -> String {
-        format!("{}+{}/{leaf}", self.before, self.after)
+        format!("{}+{}/{leaf}", self.levels_before, self.levels_after)
     }
 
     /// The outlet id and the leaf of a topic under the pattern.
     fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
-        let rest = topic.strip_prefix(self.before.as_str())?;
-        let (id, rest) = rest.split_once('/')?;
-        let leaf = match self.after.strip_prefix('/') {
+        let rest = topic.strip_prefix(self.levels_before.as_str())?;
+        let (level, rest) = rest.split_once('/')?;
+        let id = level
+            .strip_prefix(self.id_prefix.as_str())?
+            .strip_suffix(self.id_suffix.as_str())?;
+        let leaf = match self.levels_after.strip_prefix('/') {
             None => rest,
             Some(after) => rest.strip_prefix(after)?.strip_prefix('/')?,
         };
@@ -112,6 +124,16 @@ pub async fn run(
     }
     let (what, prefix) = match prefix {
         Some(prefix) => ("--prefix", prefix),
+        None if !config.mqtt.topic_prefix.contains(OUTLET_ID) => {
+            return Err(Failure::new(
+                EXIT_CONFIG,
+                format!(
+                    "mqtt.topic_prefix {:?} names one outlet (no {OUTLET_ID}); \
+                     give the fleet's with --prefix",
+                    config.mqtt.topic_prefix
+                ),
+            ));
+        }
         None => ("mqtt.topic_prefix", config.mqtt.topic_prefix.clone()),
     };
     let pattern = PrefixPattern::parse(&prefix).or_exit_with(EXIT_CONFIG, what)?;
@@ -302,13 +324,17 @@ mod tests {
             Some(("a", "availability"))
         );
 
-        for bad in [
-            "shops/x{outlet_id}",
-            "{outlet_id}/{outlet_id}",
-            "shops/+",
-            "",
-            "a//b",
-        ] {
+        // Part of a level, as the agent allows.
+        let part = PrefixPattern::parse("shops/wa-{outlet_id}.v1/x").expect("partial level");
+        assert_eq!(part.filter("state"), "shops/+/x/state");
+        assert_eq!(
+            part.split("shops/wa-jkt.v1/x/state"),
+            Some(("jkt", "state"))
+        );
+        assert_eq!(part.split("shops/jkt.v1/x/state"), None);
+        assert_eq!(part.split("shops/wa-.v1/x/state"), None);
+
+        for bad in ["{outlet_id}/{outlet_id}", "shops/+", "", "a//b"] {
             assert!(PrefixPattern::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -140,9 +140,6 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
             result.or_exit_with(EXIT_FAILURE, "the supervisor stopped unexpectedly")
         }
     };
-    if let Err(failure) = &exit {
-        tracing::error!("{:#}", failure.error);
-    }
 
     control_task.abort();
     // The final state, then `offline` (retained) and a clean DISCONNECT, so

@@ -447,6 +447,7 @@ impl Link {
             // A retained request would run again after every reconnect and
             // restart: a `reconnect` left retained by mistake would cost a
             // WhatsApp connection each time the broker blinks.
+            Some(_) if self.stopping => {}
             Some(name) if publish.retain => {
                 tracing::warn!(
                     command = %shown_name(name),

@@ -186,6 +186,14 @@ mod tests {
             refused,
             Err("bad request: invalid type: integer `*********1111`".to_string())
         );
+        // The supervisor writes times to the second, which stay readable.
+        let mut later =
+            Err("link codes used up for this hour; next at 2026-11-29T19:02:03Z".into());
+        answer_json("pair_code", &mut later, false);
+        assert_eq!(
+            later,
+            Err("link codes used up for this hour; next at 2026-11-29T19:02:03Z".to_string())
+        );
         let mut status = Ok(serde_json::to_value(health()).expect("json"));
         answer_json("status", &mut status, false);
         let text = format!("{status:?}");

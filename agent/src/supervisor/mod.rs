@@ -770,7 +770,7 @@ impl Supervisor {
             return (
                 Err(CommandError::Refused(format!(
                     "pairing rounds used up for this hour; next at {}",
-                    at.to_rfc3339()
+                    rfc3339(at)
                 ))),
                 None,
             );
@@ -854,7 +854,7 @@ impl Supervisor {
                         (
                             Err(CommandError::Refused(format!(
                                 "pairing rounds used up for this hour; next at {}",
-                                to_utc(allowed).to_rfc3339()
+                                rfc3339(to_utc(allowed))
                             ))),
                             None,
                         )
@@ -965,7 +965,7 @@ impl Supervisor {
         if next > now {
             return Err(CommandError::Refused(format!(
                 "link codes used up for this hour; next at {}",
-                to_utc(next).to_rfc3339()
+                rfc3339(to_utc(next))
             )));
         }
         self.pair_codes.start(now);
@@ -1204,6 +1204,12 @@ fn mqtt_text(status: &MqttStatus) -> String {
 
 fn ttl(config: &Config) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(config.health.ttl_secs).unwrap_or(60))
+}
+
+/// A time in an answer, to the second: sub-second digits would read as a
+/// phone number to the redaction of MQTT answers.
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The longest temporary ban the agent waits out before trying again.
