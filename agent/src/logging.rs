@@ -1,12 +1,18 @@
 //! Logs: readable text on a terminal, plain lines for journald.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp or colour:
-//! journald adds its own timestamp. whatsapp-rust logs through the `log`
+//! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp or colour
+//! (journald adds its own timestamp) and start with the syslog priority
+//! (`<4>` for a warning), which journald strips and records, so
+//! `journalctl -u outlet-agent -p warning` finds the agent's warnings. whatsapp-rust logs through the `log`
 //! crate; tracing-subscriber picks those records up too. Secrets never
 //! reach a log line above `debug` (see DESIGN.md): the code logs masked
 //! phone numbers and never QR strings or keys.
 
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -27,12 +33,50 @@ pub fn init(config: &LogConfig) {
         .with_writer(|| Redacting(std::io::stderr()))
         .with_target(false);
     let result = if journald {
-        builder.without_time().with_ansi(false).try_init()
+        let line = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false);
+        builder
+            .with_ansi(false)
+            .event_format(SyslogPriority(line))
+            .try_init()
     } else {
         builder.try_init()
     };
     if result.is_err() {
         // Already initialised (tests): keep the existing subscriber.
+    }
+}
+
+/// Puts the syslog priority in front of each line, as sd-daemon(3)
+/// describes (`SyslogLevelPrefix=` is on by default).
+struct SyslogPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SyslogPriority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// syslog(3) priorities: err, warning, info, debug.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
     }
 }
 

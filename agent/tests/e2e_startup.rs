@@ -107,3 +107,40 @@ async fn a_test_build_says_so_and_refuses_the_real_endpoint() {
     assert_eq!(code, 6, "{stderr}");
     assert!(stderr.contains("web.whatsapp.com"), "{stderr}");
 }
+
+/// Under systemd the lines go to journald: no timestamp of their own, and
+/// the syslog priority in front so `journalctl -p warning` finds warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_every_line_carries_its_priority_and_no_timestamp() {
+    let server = server().await;
+    let mut agent = Agent::start(&server, &[("JOURNAL_STREAM", "8:4242")]);
+    agent.wait_state("pairing").await;
+    assert_eq!(agent.stop().await.code(), Some(0));
+    let log = agent.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let rest = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .unwrap_or_else(|| panic!("no priority: {line:?}\n{log}"));
+        assert!(
+            !rest.trim_start().starts_with(|c: char| c.is_ascii_digit()),
+            "a timestamp of its own: {line:?}"
+        );
+        assert!(!line.contains('\u{1b}'), "colour codes: {line:?}");
+    }
+    // The test build's warning, and the start-up line.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("TEST BUILD")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("running")),
+        "{log}"
+    );
+}
