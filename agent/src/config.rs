@@ -85,7 +85,8 @@ impl Default for Config {
 pub struct OutletConfig {
     /// Short identifier, used in MQTT topics: letters, digits, `-` and `_`.
     pub id: String,
-    /// Shown on the screen when connected.
+    /// Shown on the screen when connected, and the device's name in the
+    /// phone's "Linked devices" list (set when it links).
     pub name: String,
     /// Country calling code assumed for numbers written with a leading 0.
     pub country_code: String,
@@ -363,6 +364,20 @@ impl Default for MqttConfig {
             discovery: true,
             discovery_prefix: "homeassistant".into(),
         }
+    }
+}
+
+impl OutletConfig {
+    /// What the phone lists under "Linked devices" for this outlet, so staff
+    /// can tell it from a laptop: the outlet's name, else its id.
+    pub fn device_name(&self) -> String {
+        let name = self.name.trim();
+        let name = if name.is_empty() {
+            format!("outlet-agent {}", self.id)
+        } else {
+            name.to_string()
+        };
+        name.chars().take(64).collect()
     }
 }
 

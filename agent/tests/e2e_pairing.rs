@@ -37,6 +37,14 @@ async fn the_qr_on_the_screen_links_the_outlet_and_its_number_is_known() {
     assert_eq!(connected["attempt"], 0);
     assert!(connected["last_connected_at"].is_string());
     assert_eq!(server.stats().max_concurrent(), 1);
+    // The phone lists the device under the outlet's name, not the library's.
+    let registration = server
+        .stats()
+        .attempts
+        .into_iter()
+        .find(|a| a.purpose == Some(Purpose::Registration))
+        .expect("a registration");
+    assert_eq!(registration.device_name.as_deref(), Some("E2E Outlet"));
 
     // The `status` command prints the same.
     let config = agent.config.display().to_string();

@@ -328,6 +328,7 @@ impl Supervisor {
             version,
             backend,
             events: self.events_tx.clone(),
+            device_name: self.config.outlet.device_name(),
         };
         self.qr_exhausted = false;
         self.pair_code_linger_until = None;
@@ -1001,6 +1002,9 @@ impl Supervisor {
             client.cancel_pair_code().await;
             let options = whatsapp_rust::pair_code::PairCodeOptions {
                 phone_number: phone.clone(),
+                // The platform shown with a link code must be an OS the
+                // server knows; the device's own name is the outlet's.
+                display_os: Some("Linux".into()),
                 ..Default::default()
             };
             let result = match client.pair_with_code(options).await {

@@ -84,6 +84,8 @@ pub struct SessionParams {
     pub version: (u32, u32, u32),
     pub backend: Arc<dyn Backend>,
     pub events: mpsc::UnboundedSender<SessionEvent>,
+    /// The name the phone lists under "Linked devices" (sent when linking).
+    pub device_name: String,
 }
 
 /// A running connection attempt.
@@ -104,6 +106,10 @@ impl Session {
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(params.endpoint))
             .with_http_client(NoHttp)
             .with_version(params.version)
+            .with_device_props(
+                whatsapp_rust::wacore::store::DevicePropsOverride::new()
+                    .with_os(params.device_name),
+            )
             .with_event_handler(Forward {
                 generation: params.generation,
                 tx: params.events,

@@ -53,6 +53,7 @@ pub(crate) async fn serve(
             handshake: None,
             device: None,
             purpose: None,
+            device_name: None,
         });
     }
     shared.emit(ServerEvent::Accepted {
@@ -163,6 +164,14 @@ impl Session {
         } else {
             Purpose::Login
         };
+        let device_name = payload
+            .device_pairing_data
+            .as_option()
+            .and_then(|reg| reg.device_props.as_deref())
+            .and_then(|bytes| {
+                <waproto::whatsapp::DeviceProps as buffa::Message>::decode_from_slice(bytes).ok()
+            })
+            .and_then(|props| props.os);
         {
             let mut state = self.shared.state();
             if let Some(a) = state
@@ -171,6 +180,7 @@ impl Session {
                 .find(|a| a.connection == self.conn)
             {
                 a.purpose = Some(purpose);
+                a.device_name = device_name;
             }
         }
         self.shared.emit(ServerEvent::Handshake {

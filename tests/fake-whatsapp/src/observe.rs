@@ -77,6 +77,9 @@ pub struct Attempt {
     pub device: Option<DeviceKey>,
     /// `registration` (unpaired, wants a QR) or `login`.
     pub purpose: Option<Purpose>,
+    /// What a registering client calls itself (`DeviceProps.os`): the name
+    /// the phone lists under "Linked devices".
+    pub device_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
