@@ -20,7 +20,7 @@ use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit};
 use crate::config::MqttConfig;
 use crate::health::mask_phone;
 use crate::mqtt::options::{self, BrokerAddress};
-use crate::mqtt::topics::validate_prefix;
+use crate::mqtt::topics::{OUTLET_ID, validate_prefix};
 
 /// However busy the broker, the command ends after this.
 const OVERALL: Duration = Duration::from_secs(15);
@@ -91,8 +91,6 @@ impl PrefixPattern {
         (!id.is_empty() && !leaf.contains('/')).then_some((id, leaf))
     }
 }
-
-const OUTLET_ID: &str = "{outlet_id}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {

@@ -46,6 +46,9 @@ pub fn validate_prefix(prefix: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Where `mqtt.topic_prefix` puts the outlet id.
+pub const OUTLET_ID: &str = "{outlet_id}";
+
 /// Every topic of one outlet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -55,7 +58,7 @@ pub struct Topics {
 impl Topics {
     /// `template` with `{outlet_id}` replaced, validated.
     pub fn new(template: &str, outlet_id: &str) -> Result<Self, TopicError> {
-        let prefix = template.replace("{outlet_id}", outlet_id);
+        let prefix = template.replace(OUTLET_ID, outlet_id);
         validate_prefix(&prefix)?;
         Ok(Self { prefix })
     }

@@ -764,17 +764,8 @@ impl Supervisor {
                 None,
             );
         }
-        let now = Instant::now();
-        let allowed = self.rounds.next_allowed(now);
-        if allowed > now {
-            let at = to_utc(allowed);
-            return (
-                Err(CommandError::Refused(format!(
-                    "pairing rounds used up for this hour; next at {}",
-                    rfc3339(at)
-                ))),
-                None,
-            );
+        if let Err(e) = hourly_limit(&mut self.rounds, "pairing rounds") {
+            return (Err(e), None);
         }
         (Ok(json!({})), Some(Next::Connect))
     }
@@ -849,18 +840,9 @@ impl Supervisor {
                     state,
                     SessionState::Pairing | SessionState::LoggedOut | SessionState::PairingCode
                 ) {
-                    let now = Instant::now();
-                    let allowed = self.rounds.next_allowed(now);
-                    if allowed > now {
-                        (
-                            Err(CommandError::Refused(format!(
-                                "pairing rounds used up for this hour; next at {}",
-                                rfc3339(to_utc(allowed))
-                            ))),
-                            None,
-                        )
-                    } else {
-                        (Ok(json!({})), Some(Verdict::Restart))
+                    match hourly_limit(&mut self.rounds, "pairing rounds") {
+                        Ok(()) => (Ok(json!({})), Some(Verdict::Restart)),
+                        Err(e) => (Err(e), None),
                     }
                 } else {
                     (
@@ -961,15 +943,8 @@ impl Supervisor {
                 "this outlet is already linked to WhatsApp; log out first".into(),
             ));
         }
-        let now = Instant::now();
-        let next = self.pair_codes.next_allowed(now);
-        if next > now {
-            return Err(CommandError::Refused(format!(
-                "link codes used up for this hour; next at {}",
-                rfc3339(to_utc(next))
-            )));
-        }
-        self.pair_codes.start(now);
+        hourly_limit(&mut self.pair_codes, "link codes")?;
+        self.pair_codes.start(Instant::now());
         Ok(phone)
     }
 
@@ -1208,6 +1183,19 @@ fn mqtt_text(status: &MqttStatus) -> String {
 
 fn ttl(config: &Config) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(config.health.ttl_secs).unwrap_or(60))
+}
+
+/// Refused while `rounds` has used up this hour's allowance of `what`.
+fn hourly_limit(rounds: &mut Rounds, what: &str) -> Result<(), CommandError> {
+    let now = Instant::now();
+    let allowed = rounds.next_allowed(now);
+    if allowed > now {
+        return Err(CommandError::Refused(format!(
+            "{what} used up for this hour; next at {}",
+            rfc3339(to_utc(allowed))
+        )));
+    }
+    Ok(())
 }
 
 /// A time in an answer, to the second: sub-second digits would read as a
