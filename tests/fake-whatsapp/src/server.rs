@@ -103,6 +103,16 @@ impl FakeServer {
         }
     }
 
+    /// Starts each device's `max` concurrency afresh from its current count,
+    /// for a test that measures one phase only (say, reconnects after a
+    /// fault, not the pairing before them).
+    pub fn reset_concurrency_peaks(&self) {
+        let mut state = self.shared.state();
+        for stats in state.concurrency.values_mut() {
+            stats.max = stats.current;
+        }
+    }
+
     /// Closes every live connection now (no stream error: a network drop).
     pub fn drop_connections(&self) -> usize {
         self.broadcast(|| ConnCommand::Close)

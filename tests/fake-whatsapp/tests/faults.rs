@@ -1,5 +1,7 @@
 //! Every fault the server can inject gives the client event the protocol
-//! implies. One test each; every test starts from a freshly paired client.
+//! implies. One test each; every test starts from a freshly linked device,
+//! logged in by a client of its own (`linked_client`): the faults are about
+//! a logged-in device, not the pairing before it.
 
 mod common;
 
@@ -13,7 +15,7 @@ use whatsapp_rust::types::events::Event;
 /// matches.
 async fn fault_gives(fault: impl FnOnce(&FakeServer), what: &str, expected: fn(&Event) -> bool) {
     let server = server().await;
-    let mut paired = paired_client(&server).await;
+    let mut paired = linked_client(&server).await;
     fault(&server);
     paired
         .client
@@ -39,7 +41,7 @@ async fn unlinking_on_the_phone_logs_the_device_out_and_it_cannot_log_in_again()
         mut client,
         store,
         jid,
-    } = paired_client(&server).await;
+    } = linked_client(&server).await;
     server.phone().unlink(&jid).expect("device is linked");
     let on_connect = client
         .wait_for("LoggedOut", |e| match e {
@@ -80,7 +82,7 @@ async fn stream_error_401_device_removed_gives_logged_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_402_gives_a_temporary_ban_with_its_expiry() {
     let server = server().await;
-    let mut paired = paired_client(&server).await;
+    let mut paired = linked_client(&server).await;
     let until_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -122,7 +124,7 @@ async fn connect_failure_405_gives_client_outdated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_and_503_connections_are_reconnected_by_the_client() {
     let server = server().await;
-    let mut paired = paired_client(&server).await;
+    let mut paired = linked_client(&server).await;
 
     assert_eq!(server.drop_connections(), 1);
     paired
@@ -142,7 +144,7 @@ async fn dropped_and_503_connections_are_reconnected_by_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_blackholed_and_closing_connections_are_retried_until_the_server_recovers() {
     let server = server().await;
-    let mut paired = paired_client(&server).await;
+    let mut paired = linked_client(&server).await;
     let mut events = server.subscribe();
 
     // Refuse: the client keeps trying.
@@ -204,10 +206,7 @@ async fn two_clients_on_the_same_credentials_read_two_on_the_concurrency_counter
         mut client,
         store,
         jid,
-    } = paired_client(&server).await;
-    // The first client's own count is not asserted here (a plain
-    // whatsapp-rust client may log in twice right after pairing, see
-    // pairing.rs); this test is about the counter reading two.
+    } = linked_client(&server).await;
 
     // A second client on the same keys while the first is connected: the
     // mistake the old system made. The newer login replaces the older one.

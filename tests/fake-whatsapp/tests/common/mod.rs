@@ -154,6 +154,63 @@ pub async fn paired_client(server: &FakeServer) -> Paired {
     }
 }
 
+/// A device linked through the phone, then logged in by a fresh client on
+/// the same store — what the agent does after every pairing — with the
+/// server's concurrency peaks counted from that login on.
+///
+/// Why not the client that paired: a plain whatsapp-rust client can drop its
+/// first login after the post-pairing 515 and hold two connections for a
+/// moment (a race in the library's pair-success task, see pairing.rs). A
+/// test of what the server does with a logged-in device must not inherit
+/// that race. The fresh client also knows the push name from pairing, so it
+/// connects at once instead of after the 10 s key-share grace.
+pub async fn linked_client(server: &FakeServer) -> Paired {
+    let store = memory_store();
+    let mut events = server.subscribe();
+    let mut pairing = start_client(server, store.clone()).await;
+    let qr = pairing.next_qr().await;
+    let paired = server.phone().scan(&qr).await.expect("phone scans the QR");
+    let jid = paired.jid;
+    server_event(
+        &mut events,
+        "the device signed its identity",
+        |e| matches!(e, fake_whatsapp::ServerEvent::Paired { jid: j, .. } if *j == jid),
+    )
+    .await;
+    pairing
+        .wait_for("PairSuccess", |e| {
+            matches!(e, Event::PairSuccess(_)).then_some(())
+        })
+        .await;
+    pairing.stop().await;
+    wait_until(server, "the pairing client's connections closed", |s| {
+        s.live_connections == 0
+    })
+    .await;
+    server.reset_concurrency_peaks();
+    let mut client = start_client(server, store.clone()).await;
+    client.connected().await;
+    Paired { client, store, jid }
+}
+
+/// Waits until the server's counters satisfy `done`, within `DEADLINE`
+/// (checked every 10 ms: counters have no event of their own).
+pub async fn wait_until(
+    server: &FakeServer,
+    what: &str,
+    done: impl Fn(&fake_whatsapp::Stats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(&server.stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits for the server event `pick` accepts, within `DEADLINE`.
 pub async fn server_event(
     events: &mut tokio::sync::broadcast::Receiver<fake_whatsapp::ServerEvent>,
