@@ -3,8 +3,8 @@
 //! Project rule: no key material, no QR string and no full phone number in
 //! MQTT unless configured. `Health` never serialises the QR string; this
 //! module adds it only where `pairing.publish_qr` asks for it, masks phone
-//! numbers to their last four digits, and masks long digit runs in the
-//! free-text fields (error texts and transition reasons come partly from
+//! numbers to their last four digits, and masks phone numbers and JIDs in
+//! the free-text fields (error texts and transition reasons come partly from
 //! whatsapp-rust, which writes JIDs — phone numbers — into its errors, and
 //! a refused request may quote the number it was sent).
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::health::{Health, Transition, mask_phone};
-use crate::logging::mask_digit_runs;
+use crate::logging::mask_phone_numbers;
 
 /// What the configuration allows to be published in full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,7 +100,7 @@ fn mask_text(field: Option<&mut Value>) {
 }
 
 fn masked(text: &str) -> String {
-    String::from_utf8_lossy(&mask_digit_runs(text.as_bytes())).into_owned()
+    String::from_utf8_lossy(&mask_phone_numbers(text.as_bytes())).into_owned()
 }
 
 #[cfg(test)]
