@@ -107,6 +107,28 @@ impl fmt::Debug for PairCodeStatus {
     }
 }
 
+/// Something local that keeps the agent from working (`fault`), in words
+/// for the staff at the counter and for HQ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalFault {
+    pub kind: FaultKind,
+    /// What is wrong: "the disk is full: /var/lib/outlet-agent has 0 B free".
+    pub what: String,
+    /// What to do about it.
+    pub action: String,
+    /// Bytes free on the data directory's filesystem when last checked.
+    pub free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The data directory's filesystem has no space for the session store.
+    DiskFull,
+    /// The session store failed otherwise (e.g. a wipe that did not commit).
+    Store,
+}
+
 /// When and why the last live connection ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastDisconnect {
@@ -134,6 +156,8 @@ pub struct Health {
     pub pair_code: Option<PairCodeStatus>,
     /// End of a temporary ban (`banned`).
     pub banned_until: Option<DateTime<Utc>>,
+    /// What is broken locally (`fault`).
+    pub fault: Option<LocalFault>,
     /// `ok`, `fault: …` or `none`.
     pub display: String,
     /// The MQTT link: `ok`, `connecting`, `error: …` or `off`. Readable on
@@ -162,6 +186,7 @@ impl Health {
             qr: None,
             pair_code: None,
             banned_until: None,
+            fault: None,
             display: "none".into(),
             mqtt: "off".into(),
             version: env!("CARGO_PKG_VERSION").into(),

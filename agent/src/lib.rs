@@ -24,7 +24,8 @@
 //! - [`clock`]: is the system clock trustworthy yet (`waiting_for_clock`).
 //! - [`cert_check`]: detects a test build that skips WhatsApp's certificate
 //!   check, so it can refuse real endpoints.
-//! - [`logging`]: journald-friendly or terminal logs.
+//! - [`logging`]: journald-friendly or terminal logs, phone numbers masked.
+//! - [`disk`]: free space on the data directory's filesystem.
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
@@ -44,6 +45,7 @@ pub mod cmd;
 pub mod command;
 pub mod config;
 pub mod control;
+pub mod disk;
 pub mod health;
 pub mod logging;
 pub mod mqtt;

@@ -62,12 +62,18 @@ pub fn screen_for(health: &Health, outlet_name: &str) -> Screen {
         },
         SessionState::Outdated => State::Outdated,
         SessionState::Paused => State::Paused,
-        SessionState::Fault => State::Fault {
-            what: health
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "local fault".into()),
-            action: "Check the agent's log; it retries by itself".into(),
+        SessionState::Fault => match &health.fault {
+            Some(fault) => State::Fault {
+                what: fault.what.clone(),
+                action: fault.action.clone(),
+            },
+            None => State::Fault {
+                what: health
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "local fault".into()),
+                action: "Check the agent's log; it retries by itself".into(),
+            },
         },
     };
     let network = match health.state {

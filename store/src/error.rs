@@ -32,7 +32,7 @@ pub enum StoreError {
 
     /// SQLite reported an error. Shared behind an `Arc` because one failed
     /// group commit is reported to every caller whose work was in it.
-    #[error("SQLite error")]
+    #[error("SQLite error: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
 
     /// A stored value could not be encoded or decoded (e.g. the serialized
@@ -100,6 +100,21 @@ impl StoreError {
         }
     }
 
+    /// True when the write failed because the filesystem has no space left
+    /// (SQLite's `SQLITE_FULL`, or `ENOSPC` from a file operation). The
+    /// agent reports that as a local fault ("disk full"), not as a
+    /// connection problem, and waits for space instead of reconnecting.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            StoreError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(libc_enospc())
+            }
+            _ => false,
+        }
+    }
+
     /// True when SQLite says the file content is damaged (as opposed to an
     /// environment failure). Used by the open path to decide between "move the
     /// file aside" and "report the error and leave the file alone".
@@ -109,6 +124,11 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+/// `ENOSPC` on Linux (all architectures the agent ships for).
+const fn libc_enospc() -> i32 {
+    28
 }
 
 /// How the library sees our failures. The variants chosen matter: wacore's

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::Connection;
 
@@ -27,6 +27,9 @@ pub struct SqliteStore {
     /// The session whose handle may write; 0 for none. Shared by all
     /// handles of one store.
     writing_session: Arc<AtomicU64>,
+    /// Whether the last write failed for lack of disk space (cleared by the
+    /// next write that commits). Shared by all handles of one store.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// No session may write.
@@ -49,6 +52,7 @@ impl SqliteStore {
             db_path,
             session: None,
             writing_session: Arc::new(AtomicU64::new(NO_SESSION)),
+            disk_full: Arc::new(AtomicBool::new(false)),
         };
         Ok((store, outcome))
     }
@@ -71,6 +75,7 @@ impl SqliteStore {
             db_path: self.db_path.clone(),
             session: Some(session),
             writing_session: self.writing_session.clone(),
+            disk_full: self.disk_full.clone(),
         }
     }
 
@@ -78,6 +83,28 @@ impl SqliteStore {
     /// [`Self::for_session`]).
     pub fn end_sessions(&self) {
         self.writing_session.store(NO_SESSION, Ordering::SeqCst);
+    }
+
+    /// True while writes fail because the filesystem is full: the last
+    /// write through any handle of this store failed with
+    /// [`StoreError::is_disk_full`], and none has committed since. Keys the
+    /// library could not save are at risk, so the agent stops its session
+    /// and reports the fault rather than carrying on.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::SeqCst)
+    }
+
+    /// Commits a small, real change (a table created and dropped again,
+    /// fsynced) to learn whether the database accepts writes: how the agent
+    /// finds out that space came back after [`Self::disk_full`].
+    pub async fn probe_write(&self) -> Result<()> {
+        self.write_synced(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS write_probe (x INTEGER); DROP TABLE write_probe;",
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Path of the database file.
@@ -142,14 +169,25 @@ impl SqliteStore {
         let fence = self
             .session
             .map(|session| (session, self.writing_session.clone()));
-        self.writer
+        let result = self
+            .writer
             .call(durability, true, move |conn| match fence {
                 Some((session, writing)) if writing.load(Ordering::SeqCst) != session => {
                     Err(StoreError::SessionEnded)
                 }
                 _ => f(conn),
             })
-            .await
+            .await;
+        match &result {
+            Ok(_) => self.disk_full.store(false, Ordering::SeqCst),
+            Err(e) if e.is_disk_full() => {
+                if !self.disk_full.swap(true, Ordering::SeqCst) {
+                    tracing::error!(path = %self.db_path.display(), "the disk is full: writes to the session store fail");
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 }
 

@@ -700,12 +700,14 @@ impl Link {
             mqtt_queue: self.out.depth(),
             ..self.counters
         };
-        telemetry::collect(
+        let mut telemetry = telemetry::collect(
             &self.sources,
             &self.config.storage.data_dir,
             self.started.elapsed(),
             counters,
-        )
+        );
+        telemetry.fault = self.health.borrow().fault.as_ref().map(|f| f.kind);
+        telemetry
     }
 
     fn publish_status(&self) {

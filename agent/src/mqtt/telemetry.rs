@@ -58,6 +58,8 @@ pub struct Telemetry {
     /// The bits above by name.
     pub throttled_flags: Option<Vec<&'static str>>,
     pub disk_free_bytes: Option<u64>,
+    /// The local fault that stops the agent (`disk_full`), as in `state`.
+    pub fault: Option<crate::health::FaultKind>,
     /// `session.db` plus its `-wal`.
     pub db_bytes: Option<u64>,
     pub reconnects: u64,
@@ -89,7 +91,8 @@ pub fn collect(sources: &Sources, data_dir: &Path, uptime: Duration, c: Counters
         cpu_temp_c: read_trimmed(&sources.thermal).and_then(|t| parse_millidegrees(&t)),
         throttled,
         throttled_flags: throttled.map(throttle_flags),
-        disk_free_bytes: disk_free(data_dir),
+        disk_free_bytes: crate::disk::free_bytes(data_dir),
+        fault: None,
         db_bytes: db_bytes(data_dir),
         reconnects: c.reconnects,
         mqtt_reconnects: c.mqtt_reconnects,
@@ -138,21 +141,6 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).unwrap_or(4096)
-}
-
-fn disk_free(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `stat` is plain data the call fills; `path` is NUL-terminated.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return None;
-    }
-    // Field widths differ between targets (32-bit ARM): widen explicitly.
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    let free = u64::from(stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
-    Some(free)
 }
 
 fn db_bytes(dir: &Path) -> Option<u64> {

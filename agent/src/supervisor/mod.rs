@@ -26,8 +26,8 @@ use crate::clock;
 use crate::command::{Command, CommandError, CommandRequest, CommandResult, Commands};
 use crate::config::Config;
 use crate::health::{
-    Health, LastDisconnect, PairCodeStatus, QrStatus, SessionState, Transition, mask_phone,
-    phone_from_jid_user,
+    FaultKind, Health, LastDisconnect, LocalFault, PairCodeStatus, QrStatus, SessionState,
+    Transition, mask_phone, phone_from_jid_user,
 };
 use crate::mqtt::MqttStatus;
 use crate::notify::Notifier;
@@ -47,6 +47,14 @@ const CODES_PER_ROUND: u32 = 6;
 /// With no QR left, the connection that carries the code is kept this much
 /// longer than the code's validity.
 const PAIR_CODE_LINGER: Duration = Duration::from_secs(70);
+
+/// While the disk is full, room is looked for this soon at first, then
+/// less and less often (doubling, up to [`DISK_PROBE_MAX`]): a full disk is
+/// a local problem, and retrying it costs no WhatsApp connection.
+const DISK_PROBE_FIRST: Duration = Duration::from_secs(2);
+const DISK_PROBE_MAX: Duration = Duration::from_secs(30);
+/// Below this much free space a write is not even tried.
+const DISK_MIN_FREE: u64 = 64 * 1024;
 
 /// The reading side of the supervisor, for everything that shows, reports
 /// or commands.
@@ -72,6 +80,9 @@ enum Verdict {
     /// A command asked for a reconnect (or a new pairing round) now.
     Restart,
     Pause,
+    /// The session store cannot write: the data directory's filesystem is
+    /// full. No WhatsApp connection until there is room again.
+    DiskFull,
     Transient(String),
     Shutdown,
 }
@@ -86,8 +97,12 @@ struct PairCodeRequest {
 /// What the supervisor does next.
 enum Next {
     Connect,
-    Wait { until: Instant },
+    Wait {
+        until: Instant,
+    },
     Paused,
+    /// `fault`: the disk is full; wait for room, checking now and then.
+    WaitForDiskSpace,
     Stop,
 }
 
@@ -234,6 +249,7 @@ impl Supervisor {
                 }
                 Next::Wait { until } => self.wait(until, &mut shutdown).await,
                 Next::Paused => self.paused(&mut shutdown).await,
+                Next::WaitForDiskSpace => self.wait_for_disk_space(&mut shutdown).await,
                 Next::Stop => break,
             };
         }
@@ -294,6 +310,10 @@ impl Supervisor {
 
     /// Runs one session until its connection ends; returns what happened.
     async fn run_session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Verdict {
+        // No connection the store could not keep the keys of.
+        if self.store.disk_full() && self.disk_is_full().await {
+            return Verdict::DiskFull;
+        }
         self.generation += 1;
         let generation = self.generation;
         let attempt = self.backoff.failures() + 1;
@@ -312,6 +332,7 @@ impl Supervisor {
             h.attempt = attempt;
             h.next_retry_at = None;
             h.banned_until = None;
+            h.fault = None;
         });
 
         let version = self
@@ -334,6 +355,10 @@ impl Supervisor {
         self.pair_code_linger_until = None;
         let mut session = match Session::start(params).await {
             Ok(session) => session,
+            Err(e) if self.disk_is_full().await => {
+                tracing::error!(error = %e, "cannot start the WhatsApp client: the disk is full");
+                return Verdict::DiskFull;
+            }
             Err(e) => return Verdict::Transient(e.to_string()),
         };
         tracing::info!(attempt, generation, "session started");
@@ -375,6 +400,14 @@ impl Supervisor {
                 _ = tick.tick() => {
                     self.heartbeat();
                     self.expire_pair_code();
+                    if self.store.disk_full() {
+                        // The library's writes (keys, sessions) fail: carrying
+                        // on would let what the server holds and what the
+                        // store holds drift apart.
+                        verdict = Some(Verdict::DiskFull);
+                        session.stop(STOP_GRACE).await;
+                        break;
+                    }
                     if self.nothing_left_to_pair_with() {
                         verdict = Some(Verdict::PairingExhausted);
                         session.stop(STOP_GRACE).await;
@@ -603,11 +636,23 @@ impl Supervisor {
             Verdict::LoggedOut => {
                 if let Err(e) = self.store.wipe_whatsapp_keys().await {
                     tracing::error!(error = %e, "cannot wipe the WhatsApp keys after logout");
-                    self.set_state(
-                        SessionState::Fault,
-                        &format!("cannot wipe the keys of the unlinked device: {e}"),
-                        |h| h.last_error = Some(e.to_string()),
-                    );
+                    if e.is_disk_full() {
+                        // Retried once there is room: the phone already
+                        // unlinked the device, so the keys must still go.
+                        self.report_disk_full(None);
+                        return Next::WaitForDiskSpace;
+                    }
+                    let what = format!("cannot wipe the keys of the unlinked device: {e}");
+                    let free_bytes = crate::disk::free_bytes(&self.config.storage.data_dir);
+                    self.set_state(SessionState::Fault, &what, |h| {
+                        h.last_error = Some(e.to_string());
+                        h.fault = Some(LocalFault {
+                            kind: FaultKind::Store,
+                            what: what.clone(),
+                            action: "Check the agent's log; it retries by itself".into(),
+                            free_bytes,
+                        });
+                    });
                     return Next::Wait {
                         until: now + Duration::from_secs(30),
                     };
@@ -661,6 +706,10 @@ impl Supervisor {
                 );
                 Next::Wait { until }
             }
+            Verdict::DiskFull => {
+                self.report_disk_full(None);
+                Next::WaitForDiskSpace
+            }
             Verdict::Transient(reason) => {
                 let delay = self.backoff.next_delay();
                 let until = now + delay;
@@ -672,6 +721,93 @@ impl Supervisor {
                     h.last_error = Some(reason.clone());
                 });
                 Next::Wait { until }
+            }
+        }
+    }
+
+    /// True when a probe write fails for lack of space (after the store
+    /// saw a write fail that way, or a client failed to start on a write of
+    /// its own the store did not see).
+    async fn disk_is_full(&self) -> bool {
+        matches!(self.store.probe_write().await, Err(e) if e.is_disk_full())
+    }
+
+    /// `fault` with the disk-full words, and the next check at `next_check`.
+    fn report_disk_full(&mut self, next_check: Option<Instant>) {
+        let dir = self.config.storage.data_dir.clone();
+        let free = crate::disk::free_bytes(&dir);
+        let room = free.map_or_else(|| "unknown".into(), crate::disk::human_bytes);
+        let what = format!("the disk is full: {} has {room} free", dir.display());
+        let action = "Free space on the SD card. The agent carries on by itself; \
+            WhatsApp stays linked"
+            .to_string();
+        let next_retry_at = next_check.map(to_utc);
+        self.set_state(SessionState::Fault, &what, |h| {
+            h.last_error = Some(what.clone());
+            h.next_retry_at = next_retry_at;
+            h.fault = Some(LocalFault {
+                kind: FaultKind::DiskFull,
+                what: what.clone(),
+                action,
+                free_bytes: free,
+            });
+        });
+    }
+
+    /// `fault` until the store can write again; then a new session (the
+    /// keys were kept: no new pairing). Checks cost no WhatsApp connection
+    /// and come less often the longer the disk stays full.
+    async fn wait_for_disk_space(&mut self, shutdown: &mut watch::Receiver<bool>) -> Next {
+        let mut delay = DISK_PROBE_FIRST;
+        let mut next_check = Instant::now() + delay;
+        self.report_disk_full(Some(next_check));
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let check = tokio::time::sleep_until(next_check.into());
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Next::Stop,
+                () = check => {
+                    let free = crate::disk::free_bytes(&self.config.storage.data_dir);
+                    if free.is_none_or(|f| f >= DISK_MIN_FREE) {
+                        match self.store.probe_write().await {
+                            Ok(()) => {
+                                tracing::info!("the session store can write again");
+                                self.backoff.reset();
+                                return Next::Connect;
+                            }
+                            Err(e) if !e.is_disk_full() => {
+                                tracing::warn!(error = %e, "the session store still cannot write");
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    delay = (delay * 2).min(DISK_PROBE_MAX);
+                    next_check = Instant::now() + delay;
+                    self.report_disk_full(Some(next_check));
+                }
+                Some(request) = self.commands.recv() => {
+                    let (reply, next) = match &request.command {
+                        Command::Reconnect => {
+                            // Look for room now rather than at the next check.
+                            next_check = Instant::now();
+                            (Ok(json!({ "note": "the disk is full; checking for space now" })), None)
+                        }
+                        Command::Pause => {
+                            self.set_state(SessionState::Paused, "paused by command", |h| {
+                                h.next_retry_at = None;
+                                h.fault = None;
+                            });
+                            (Ok(json!({})), Some(Next::Paused))
+                        }
+                        other => (self.answer_idle(other), None),
+                    };
+                    let _ = request.reply.send(reply);
+                    if let Some(next) = next {
+                        return next;
+                    }
+                }
+                _ = tick.tick() => self.heartbeat(),
             }
         }
     }

@@ -31,6 +31,8 @@ pub struct Agent {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub env: Vec<(String, String)>,
+    /// A command the agent runs under (`unshare …`), empty for none.
+    pub wrapper: Vec<String>,
     log: PathBuf,
     runs: u32,
 }
@@ -88,10 +90,67 @@ impl Agent {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: Vec::new(),
             runs: 0,
         };
         agent.spawn();
         agent
+    }
+
+    /// Starts an agent whose data directory is a filesystem of its own,
+    /// `size` bytes of tmpfs, mounted in a private mount namespace
+    /// (`unshare`; as root, or an unprivileged user where user namespaces
+    /// are allowed). The test reaches it at [`Self::data_dir`] (through
+    /// `/proc/<pid>/root`) and can fill it up; the control socket stays
+    /// outside it, in the test's directory.
+    pub fn start_on_small_disk(server: &FakeServer, size: u64) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let config = write_config(&dir, &server.url(), "");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let script = format!(
+            "mount -t tmpfs -o size={size},mode=0700 tmpfs '{}' && exec \"$@\"",
+            data.display()
+        );
+        let mut agent = Agent {
+            child: None,
+            log: dir.join("agent.log"),
+            env: vec![(
+                "OUTLET_AGENT__CONTROL__SOCKET".into(),
+                dir.join("control.sock").display().to_string(),
+            )],
+            dir,
+            config,
+            wrapper: [
+                "unshare",
+                "--mount",
+                "--map-root-user",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ]
+            .map(String::from)
+            .to_vec(),
+            runs: 0,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// The data directory as the agent sees it (its own mount namespace,
+    /// for an agent started with [`Self::start_on_small_disk`]).
+    pub fn data_dir(&self) -> PathBuf {
+        let data = self.dir.join("data");
+        match (&self.child, self.wrapper.is_empty()) {
+            (Some(child), false) => Path::new("/proc")
+                .join(child.id().to_string())
+                .join("root")
+                .join(data.strip_prefix("/").unwrap_or(&data)),
+            _ => data,
+        }
     }
 
     /// Starts an agent in `dir`, which already holds its `agent.toml`.
@@ -102,6 +161,7 @@ impl Agent {
             config: dir.join("agent.toml"),
             dir,
             env: Vec::new(),
+            wrapper: Vec::new(),
             runs: 0,
         };
         agent.spawn();
@@ -124,7 +184,14 @@ impl Agent {
             .env
             .iter()
             .any(|(k, _)| k.starts_with("OUTLET_AGENT__MQTT__"));
-        let mut command = Command::new(AGENT);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(AGENT);
+                command
+            }
+            None => Command::new(AGENT),
+        };
         if !mqtt_test {
             command.env("OUTLET_AGENT__MQTT__ENABLED", "false");
         }
@@ -146,7 +213,11 @@ impl Agent {
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("data").join("control.sock")
+        self.env
+            .iter()
+            .find(|(k, _)| k == "OUTLET_AGENT__CONTROL__SOCKET")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| self.dir.join("data").join("control.sock"))
     }
 
     pub fn png(&self) -> PathBuf {
