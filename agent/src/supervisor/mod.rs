@@ -1040,12 +1040,25 @@ impl Supervisor {
         verdict
     }
 
-    /// Ends the session for good: its client closes (saving what it still
-    /// holds — the library does that in `disconnect`), then the store stops
-    /// taking its writes. Called after every session, panicked or not.
+    /// Ends the session for good: its client closes, its device record is
+    /// saved as the client last held it, then the store stops taking its
+    /// writes. Called after every session, panicked or not.
+    ///
+    /// Why the explicit save: the library's own flush in `disconnect` is a
+    /// no-op while its background saver is already writing the same change
+    /// (the saver clears the dirty flag first), so `disconnect` can return
+    /// with that write still on its way — and the fence below then refuses
+    /// it. That is how the push name learnt at pair-success was lost in one
+    /// pairing of three, and every later login waited the library's 10 s
+    /// key-share grace. The snapshot is the client's newest state, so this
+    /// save is never older than anything the client wrote before.
     async fn end_session_writes(&mut self) {
         if let Some(client) = self.live_client.take() {
             session::close(&client, STOP_GRACE).await;
+            let device = client.persistence_manager().get_device_snapshot();
+            if let Err(e) = device.backend.save(&device.core).await {
+                tracing::warn!(error = %e, "cannot save the session's device record");
+            }
         }
         self.store.end_sessions();
     }

@@ -201,9 +201,9 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .env("RUST_LOG", "info,outlet_agent=debug")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info,outlet_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -244,6 +244,19 @@ impl Agent {
     pub async fn status(&self) -> Option<Value> {
         let reply = self.request(json!({"command": "status"})).await?;
         (reply["status"] == "ok").then(|| reply["data"].clone())
+    }
+
+    /// The device record in `session.db` as whatsapp-rust saved it (JSON),
+    /// read while the agent is stopped.
+    pub fn stored_device(&self) -> Option<Value> {
+        let db = self.dir.join("data").join("session.db");
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open session.db");
+        let data: Option<Vec<u8>> = conn
+            .query_row("SELECT data FROM device WHERE id = 1", [], |row| row.get(0))
+            .ok();
+        data.map(|d| serde_json::from_slice(&d).expect("device record is JSON"))
     }
 
     /// Polls the health until `pick` accepts it.
