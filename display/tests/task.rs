@@ -222,16 +222,13 @@ fn show_never_blocks_and_only_the_latest_screen_is_drawn() {
     // Hold the driver inside its next frame, as a hung SPI write would.
     let held = gate.lock().unwrap();
     display.show(Screen::new(State::Outdated));
-    let started = Instant::now();
+    // The driver stays held through all 201 calls: each returning at all
+    // proves show() never waits for the panel (one that did would hang
+    // here). How fast they return is a benchmark's question, not a test's.
     for attempt in 1..=200 {
         display.show(Screen::new(State::Connecting { attempt }));
     }
     display.show(connected());
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_millis(100),
-        "201 show() calls took {took:?}"
-    );
     assert!(matches!(display.status(), DisplayStatus::Ok));
     drop(held);
     // What gets drawn: the frame that was in progress, then only the newest screen.
