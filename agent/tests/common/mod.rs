@@ -293,12 +293,16 @@ impl Agent {
             .await
     }
 
-    /// Reads the QR off the rendered screen, as a phone would.
+    /// Reads the QR off the rendered screen, as a phone would: the code the
+    /// agent currently offers (the screen is drawn on its own thread and
+    /// can lag behind on a loaded machine, still showing an older code), and
+    /// never `not`.
     pub async fn qr_from_screen(&mut self, not: Option<&str>) -> String {
         let start = Instant::now();
         loop {
             if let Ok(qr) = fake_whatsapp::phone::decode_qr_png(&self.png())
                 && Some(qr.as_str()) != not
+                && self.current_qr().await.as_deref() == Some(qr.as_str())
             {
                 return qr;
             }
@@ -307,6 +311,12 @@ impl Agent {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The QR the agent offers now (control socket), if any.
+    pub async fn current_qr(&self) -> Option<String> {
+        let reply = self.request(json!({"command": "qr"})).await?;
+        reply["data"]["qr"].as_str().map(str::to_string)
     }
 
     /// Pairs through the screen and the phone; returns the health once
