@@ -443,7 +443,84 @@ impl Supervisor {
             self.backoff.connection_ended(at.elapsed());
         }
         self.end_session_writes().await;
+        if !linked {
+            self.linked_without_event(&mut verdict).await;
+        }
         verdict.unwrap_or_else(|| Verdict::Transient("connection closed".into()))
+    }
+
+    /// The device is linked to `user`'s account (pair-success). Persist
+    /// first, publish second, and only then anything else: the number must
+    /// never be unknown after a scan.
+    async fn on_linked(
+        &mut self,
+        user: &str,
+        jid: String,
+        lid: String,
+        push_name: &str,
+        verdict: &mut Option<Verdict>,
+    ) {
+        let phone = phone_from_jid_user(user);
+        let push_name = Some(push_name.to_string()).filter(|n| !n.is_empty());
+        let identity = outlet_store::Identity {
+            jid,
+            phone: Some(user.to_string()),
+            push_name: push_name.clone(),
+            lid: Some(lid).filter(|l| !l.is_empty()),
+            paired_at: Some(Utc::now()),
+        };
+        if let Err(e) = self.store.set_last_identity(&identity).await {
+            tracing::error!(error = %e, "cannot persist the linked identity");
+        }
+        let masked = phone.as_deref().map(mask_phone).unwrap_or_default();
+        self.after_logout = false;
+        self.qr_index = 0;
+        self.pair_code_phone = None;
+        *verdict = Some(Verdict::Linked);
+        self.set_state(
+            SessionState::Connecting,
+            &format!("linked to {masked}; logging in"),
+            |h| {
+                h.phone = phone;
+                h.push_name = push_name;
+                h.qr = None;
+                h.pair_code = None;
+                h.attempt = 1;
+            },
+        );
+    }
+
+    /// A session that started unlinked and ended linked paired, even when
+    /// its `PairSuccess` event never reached us: whatsapp-rust dispatches it
+    /// from the pair-success task *after* sending `pair-device-sign`, so the
+    /// server's 515 can end the run loop first (seen in the test loop:
+    /// "Client run loop has shut down", then "Successfully paired"). The
+    /// device record, saved when the session ended, says what the event
+    /// would have said.
+    async fn linked_without_event(&mut self, verdict: &mut Option<Verdict>) {
+        if matches!(verdict, Some(Verdict::Linked | Verdict::LoggedOut)) {
+            return;
+        }
+        let Ok(Some(device)) = DeviceStore::load(&*self.store).await else {
+            return;
+        };
+        let Some(pn) = device.pn.clone() else {
+            return;
+        };
+        tracing::info!(
+            "the session paired without its pair-success event; taking the device record"
+        );
+        let shutdown = *verdict == Some(Verdict::Shutdown);
+        let lid = device
+            .lid
+            .as_ref()
+            .map(|l| l.to_string())
+            .unwrap_or_default();
+        self.on_linked(&pn.user, pn.to_string(), lid, &device.push_name, verdict)
+            .await;
+        if shutdown {
+            *verdict = Some(Verdict::Shutdown);
+        }
     }
 
     async fn on_event(
@@ -490,36 +567,14 @@ impl Supervisor {
                 });
             }
             Event::PairSuccess(success) => {
-                // Persist first, publish second, and only then anything else:
-                // the number must never be unknown after a scan.
-                let phone = phone_from_jid_user(&success.id.user);
-                let push_name = Some(success.business_name.clone()).filter(|n| !n.is_empty());
-                let identity = outlet_store::Identity {
-                    jid: success.id.to_string(),
-                    phone: Some(success.id.user.to_string()),
-                    push_name: push_name.clone(),
-                    lid: Some(success.lid.to_string()).filter(|l| !l.is_empty()),
-                    paired_at: Some(now),
-                };
-                if let Err(e) = self.store.set_last_identity(&identity).await {
-                    tracing::error!(error = %e, "cannot persist the linked identity");
-                }
-                let masked = phone.as_deref().map(mask_phone).unwrap_or_default();
-                self.after_logout = false;
-                self.qr_index = 0;
-                self.pair_code_phone = None;
-                *verdict = Some(Verdict::Linked);
-                self.set_state(
-                    SessionState::Connecting,
-                    &format!("linked to {masked}; logging in"),
-                    |h| {
-                        h.phone = phone;
-                        h.push_name = push_name;
-                        h.qr = None;
-                        h.pair_code = None;
-                        h.attempt = 1;
-                    },
-                );
+                self.on_linked(
+                    &success.id.user,
+                    success.id.to_string(),
+                    success.lid.to_string(),
+                    &success.business_name,
+                    verdict,
+                )
+                .await;
             }
             Event::Connected(_) => {
                 *connected_at = Some(Instant::now());
