@@ -128,3 +128,39 @@ async fn only_listed_numbers_and_few_codes_and_one_asked_right_after_a_logout_li
     agent.link_by_code(&server, &code).await;
     assert_eq!(server.stats().max_concurrent(), 1);
 }
+
+/// A code typed after the round's last QR expired still links, and the
+/// outlet goes on to connect: being linked leaves nothing of the round to
+/// run out. (Once the agent took the expired round for "QR codes ran out"
+/// right after pair-success and sat in `pairing_idle`, linked, for the
+/// cool-down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_typed_after_the_last_qr_expired_links_and_connects() {
+    let server = server_with(fake_whatsapp::ServerConfig {
+        refs_per_pairing: 1,
+        ..fake_whatsapp::ServerConfig::default()
+    })
+    .await;
+    let mut agent = Agent::start(&server, &[]);
+    agent.wait_state("pairing").await;
+    let (code, _) = pair_code_cli(&agent, "081234567890").await;
+    agent
+        .wait_for("the QR round to end under the code", |h| {
+            h["state"] == "pairing_code" && h["qr"].is_null()
+        })
+        .await;
+
+    server
+        .phone()
+        .enter_code(&code)
+        .await
+        .expect("the phone takes the code");
+    let connected = agent
+        .wait_for("connected after the code", |h| {
+            assert_ne!(h["state"], "pairing_idle", "linked, yet idle: {h}");
+            h["state"] == "connected"
+        })
+        .await;
+    assert_eq!(connected["phone"], "+6281234567890");
+    assert_eq!(server.stats().max_concurrent(), 1);
+}

@@ -476,6 +476,11 @@ impl Supervisor {
         self.after_logout = false;
         self.qr_index = 0;
         self.pair_code_phone = None;
+        // Linked: nothing of the pairing round is left to run out. (A code
+        // typed after the last QR expired once read as "QR codes ran out"
+        // here, and the linked outlet sat in pairing_idle for the cool-down.)
+        self.qr_exhausted = false;
+        self.pair_code_linger_until = None;
         *verdict = Some(Verdict::Linked);
         self.set_state(
             SessionState::Connecting,
