@@ -112,6 +112,8 @@ struct Session {
     pending_pairing: Option<PendingPairing>,
     /// A link code the phone accepted: waiting for `companion_finish`.
     pending_link_code: Option<link_code::PrimaryHello>,
+    /// The companion this connection logged in as.
+    device_id: Option<u16>,
 }
 
 /// What the node handler wants the loop to do next.
@@ -131,6 +133,7 @@ impl Session {
             device: None,
             pending_pairing: None,
             pending_link_code: None,
+            device_id: None,
         }
     }
 
@@ -413,6 +416,7 @@ impl Session {
                             let jid = self.shared.device_jid(id);
                             if let Some(live) = state.connections.get_mut(&self.conn) {
                                 live.jid = Some(jid.clone());
+                                live.device_id = Some(id);
                             }
                             // One session per device: a newer login replaces
                             // any older one, as WhatsApp does.
@@ -440,6 +444,7 @@ impl Session {
 
         match verdict {
             Ok((device_id, jid)) => {
+                self.device_id = Some(device_id);
                 let lid: wacore_binary::Jid = self
                     .shared
                     .device_lid(device_id)
@@ -478,9 +483,39 @@ impl Session {
     }
 
     async fn on_node(&mut self, ciphers: &mut Ciphers, node: Node) -> Flow {
-        if node.tag != "iq" {
-            // acks, receipts, presence, unified_session: nothing to answer.
-            return Flow::Continue;
+        match (node.tag.as_ref(), self.device_id) {
+            ("iq", _) => {}
+            ("ack", Some(device)) => {
+                crate::messaging::on_ack(&self.shared, device, &node);
+                return Flow::Continue;
+            }
+            ("message", Some(device)) => {
+                // The server takes the message: ack first, route after.
+                let ack = server_ack(&node, "message");
+                if let Err(reason) = self.send_node(ciphers, &ack).await {
+                    return Flow::Close(reason);
+                }
+                tokio::spawn(crate::messaging::on_client_message(
+                    self.shared.clone(),
+                    device,
+                    node,
+                ));
+                return Flow::Continue;
+            }
+            ("receipt", Some(device)) => {
+                let ack = server_ack(&node, "receipt");
+                if let Err(reason) = self.send_node(ciphers, &ack).await {
+                    return Flow::Close(reason);
+                }
+                tokio::spawn(crate::messaging::on_client_receipt(
+                    self.shared.clone(),
+                    device,
+                    node,
+                ));
+                return Flow::Continue;
+            }
+            // presence, chatstate, unified_session: nothing to answer.
+            _ => return Flow::Continue,
         }
         let kind = attr(&node, "type").unwrap_or_default();
         let id = attr(&node, "id").unwrap_or_default();
@@ -519,17 +554,35 @@ impl Session {
                 _ => self.iq_error(ciphers, &node, 400, "bad-request").await,
             };
         }
-        let (answer, followup) = responder::answer(&self.shared, &node);
+        let (answer, followup) = responder::answer(&self.shared, self.device_id, &node);
         if let Err(reason) = self.send_node(ciphers, &answer).await {
             return Flow::Close(reason);
+        }
+        if let (Some(bundle), Some(device)) = (followup.uploaded, self.device_id) {
+            crate::messaging::on_upload(&self.shared, device, bundle);
         }
         if followup.offline_delivery {
             self.shared.emit(ServerEvent::Active {
                 connection: self.conn,
             });
-            if let Err(reason) = self.send_node(ciphers, &responder::offline_done()).await {
+            // Whatever waited for this device goes first, then the count.
+            let queued = crate::messaging::go_active(&self.shared, self.conn);
+            let count = queued.len();
+            for stanza in queued {
+                if let Err(reason) = self.send_node(ciphers, &stanza).await {
+                    return Flow::Close(reason);
+                }
+            }
+            if let Err(reason) = self
+                .send_node(ciphers, &responder::offline_done(count))
+                .await
+            {
                 return Flow::Close(reason);
             }
+            self.shared.emit(ServerEvent::OfflineDelivered {
+                connection: self.conn,
+                count,
+            });
         }
         Flow::Continue
     }
@@ -680,9 +733,13 @@ impl Session {
         {
             let mut state = self.shared.state();
             if let Some(device) = self.device {
-                state
-                    .devices
-                    .insert(pending.device_id, DeviceRecord { noise_key: device });
+                state.devices.insert(
+                    pending.device_id,
+                    DeviceRecord {
+                        noise_key: device,
+                        key_index: u32::from(pending.device_id),
+                    },
+                );
             }
             if let Some(live) = state.connections.get_mut(&self.conn) {
                 live.paired = true;
@@ -771,6 +828,22 @@ pub(crate) fn stream_error_node(kind: StreamErrorKind) -> Node {
                 .build()])
             .build(),
     }
+}
+
+/// The server's `<ack>` of a stanza the client sent: the message or receipt
+/// was taken (`from` is whom it was for).
+fn server_ack(node: &Node, class: &str) -> Node {
+    let mut b = NodeBuilder::new("ack")
+        .attr("class", class.to_string())
+        .attr("id", attr(node, "id").unwrap_or_default())
+        .attr("from", attr(node, "to").unwrap_or_default())
+        .attr("t", unix_now().to_string());
+    if class == "receipt"
+        && let Some(kind) = attr(node, "type")
+    {
+        b = b.attr("type", kind);
+    }
+    b.build()
 }
 
 fn xmlns_is(node: &Node, xmlns: &str) -> bool {

@@ -320,7 +320,7 @@ fn signed_identity(shared: &Shared, keys: &PairingKeys, device_id: u16) -> Resul
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let details = wa::ADVDeviceIdentity {
-        raw_id: Some(rand::random::<u32>()),
+        raw_id: Some(shared.raw_id),
         timestamp: Some(now),
         key_index: Some(u32::from(device_id)),
         ..Default::default()
