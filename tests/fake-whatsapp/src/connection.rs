@@ -114,6 +114,9 @@ struct Session {
     pending_link_code: Option<link_code::PrimaryHello>,
     /// The companion this connection logged in as.
     device_id: Option<u16>,
+    /// Messages and receipts the client sent, handed to one routing task so
+    /// the parties see them in the order the client sent them.
+    router: Option<mpsc::UnboundedSender<Node>>,
 }
 
 /// What the node handler wants the loop to do next.
@@ -134,6 +137,7 @@ impl Session {
             pending_pairing: None,
             pending_link_code: None,
             device_id: None,
+            router: None,
         }
     }
 
@@ -495,23 +499,16 @@ impl Session {
                 if let Err(reason) = self.send_node(ciphers, &ack).await {
                     return Flow::Close(reason);
                 }
-                tokio::spawn(crate::messaging::on_client_message(
-                    self.shared.clone(),
-                    device,
-                    node,
-                ));
+                self.route(device, node);
                 return Flow::Continue;
             }
             ("receipt", Some(device)) => {
+                crate::messaging::on_receipt_ack(&self.shared, device, &node);
                 let ack = server_ack(&node, "receipt");
                 if let Err(reason) = self.send_node(ciphers, &ack).await {
                     return Flow::Close(reason);
                 }
-                tokio::spawn(crate::messaging::on_client_receipt(
-                    self.shared.clone(),
-                    device,
-                    node,
-                ));
+                self.route(device, node);
                 return Flow::Continue;
             }
             // presence, chatstate, unified_session: nothing to answer.
@@ -585,6 +582,26 @@ impl Session {
             });
         }
         Flow::Continue
+    }
+
+    /// Hands a client message or receipt to this connection's routing task
+    /// (started on first use), which handles them one by one, in order.
+    fn route(&mut self, device: u16, node: Node) {
+        let router = self.router.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Node>();
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                while let Some(node) = rx.recv().await {
+                    if node.tag == "message" {
+                        crate::messaging::on_client_message(shared.clone(), device, node).await;
+                    } else {
+                        crate::messaging::on_client_receipt(shared.clone(), device, node).await;
+                    }
+                }
+            });
+            tx
+        });
+        let _ = router.send(node);
     }
 
     /// The companion logs itself out: it is no longer a linked device.
@@ -794,6 +811,10 @@ impl Session {
                 Ok(()) => Flow::Continue,
                 Err(reason) => Flow::Close(reason),
             },
+            ConnCommand::DeliverAndClose(node) => {
+                let _ = self.send_node(ciphers, &node).await;
+                Flow::Close("dropped after a message, before its ack (fault)".into())
+            }
             ConnCommand::StreamError(kind) => self.stream_error(ciphers, kind).await,
             ConnCommand::Close => Flow::Close("dropped by the server (fault)".into()),
         }

@@ -221,6 +221,12 @@ impl Contacts {
         self.shared.state().messaging.faults.drop_after_next = n;
     }
 
+    /// The next `n` pairwise ciphertexts a party sends are garbled, so the
+    /// client fails to decrypt them and sends a retry receipt.
+    pub fn corrupt_next(&self, n: u32) {
+        self.shared.state().messaging.faults.corrupt_next = n;
+    }
+
     /// Contacts stop (or resume) returning receipts.
     pub fn withhold_receipts(&self, on: bool) {
         self.shared.state().messaging.faults.withhold_receipts = on;

@@ -120,6 +120,9 @@ pub(crate) struct MessageFaults {
     pub withhold_receipts: bool,
     /// Contacts wait this long before each receipt.
     pub receipt_delay: Option<Duration>,
+    /// Garble the next N pairwise ciphertexts a party sends (the client
+    /// cannot decrypt them and asks for a retry).
+    pub corrupt_next: u32,
 }
 
 pub(crate) struct MessagingState {
@@ -375,12 +378,13 @@ pub(crate) fn enqueue(shared: &Shared, device: u16, queued: Queued) {
         .push(queued);
     drop(state);
     if let Some(tx) = live {
-        let _ = tx.send(ConnCommand::Deliver(node.clone()));
-        if duplicate {
-            let _ = tx.send(ConnCommand::Deliver(node));
-        }
         if drop_after {
-            let _ = tx.send(ConnCommand::Close);
+            let _ = tx.send(ConnCommand::DeliverAndClose(node));
+        } else {
+            let _ = tx.send(ConnCommand::Deliver(node.clone()));
+            if duplicate {
+                let _ = tx.send(ConnCommand::Deliver(node));
+            }
         }
     }
 }
@@ -430,6 +434,41 @@ pub(crate) fn on_ack(shared: &Shared, device: u16, ack: &Node) {
         shared.emit(ServerEvent::Acked {
             jid: shared.device_jid(device),
             class,
+            id,
+        });
+    }
+}
+
+/// A receipt from the client for messages it got (delivery, `read`,
+/// `peer_msg`, an aggregate `<list>` after offline delivery, even `retry`)
+/// takes them out of its queue, as on WhatsApp: the receipt is how a
+/// client acknowledges a message; `<ack class="message">` is only for the
+/// ones it will not answer.
+pub(crate) fn on_receipt_ack(shared: &Shared, device: u16, receipt: &Node) {
+    let mut ids = vec![attr(receipt, "id").unwrap_or_default()];
+    if let Some(list) = receipt.get_optional_child("list") {
+        ids.extend(
+            list.get_children_by_tag("item")
+                .filter_map(|i| attr(i, "id")),
+        );
+    }
+    let removed: Vec<String> = {
+        let mut state = shared.state();
+        let Some(queue) = state.messaging.queues.get_mut(&device) else {
+            return;
+        };
+        let before: Vec<String> = queue
+            .iter()
+            .filter(|q| q.class == "message" && ids.contains(&q.id))
+            .map(|q| q.id.clone())
+            .collect();
+        queue.retain(|q| !(q.class == "message" && ids.contains(&q.id)));
+        before
+    };
+    for id in removed {
+        shared.emit(ServerEvent::Acked {
+            jid: shared.device_jid(device),
+            class: "message".into(),
             id,
         });
     }
@@ -562,10 +601,22 @@ async fn send_pairwise(
                 .await
                 .map_err(MessageError::Signal)?;
         }
-        party
+        let (kind, mut ciphertext) = party
             .encrypt(&peer, &plaintext)
             .await
-            .map_err(MessageError::Signal)?
+            .map_err(MessageError::Signal)?;
+        let corrupt = {
+            let mut state = shared.state();
+            let faults = &mut state.messaging.faults;
+            let corrupt = faults.corrupt_next > 0;
+            faults.corrupt_next = faults.corrupt_next.saturating_sub(1);
+            corrupt
+        };
+        if corrupt && let Some(last) = ciphertext.last_mut() {
+            // The MAC: the ciphertext still parses, and fails to verify.
+            *last ^= 0x5a;
+        }
+        (kind, ciphertext)
     };
     let media = wacore::send::media_type_from_message(message);
     let mut encs = vec![enc_node(kind, ciphertext, media)];
@@ -807,6 +858,13 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
     let sender_jid = device_jid(&phone, sender);
     let id = attr(&node, "id").unwrap_or_default();
     let to = attr(&node, "to").unwrap_or_default();
+    let (withhold, delay) = {
+        let state = shared.state();
+        (
+            state.messaging.faults.withhold_receipts,
+            state.messaging.faults.receipt_delay,
+        )
+    };
     let chat: Jid = match to.parse() {
         Ok(j) => j,
         Err(_) => return,
@@ -940,16 +998,21 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
             }
         }
     }
-    // Each contact that read the message says so: delivery, then read.
+    // Each contact that read the message says so: delivery, then read —
+    // unless receipts were withheld when it arrived.
+    if withhold {
+        return;
+    }
     for number in decrypted_by.into_iter().filter(|n| *n != phone) {
-        contact_receipts(
-            &shared,
-            &number,
-            &id,
-            sender,
-            if chat.is_group() { Some(&to) } else { None },
-        )
-        .await;
+        let group = chat.is_group().then(|| to.clone());
+        let (shared, id) = (shared.clone(), id.clone());
+        // Its own task: a delayed receipt must not hold up later messages.
+        tokio::spawn(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            contact_receipts(&shared, &number, &id, sender, group.as_deref());
+        });
     }
 }
 
@@ -976,28 +1039,15 @@ fn record_inbox(shared: &Shared, target: &Jid, mut entry: InboxEntry, message: &
     });
 }
 
-/// A contact's phone confirms it got and read `id` (unless receipts are
-/// withheld), through the sender companion's queue.
-async fn contact_receipts(
+/// A contact's phone confirms it got and read `id`, through the sender
+/// companion's queue.
+fn contact_receipts(
     shared: &Arc<Shared>,
     number: &str,
     id: &str,
     device: u16,
     group: Option<&str>,
 ) {
-    let (withhold, delay) = {
-        let state = shared.state();
-        (
-            state.messaging.faults.withhold_receipts,
-            state.messaging.faults.receipt_delay,
-        )
-    };
-    if withhold {
-        return;
-    }
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
     for kind in ["", "read"] {
         let mut b = NodeBuilder::new("receipt")
             .attr("id", id.to_string())

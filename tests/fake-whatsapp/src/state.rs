@@ -75,6 +75,9 @@ pub(crate) enum ConnCommand {
     PrimaryHello(Box<PrimaryHelloCommand>),
     /// Deliver a notification as it is.
     Deliver(Node),
+    /// Deliver a stanza and close at once, before the client can answer it
+    /// (the "dropped before the ack" fault).
+    DeliverAndClose(Node),
     StreamError(StreamErrorKind),
     Close,
 }
