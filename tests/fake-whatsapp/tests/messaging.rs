@@ -602,3 +602,59 @@ async fn a_number_not_on_whatsapp_cannot_send_and_is_reported_out() {
     assert_eq!(on, vec![SARI.to_string()], "{lookup:?}");
     paired.client.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_commands_drive_the_contacts() {
+    use fake_whatsapp::control::handle_line;
+    let server = server().await;
+    let mut paired = paired_client(&server).await;
+    let mut events = server.subscribe();
+
+    let reply = handle_line(&server, "contact-send +62-811-1111-1111 halo dari skrip").await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let id = reply["id"].as_str().expect("id").to_string();
+    let got = messages(&mut paired.client, 1, |m| m.id == id).await;
+    assert_eq!(got[0].text().as_deref(), Some("halo dari skrip"));
+
+    let reply = handle_line(&server, "contact-send-media 6281111111111 image foto menu").await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let id = reply["id"].as_str().expect("id").to_string();
+    let got = messages(&mut paired.client, 1, |m| m.id == id).await;
+    let image = got[0].message.image_message.as_option().expect("image");
+    assert_eq!(image.caption.as_deref(), Some("foto menu"));
+
+    let r = paired
+        .client
+        .client
+        .send_message(jid(BUDI), wa::Message::text("terima kasih"))
+        .await
+        .expect("client sends");
+    inbox_until(&server, &mut events, BUDI, 1, |e| e.id == r.message_id).await;
+    let reply = handle_line(&server, "contact-inbox 6281111111111").await;
+    let inbox = reply["inbox"].as_array().expect("inbox");
+    let entry = inbox
+        .iter()
+        .find(|e| e["id"] == r.message_id.as_str())
+        .expect("in the inbox");
+    assert_eq!(entry["text"], "terima kasih");
+    assert_eq!(entry["kind"], "text");
+
+    let has_receipts = |reply: &serde_json::Value| {
+        reply["receipts"]
+            .as_array()
+            // `delivery`, or `inactive` while the client is not marked
+            // available: either way the client confirmed what it got.
+            .is_some_and(|r| !r.is_empty())
+    };
+    let mut reply = handle_line(&server, "contact-receipts 6281111111111").await;
+    while !has_receipts(&reply) {
+        server_pick(&mut events, "a receipt from the device", |e| {
+            matches!(e, ServerEvent::ReceiptFromDevice { .. }).then_some(())
+        })
+        .await;
+        reply = handle_line(&server, "contact-receipts 6281111111111").await;
+    }
+    let reply = handle_line(&server, &format!("offline-queue {}", paired.jid)).await;
+    assert!(reply["queue"].is_array(), "{reply}");
+    paired.client.stop().await;
+}
