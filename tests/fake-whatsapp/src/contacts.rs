@@ -184,6 +184,27 @@ impl Contacts {
         messaging::change_identity(&self.shared, number).await
     }
 
+    /// `number`'s devices lose their sessions (a restored backup without
+    /// them, same identity): the next message from the account fails to
+    /// decrypt and the contact asks for a retry.
+    pub async fn forget_sessions(&self, number: &str) -> Result<(), MessageError> {
+        let devices = self
+            .shared
+            .state()
+            .messaging
+            .contacts
+            .get(number)
+            .map(|c| c.devices.clone())
+            .ok_or_else(|| MessageError::UnknownContact(number.to_string()))?;
+        let mut parties = self.shared.parties.lock().await;
+        for d in devices {
+            if let Some(party) = parties.devices.get_mut(&messaging::party_key(number, d)) {
+                party.forget_all_sessions();
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `number` is on WhatsApp (a contact lookup, the device list and
     /// sending all follow it).
     pub fn set_on_whatsapp(&self, number: &str, on: bool) -> Result<(), MessageError> {

@@ -138,6 +138,8 @@ pub(crate) struct MessagingState {
     /// group JID → members (contact numbers) who already gave each companion
     /// their sender key.
     skdm_sent: BTreeSet<(String, String, u16)>,
+    /// (party device JID, message id) → retry receipts it sent for it.
+    retry_counts: HashMap<(String, String), u32>,
     next_id: u64,
 }
 
@@ -177,6 +179,7 @@ pub(crate) fn setup(
         faults: MessageFaults::default(),
         sent: HashMap::new(),
         skdm_sent: BTreeSet::new(),
+        retry_counts: HashMap::new(),
         next_id: 0,
     };
     let phone = &config.account.phone;
@@ -1086,32 +1089,56 @@ fn contact_receipts(
 /// A contact device could not decrypt: it asks the sender to try again,
 /// with its registration id, as a phone does.
 async fn contact_retry(shared: &Arc<Shared>, target: &Jid, _sender: &Jid, id: &str, device: u16) {
-    let registration = {
-        let state = shared.state();
-        state
-            .messaging
+    // The count grows with each retry of the same message; after five the
+    // device gives up, as phones do. Its keys ride along (a one-time key
+    // taken from its published ones), so the sender can build a new session
+    // without a fetch.
+    let (registration, count, keys) = {
+        let mut state = shared.state();
+        let messaging = &mut state.messaging;
+        let count = {
+            let c = messaging
+                .retry_counts
+                .entry((target.to_string(), id.to_string()))
+                .or_insert(0);
+            *c += 1;
+            *c
+        };
+        let bundle = messaging
             .bundles
-            .get(&party_key(&target.user, target.device))
+            .get_mut(&party_key(&target.user, target.device));
+        let registration = bundle
+            .as_ref()
             .map(|b| b.registration_id)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let keys = bundle.map(|b| {
+            let one_time = keys::take_one_time(b);
+            retry_keys_node(b, one_time)
+        });
+        (registration, count, keys)
     };
+    if count > 5 {
+        return;
+    }
     let t = crate::connection::unix_now().to_string();
+    let mut children = vec![
+        NodeBuilder::new("retry")
+            .attr("count", count.to_string())
+            .attr("id", id.to_string())
+            .attr("t", t.clone())
+            .attr("v", "1")
+            .build(),
+        NodeBuilder::new("registration")
+            .bytes(registration.to_be_bytes().to_vec())
+            .build(),
+    ];
+    children.extend(keys);
     let node = NodeBuilder::new("receipt")
         .attr("from", target.to_string())
         .attr("id", id.to_string())
         .attr("type", "retry")
-        .attr("t", t.clone())
-        .children([
-            NodeBuilder::new("retry")
-                .attr("count", "1")
-                .attr("id", id.to_string())
-                .attr("t", t)
-                .attr("v", "1")
-                .build(),
-            NodeBuilder::new("registration")
-                .bytes(registration.to_be_bytes().to_vec())
-                .build(),
-        ])
+        .attr("t", t)
+        .children(children)
         .build();
     enqueue(
         shared,
@@ -1262,6 +1289,44 @@ async fn resend_after_retry(
     if let Err(e) = result {
         tracing::warn!(error = %e, "a contact could not answer a retry receipt");
     }
+}
+
+/// The `<keys>` of a retry receipt: the device's identity, signed
+/// pre-key and (when it has one left) a one-time pre-key.
+fn retry_keys_node(bundle: &KeyBundle, one_time: Option<(u32, [u8; 32])>) -> Node {
+    let (skey_id, skey_pub, skey_sig) = &bundle.signed_pre_key;
+    let mut children = vec![
+        NodeBuilder::new("type").bytes(vec![5u8]).build(),
+        NodeBuilder::new("identity")
+            .bytes(bundle.identity.to_vec())
+            .build(),
+    ];
+    if let Some((id, public)) = one_time {
+        children.push(
+            NodeBuilder::new("key")
+                .children([
+                    NodeBuilder::new("id")
+                        .bytes(id.to_be_bytes()[1..].to_vec())
+                        .build(),
+                    NodeBuilder::new("value").bytes(public.to_vec()).build(),
+                ])
+                .build(),
+        );
+    }
+    children.push(
+        NodeBuilder::new("skey")
+            .children([
+                NodeBuilder::new("id")
+                    .bytes(skey_id.to_be_bytes()[1..].to_vec())
+                    .build(),
+                NodeBuilder::new("value").bytes(skey_pub.to_vec()).build(),
+                NodeBuilder::new("signature")
+                    .bytes(skey_sig.clone())
+                    .build(),
+            ])
+            .build(),
+    );
+    NodeBuilder::new("keys").children(children).build()
 }
 
 fn parse_retry_keys(receipt: &Node, keys_node: &Node) -> Option<KeyBundle> {

@@ -301,6 +301,11 @@ impl SignalDevice {
         self.sessions.0.contains_key(address(peer).as_str())
     }
 
+    /// Forgets every session (identities stay known).
+    pub(crate) fn forget_all_sessions(&mut self) {
+        self.sessions.0.clear();
+    }
+
     /// Forgets the session with `peer` (the next message needs a new one).
     pub(crate) fn drop_session(&mut self, peer: &Jid) {
         self.sessions.0.remove(address(peer).as_str());

@@ -342,8 +342,20 @@ async fn messages_wait_for_an_offline_device_and_come_once() {
 
     let mut events = server.subscribe();
     let mut client = start_client(&server, paired.store.clone()).await;
+    let queued: Vec<String> = queue
+        .iter()
+        .filter(|q| q.from.starts_with(BUDI))
+        .map(|q| q.id.clone())
+        .collect();
+    assert_eq!(queued, sent, "queued in order");
+    // (The client decrypts an offline batch concurrently: its events may
+    // come in another order.)
     let got = messages(&mut client, 3, |m| m.from.starts_with(BUDI)).await;
-    assert_eq!(got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), sent);
+    let mut ids: Vec<String> = got.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(ids, expected);
     assert!(got.iter().all(|m| m.offline), "marked offline");
     let count = server_pick(&mut events, "offline count", |e| match e {
         ServerEvent::OfflineDelivered { count, .. } => Some(*count),
@@ -656,5 +668,43 @@ async fn control_commands_drive_the_contacts() {
     }
     let reply = handle_line(&server, &format!("offline-queue {}", paired.jid)).await;
     assert!(reply["queue"].is_array(), "{reply}");
+    paired.client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_that_cannot_decrypt_asks_for_a_retry_and_gets_the_message() {
+    let server = server().await;
+    let mut paired = paired_client(&server).await;
+    let contacts = server.contacts();
+    let mut events = server.subscribe();
+    let first = paired
+        .client
+        .client
+        .send_message(jid(BUDI), wa::Message::text("pertama"))
+        .await
+        .expect("client sends");
+    inbox_until(&server, &mut events, BUDI, 1, |e| e.id == first.message_id).await;
+
+    // The contact's phone lost its sessions: the outlet's next `msg` cannot
+    // be read, the phone sends a retry receipt, the client sends it again.
+    contacts.forget_sessions(BUDI).await.expect("contact");
+    let second = paired
+        .client
+        .client
+        .send_message(jid(BUDI), wa::Message::text("kedua"))
+        .await
+        .expect("client sends");
+    server_pick(&mut events, "the contact's retry receipt", |e| match e {
+        ServerEvent::ReceiptToDevice { id, kind, .. }
+            if *id == second.message_id && kind == "retry" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    let entry = inbox_until(&server, &mut events, BUDI, 1, |e| e.id == second.message_id).await;
+    assert_eq!(entry[0].text.as_deref(), Some("kedua"));
+    assert_eq!(entry[0].enc, EncType::Pkmsg, "a new session");
     paired.client.stop().await;
 }
