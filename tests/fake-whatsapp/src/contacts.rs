@@ -54,6 +54,21 @@ impl Contacts {
         messaging::contact_send(&self.shared, number, message).await
     }
 
+    /// A burst: `n` texts (`<prefix> 1` … `<prefix> n`) back to back, as a
+    /// busy customer or a forwarded list produces. Returns the ids in order.
+    pub async fn send_burst(
+        &self,
+        number: &str,
+        n: usize,
+        prefix: &str,
+    ) -> Result<Vec<String>, MessageError> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 1..=n {
+            ids.push(self.send_text(number, &format!("{prefix} {i}")).await?);
+        }
+        Ok(ids)
+    }
+
     /// A reply quoting the account's message `quoted_id` (an
     /// `extendedTextMessage` with `contextInfo.stanzaId`).
     pub async fn send_reply(

@@ -22,6 +22,7 @@
 //! | `stats` | attempts and per-device concurrency |
 //! | `contact-send <number> <text>` | the contact sends a text (`{"id"}`); a number is one word (`+62-811-…` is fine) |
 //! | `contact-send-media <number> <kind> <caption>` | image, video, audio or document (metadata only) |
+//! | `contact-burst <number> <n> [prefix]` | n texts back to back (`{"ids":[…]}`) |
 //! | `contact-reply <number> <quoted-id> <text>`, `contact-react <number> <id> <emoji>` | a quoting reply, a reaction |
 //! | `contact-location <number> <lat> <lon> <name>` | a shared location |
 //! | `contact-group <group-jid> <number> <text>` | the contact posts in a group (sender keys) |
@@ -227,6 +228,20 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             Ok(json!({ "id": id }))
         }
+        "contact-burst" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(who), Some(n)) = (parts.next(), parts.next()) else {
+                return Err("usage: contact-burst <number> <n> [prefix]".into());
+            };
+            let n: usize = number(n, "count")?;
+            let prefix = parts.next().map(str::trim).filter(|p| !p.is_empty());
+            let ids = server
+                .contacts()
+                .send_burst(&digits(who), n, prefix.unwrap_or("burst"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "ids": ids }))
+        }
         "contact-reply" | "contact-react" => {
             let mut parts = arg.splitn(3, ' ');
             let (Some(who), Some(id), Some(text)) = (parts.next(), parts.next(), parts.next())
@@ -393,6 +408,8 @@ mod tests {
             "offline-queue 6281234567890:9@s.whatsapp.net",
             "receipts sometimes",
             "duplicate-next many",
+            "contact-burst 6281111111111",
+            "contact-burst 6281111111111 lots",
         ] {
             let reply = handle_line(&server, line).await;
             assert_eq!(reply["ok"], false, "{line:?} → {reply}");

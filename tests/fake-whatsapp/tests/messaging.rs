@@ -668,6 +668,21 @@ async fn control_commands_drive_the_contacts() {
     }
     let reply = handle_line(&server, &format!("offline-queue {}", paired.jid)).await;
     assert!(reply["queue"].is_array(), "{reply}");
+
+    let reply = handle_line(&server, "contact-burst 6281111111111 20 promo").await;
+    let ids: Vec<String> = reply["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 20);
+    let got = messages(&mut paired.client, 20, |m| ids.contains(&m.id)).await;
+    let mut texts: Vec<String> = got.iter().filter_map(Inbound::text).collect();
+    texts.sort();
+    let mut expected: Vec<String> = (1..=20).map(|i| format!("promo {i}")).collect();
+    expected.sort();
+    assert_eq!(texts, expected);
     paired.client.stop().await;
 }
 
