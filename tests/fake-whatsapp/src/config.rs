@@ -49,6 +49,48 @@ pub struct ServerConfig {
     /// How long the phone accepts a link code after the device asked for it
     /// (WhatsApp: 180 s).
     pub link_code_lifetime: Duration,
+    /// People on WhatsApp who can exchange end-to-end encrypted messages with
+    /// the account (each is also "registered" for contact lookups).
+    pub contacts: Vec<Contact>,
+}
+
+/// A simulated WhatsApp user: a number, the name its phone announces
+/// (`notify`), and how many devices it has.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Contact {
+    /// Digits only, with country code.
+    pub number: String,
+    /// The push name sent with its messages.
+    pub name: String,
+    /// Linked companions besides its phone (device 0). Messages to the
+    /// contact are fanned out by the client to every one of them.
+    #[serde(default)]
+    pub companions: u16,
+}
+
+impl Contact {
+    pub fn new(number: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            number: number.into(),
+            name: name.into(),
+            companions: 0,
+        }
+    }
+
+    /// The same contact with `n` companion devices (ids 1..=n).
+    pub fn with_companions(mut self, n: u16) -> Self {
+        self.companions = n;
+        self
+    }
+}
+
+/// The contacts a default server knows: two customers, one of whom also
+/// uses WhatsApp Web (a companion device).
+pub fn default_contacts() -> Vec<Contact> {
+    vec![
+        Contact::new("6281111111111", "Budi"),
+        Contact::new("6282222222222", "Sari").with_companions(1),
+    ]
 }
 
 impl Default for ServerConfig {
@@ -61,6 +103,7 @@ impl Default for ServerConfig {
             ref_lifetime: Duration::from_secs(20),
             registered_numbers: BTreeSet::from(["6281234567890".to_string()]),
             link_code_lifetime: Duration::from_secs(180),
+            contacts: default_contacts(),
         }
     }
 }

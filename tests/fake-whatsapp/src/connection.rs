@@ -112,6 +112,11 @@ struct Session {
     pending_pairing: Option<PendingPairing>,
     /// A link code the phone accepted: waiting for `companion_finish`.
     pending_link_code: Option<link_code::PrimaryHello>,
+    /// The companion this connection logged in as.
+    device_id: Option<u16>,
+    /// Messages and receipts the client sent, handed to one routing task so
+    /// the parties see them in the order the client sent them.
+    router: Option<mpsc::UnboundedSender<Node>>,
 }
 
 /// What the node handler wants the loop to do next.
@@ -131,6 +136,8 @@ impl Session {
             device: None,
             pending_pairing: None,
             pending_link_code: None,
+            device_id: None,
+            router: None,
         }
     }
 
@@ -413,6 +420,7 @@ impl Session {
                             let jid = self.shared.device_jid(id);
                             if let Some(live) = state.connections.get_mut(&self.conn) {
                                 live.jid = Some(jid.clone());
+                                live.device_id = Some(id);
                             }
                             // One session per device: a newer login replaces
                             // any older one, as WhatsApp does.
@@ -440,6 +448,7 @@ impl Session {
 
         match verdict {
             Ok((device_id, jid)) => {
+                self.device_id = Some(device_id);
                 let lid: wacore_binary::Jid = self
                     .shared
                     .device_lid(device_id)
@@ -478,9 +487,32 @@ impl Session {
     }
 
     async fn on_node(&mut self, ciphers: &mut Ciphers, node: Node) -> Flow {
-        if node.tag != "iq" {
-            // acks, receipts, presence, unified_session: nothing to answer.
-            return Flow::Continue;
+        match (node.tag.as_ref(), self.device_id) {
+            ("iq", _) => {}
+            ("ack", Some(device)) => {
+                crate::messaging::on_ack(&self.shared, device, &node);
+                return Flow::Continue;
+            }
+            ("message", Some(device)) => {
+                // The server takes the message: ack first, route after.
+                let ack = server_ack(&node, "message");
+                if let Err(reason) = self.send_node(ciphers, &ack).await {
+                    return Flow::Close(reason);
+                }
+                self.route(device, node);
+                return Flow::Continue;
+            }
+            ("receipt", Some(device)) => {
+                crate::messaging::on_receipt_ack(&self.shared, device, &node);
+                let ack = server_ack(&node, "receipt");
+                if let Err(reason) = self.send_node(ciphers, &ack).await {
+                    return Flow::Close(reason);
+                }
+                self.route(device, node);
+                return Flow::Continue;
+            }
+            // presence, chatstate, unified_session: nothing to answer.
+            _ => return Flow::Continue,
         }
         let kind = attr(&node, "type").unwrap_or_default();
         let id = attr(&node, "id").unwrap_or_default();
@@ -519,19 +551,57 @@ impl Session {
                 _ => self.iq_error(ciphers, &node, 400, "bad-request").await,
             };
         }
-        let (answer, followup) = responder::answer(&self.shared, &node);
+        let (answer, followup) = responder::answer(&self.shared, self.device_id, &node);
         if let Err(reason) = self.send_node(ciphers, &answer).await {
             return Flow::Close(reason);
+        }
+        if let (Some(bundle), Some(device)) = (followup.uploaded, self.device_id) {
+            crate::messaging::on_upload(&self.shared, device, bundle);
         }
         if followup.offline_delivery {
             self.shared.emit(ServerEvent::Active {
                 connection: self.conn,
             });
-            if let Err(reason) = self.send_node(ciphers, &responder::offline_done()).await {
+            // Whatever waited for this device goes first, then the count.
+            let queued = crate::messaging::go_active(&self.shared, self.conn);
+            let count = queued.len();
+            for stanza in queued {
+                if let Err(reason) = self.send_node(ciphers, &stanza).await {
+                    return Flow::Close(reason);
+                }
+            }
+            if let Err(reason) = self
+                .send_node(ciphers, &responder::offline_done(count))
+                .await
+            {
                 return Flow::Close(reason);
             }
+            self.shared.emit(ServerEvent::OfflineDelivered {
+                connection: self.conn,
+                count,
+            });
         }
         Flow::Continue
+    }
+
+    /// Hands a client message or receipt to this connection's routing task
+    /// (started on first use), which handles them one by one, in order.
+    fn route(&mut self, device: u16, node: Node) {
+        let router = self.router.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Node>();
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                while let Some(node) = rx.recv().await {
+                    if node.tag == "message" {
+                        crate::messaging::on_client_message(shared.clone(), device, node).await;
+                    } else {
+                        crate::messaging::on_client_receipt(shared.clone(), device, node).await;
+                    }
+                }
+            });
+            tx
+        });
+        let _ = router.send(node);
     }
 
     /// The companion logs itself out: it is no longer a linked device.
@@ -680,9 +750,13 @@ impl Session {
         {
             let mut state = self.shared.state();
             if let Some(device) = self.device {
-                state
-                    .devices
-                    .insert(pending.device_id, DeviceRecord { noise_key: device });
+                state.devices.insert(
+                    pending.device_id,
+                    DeviceRecord {
+                        noise_key: device,
+                        key_index: u32::from(pending.device_id),
+                    },
+                );
             }
             if let Some(live) = state.connections.get_mut(&self.conn) {
                 live.paired = true;
@@ -737,6 +811,10 @@ impl Session {
                 Ok(()) => Flow::Continue,
                 Err(reason) => Flow::Close(reason),
             },
+            ConnCommand::DeliverAndClose(node) => {
+                let _ = self.send_node(ciphers, &node).await;
+                Flow::Close("dropped after a message, before its ack (fault)".into())
+            }
             ConnCommand::StreamError(kind) => self.stream_error(ciphers, kind).await,
             ConnCommand::Close => Flow::Close("dropped by the server (fault)".into()),
         }
@@ -771,6 +849,22 @@ pub(crate) fn stream_error_node(kind: StreamErrorKind) -> Node {
                 .build()])
             .build(),
     }
+}
+
+/// The server's `<ack>` of a stanza the client sent: the message or receipt
+/// was taken (`from` is whom it was for).
+fn server_ack(node: &Node, class: &str) -> Node {
+    let mut b = NodeBuilder::new("ack")
+        .attr("class", class.to_string())
+        .attr("id", attr(node, "id").unwrap_or_default())
+        .attr("from", attr(node, "to").unwrap_or_default())
+        .attr("t", unix_now().to_string());
+    if class == "receipt"
+        && let Some(kind) = attr(node, "type")
+    {
+        b = b.attr("type", kind);
+    }
+    b.build()
 }
 
 fn xmlns_is(node: &Node, xmlns: &str) -> bool {

@@ -20,6 +20,19 @@
 //! | `ban <code> <seconds>`, `outdated`, `login-ok` | the verdict on logins |
 //! | `registered <number>[,<number>…]` | numbers a contact lookup finds |
 //! | `stats` | attempts and per-device concurrency |
+//! | `contact-send <number> <text>` | the contact sends a text (`{"id"}`); a number is one word (`+62-811-…` is fine) |
+//! | `contact-send-media <number> <kind> <caption>` | image, video, audio or document (metadata only) |
+//! | `contact-burst <number> <n> [prefix]` | n texts back to back (`{"ids":[…]}`) |
+//! | `contact-reply <number> <quoted-id> <text>`, `contact-react <number> <id> <emoji>` | a quoting reply, a reaction |
+//! | `contact-location <number> <lat> <lon> <name>` | a shared location |
+//! | `contact-group <group-jid> <number> <text>` | the contact posts in a group (sender keys) |
+//! | `contact-inbox <number>` | what the contact decrypted, in order, with ids (`{"inbox":[…]}`) |
+//! | `contact-receipts <number>` | the receipts it got (`{"receipts":[…]}`) |
+//! | `contact-reinstall <number>` | new identity and keys on all its devices |
+//! | `contact-whatsapp <number> on\|off` | whether the number is on WhatsApp |
+//! | `offline-queue <jid>` | stanzas waiting for that companion's ack |
+//! | `duplicate-next <n>`, `drop-after-next <n>`, `corrupt-next <n>` | message faults |
+//! | `receipts withhold\|deliver\|delay <ms>` | what contacts do with receipts |
 //! | `events` | stream every server event as JSON lines until disconnect |
 //!
 //! Replies are `{"ok":true,…}` or `{"ok":false,"error":"…"}`.
@@ -96,6 +109,11 @@ fn on_off(arg: &str) -> Result<bool, String> {
         "off" => Ok(false),
         other => Err(format!("expected on or off, got {other:?}")),
     }
+}
+
+/// A phone number as typed (`+62 812-…`), digits only.
+fn digits(arg: &str) -> String {
+    arg.chars().filter(char::is_ascii_digit).collect()
 }
 
 fn number<T: std::str::FromStr>(arg: &str, what: &str) -> Result<T, String> {
@@ -185,6 +203,158 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
             server.set_registered_numbers(numbers.clone());
             Ok(json!({ "registered": numbers }))
         }
+        "contact-send" => {
+            let (who, text) = arg
+                .split_once(' ')
+                .ok_or("usage: contact-send <number> <text>")?;
+            let id = server
+                .contacts()
+                .send_text(&digits(who), text.trim())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "id": id }))
+        }
+        "contact-send-media" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(who), Some(kind)) = (parts.next(), parts.next()) else {
+                return Err("usage: contact-send-media <number> <kind> <caption>".into());
+            };
+            let kind: crate::contacts::MediaKind = kind.parse()?;
+            let caption = parts.next().unwrap_or("").trim();
+            let id = server
+                .contacts()
+                .send_media(&digits(who), kind, caption)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "id": id }))
+        }
+        "contact-burst" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(who), Some(n)) = (parts.next(), parts.next()) else {
+                return Err("usage: contact-burst <number> <n> [prefix]".into());
+            };
+            let n: usize = number(n, "count")?;
+            let prefix = parts.next().map(str::trim).filter(|p| !p.is_empty());
+            let ids = server
+                .contacts()
+                .send_burst(&digits(who), n, prefix.unwrap_or("burst"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "ids": ids }))
+        }
+        "contact-reply" | "contact-react" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(who), Some(id), Some(text)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("usage: {command} <number> <id> <text>"));
+            };
+            let contacts = server.contacts();
+            let sent = if command == "contact-reply" {
+                contacts.send_reply(&digits(who), id, text.trim()).await
+            } else {
+                contacts.send_reaction(&digits(who), id, text.trim()).await
+            };
+            Ok(json!({ "id": sent.map_err(|e| e.to_string())? }))
+        }
+        "contact-location" => {
+            let mut parts = arg.splitn(4, ' ');
+            let usage = "usage: contact-location <number> <lat> <lon> <name>";
+            let (Some(who), Some(lat), Some(lon)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(usage.into());
+            };
+            let id = server
+                .contacts()
+                .send_location(
+                    &digits(who),
+                    number(lat, "latitude")?,
+                    number(lon, "longitude")?,
+                    parts.next().unwrap_or("").trim(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "id": id }))
+        }
+        "contact-group" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(group), Some(who), Some(text)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err("usage: contact-group <group-jid> <number> <text>".into());
+            };
+            let id = server
+                .contacts()
+                .send_group_text(group, &digits(who), text.trim())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "id": id }))
+        }
+        "contact-inbox" => {
+            let inbox = server
+                .contacts()
+                .inbox(&digits(arg))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "inbox": inbox }))
+        }
+        "contact-receipts" => {
+            let receipts = server
+                .contacts()
+                .receipts(&digits(arg))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "receipts": receipts }))
+        }
+        "contact-reinstall" => {
+            server
+                .contacts()
+                .change_identity(&digits(arg))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({}))
+        }
+        "contact-whatsapp" => {
+            let (who, on) = arg
+                .split_once(' ')
+                .ok_or("usage: contact-whatsapp <number> on|off")?;
+            server
+                .contacts()
+                .set_on_whatsapp(&digits(who), on_off(on.trim())?)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({}))
+        }
+        "offline-queue" => {
+            let queue = server
+                .contacts()
+                .offline_queue(arg)
+                .ok_or_else(|| format!("no linked device {arg}"))?;
+            Ok(json!({ "queue": queue }))
+        }
+        "duplicate-next" => {
+            server.contacts().duplicate_next(number(arg, "count")?);
+            Ok(json!({}))
+        }
+        "drop-after-next" => {
+            server.contacts().drop_after_next(number(arg, "count")?);
+            Ok(json!({}))
+        }
+        "corrupt-next" => {
+            server.contacts().corrupt_next(number(arg, "count")?);
+            Ok(json!({}))
+        }
+        "receipts" => {
+            let contacts = server.contacts();
+            match arg.split_once(' ').unwrap_or((arg, "")) {
+                ("withhold", _) => contacts.withhold_receipts(true),
+                ("deliver", _) => {
+                    contacts.withhold_receipts(false);
+                    contacts.delay_receipts(None);
+                }
+                ("delay", ms) => {
+                    let ms: u64 = number(ms.trim(), "delay")?;
+                    contacts.delay_receipts(Some(Duration::from_millis(ms)));
+                }
+                _ => return Err("usage: receipts withhold|deliver|delay <ms>".into()),
+            }
+            Ok(json!({}))
+        }
         "stats" => serde_json::to_value(server.stats())
             .map_err(|e| e.to_string())
             .map(|stats| json!({ "stats": stats })),
@@ -223,5 +393,35 @@ mod tests {
         );
         let reply = handle_line(&server, "stats").await;
         assert_eq!(reply["stats"]["live_connections"], 0);
+    }
+
+    #[tokio::test]
+    async fn contact_commands_check_their_arguments() {
+        let server = FakeServer::start(ServerConfig::default())
+            .await
+            .expect("server starts");
+        for line in [
+            "contact-send 6281111111111",
+            "contact-send 6299999999999 halo",
+            "contact-send-media 6281111111111 hologram hi",
+            "contact-inbox 6299999999999",
+            "offline-queue 6281234567890:9@s.whatsapp.net",
+            "receipts sometimes",
+            "duplicate-next many",
+            "contact-burst 6281111111111",
+            "contact-burst 6281111111111 lots",
+        ] {
+            let reply = handle_line(&server, line).await;
+            assert_eq!(reply["ok"], false, "{line:?} → {reply}");
+        }
+        // No device is linked yet: nothing to send to.
+        let reply = handle_line(&server, "contact-send +62-811-1111-1111 halo").await;
+        assert_eq!(reply["ok"], false, "{reply}");
+        let reply = handle_line(&server, "contact-inbox 6281111111111").await;
+        assert_eq!(reply["inbox"], json!([]));
+        let reply = handle_line(&server, "contact-receipts 6281111111111").await;
+        assert_eq!(reply["receipts"], json!([]));
+        let reply = handle_line(&server, "receipts delay 50").await;
+        assert_eq!(reply["ok"], true);
     }
 }

@@ -17,6 +17,11 @@
 //!   unlinks devices.
 //! - [`link_code`]: the server's and the phone's half of linking by code
 //!   (`companion_hello`, `primary_hello`, `companion_finish`).
+//! - [`contacts`]: the simulated contacts — send text, replies,
+//!   reactions, locations, media and group messages; read what each
+//!   decrypted and the receipts it got.
+//! - `messaging`, `keys`, [`signal`]: routing with per-device offline
+//!   queues, the key directory, and the parties' real Signal state.
 //! - [`observe`]: attempts, per-device concurrency, the event stream.
 //! - [`control`]: the line-based control interface of the `fake-whatsapp`
 //!   binary.
@@ -28,18 +33,25 @@
 
 pub mod config;
 mod connection;
+pub mod contacts;
 pub mod control;
+mod keys;
 pub mod link_code;
+pub mod messaging;
 mod noise;
 pub mod observe;
 pub mod phone;
 mod responder;
 pub mod server;
+pub mod signal;
 mod state;
 
-pub use config::{Account, ServerConfig};
+pub use config::{Account, Contact, ServerConfig};
+pub use contacts::{Contacts, MediaKind};
+pub use messaging::{InboxEntry, MessageError, QueuedSummary, ReceiptEntry};
 pub use noise::HandshakeKind;
 pub use observe::{Admission, Attempt, ConnectionId, DeviceKey, Purpose, ServerEvent, Stats};
 pub use phone::{LinkCodeError, PairedDevice, Phone, ScanError, UnlinkError};
 pub use server::{FakeServer, ServerError};
+pub use signal::EncType;
 pub use state::{LoginFailure, StreamErrorKind};

@@ -153,6 +153,66 @@ pub enum ServerEvent {
     Unlinked {
         jid: String,
     },
+    /// The queued stanzas went out at login, then `<offline count>`.
+    OfflineDelivered {
+        connection: ConnectionId,
+        count: usize,
+    },
+    /// A companion acked a stanza (`class` message, receipt, notification):
+    /// it left the queue.
+    Acked {
+        jid: String,
+        class: String,
+        id: String,
+    },
+    /// A simulated party's message was queued for a companion.
+    MessageToDevice {
+        /// The sender (or the group, for a group message).
+        from: String,
+        to: String,
+        id: String,
+        enc: crate::signal::EncType,
+    },
+    /// A companion sent a message stanza (the server acked it).
+    MessageFromDevice {
+        from: String,
+        to: String,
+        id: String,
+        /// How many per-device copies it carried.
+        copies: usize,
+    },
+    /// A simulated device decrypted what a companion sent.
+    Decrypted {
+        by: String,
+        entry: crate::messaging::InboxEntry,
+    },
+    /// A simulated device could not decrypt what a companion sent.
+    DecryptFailed {
+        by: String,
+        from: String,
+        id: String,
+        error: String,
+    },
+    /// A contact's receipt was queued for a companion.
+    ReceiptToDevice {
+        from: String,
+        to: String,
+        id: String,
+        kind: String,
+    },
+    /// A companion sent a receipt to a contact.
+    ReceiptFromDevice {
+        to: String,
+        entry: crate::messaging::ReceiptEntry,
+    },
+    /// The phone shared an app-state key with a companion.
+    KeyShareSent {
+        jid: String,
+    },
+    /// A contact reinstalled WhatsApp (new identity).
+    IdentityChanged {
+        number: String,
+    },
     Closed {
         connection: ConnectionId,
         reason: String,
@@ -174,8 +234,18 @@ impl ServerEvent {
             | ServerEvent::Iq { connection, .. }
             | ServerEvent::Active { connection }
             | ServerEvent::StreamErrorSent { connection, .. }
+            | ServerEvent::OfflineDelivered { connection, .. }
             | ServerEvent::Closed { connection, .. } => Some(*connection),
-            ServerEvent::Unlinked { .. } => None,
+            ServerEvent::Unlinked { .. }
+            | ServerEvent::Acked { .. }
+            | ServerEvent::MessageToDevice { .. }
+            | ServerEvent::MessageFromDevice { .. }
+            | ServerEvent::Decrypted { .. }
+            | ServerEvent::DecryptFailed { .. }
+            | ServerEvent::ReceiptToDevice { .. }
+            | ServerEvent::ReceiptFromDevice { .. }
+            | ServerEvent::KeyShareSent { .. }
+            | ServerEvent::IdentityChanged { .. } => None,
         }
     }
 }

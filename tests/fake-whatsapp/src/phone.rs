@@ -99,10 +99,15 @@ struct ScannedQr {
 fn parse_qr(qr: &str) -> Result<ScannedQr, ScanError> {
     let (pairing_ref, noise_pub, identity_pub) =
         PairUtils::parse_qr_code(qr).map_err(|e| ScanError::Malformed(e.to_string()))?;
-    let fields: Vec<&str> = qr.split(',').collect();
-    if fields.len() != 5 {
+    // Current clients show `ref,noise,identity,adv,platform`; older ones
+    // leave the platform out. Phones read both, and so does this one.
+    let body = qr
+        .strip_prefix(wacore::companion_reg::NATIVE_CAMERA_DEEP_LINK_PREFIX)
+        .unwrap_or(qr);
+    let fields: Vec<&str> = body.split(',').collect();
+    if !(4..=5).contains(&fields.len()) {
         return Err(ScanError::Malformed(format!(
-            "expected 5 comma-separated fields, got {}",
+            "expected 4 or 5 comma-separated fields, got {}",
             fields.len()
         )));
     }
@@ -320,7 +325,7 @@ fn signed_identity(shared: &Shared, keys: &PairingKeys, device_id: u16) -> Resul
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let details = wa::ADVDeviceIdentity {
-        raw_id: Some(rand::random::<u32>()),
+        raw_id: Some(shared.raw_id),
         timestamp: Some(now),
         key_index: Some(u32::from(device_id)),
         ..Default::default()
@@ -444,8 +449,26 @@ mod tests {
 
     #[test]
     fn malformed_codes_are_refused() {
-        for qr in ["", "abc", "a,b,c,d,e", "ref,AAAA,AAAA,AAAA,1"] {
+        for qr in [
+            "",
+            "abc",
+            "a,b,c,d,e",
+            "ref,AAAA,AAAA,AAAA,1",
+            "r,k,k,k,1,x",
+        ] {
             assert!(matches!(parse_qr(qr), Err(ScanError::Malformed(_))), "{qr}");
+        }
+    }
+
+    #[test]
+    fn four_and_five_field_codes_are_read() {
+        let key = BASE64_STANDARD.encode([7u8; 32]);
+        let four = format!("2@ref,{key},{key},{key}");
+        let five = format!("{four},1");
+        for qr in [four, five] {
+            let scanned = parse_qr(&qr).unwrap_or_else(|e| panic!("{qr}: {e}"));
+            assert_eq!(scanned.pairing_ref, "2@ref");
+            assert_eq!(scanned.keys.adv_secret, [7u8; 32]);
         }
     }
 }

@@ -11,14 +11,17 @@ use wacore_binary::builder::NodeBuilder;
 use crate::state::Shared;
 
 /// What the connection should do besides sending the answer.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Followup {
-    /// The client went active: deliver the (empty) offline queue.
+    /// The client went active: deliver the offline queue.
     pub offline_delivery: bool,
+    /// The client uploaded its pre-keys.
+    pub uploaded: Option<crate::keys::KeyBundle>,
 }
 
-/// The answer to one IQ `get`/`set` from the client.
-pub(crate) fn answer(shared: &Shared, iq: &Node) -> (Node, Followup) {
+/// The answer to one IQ `get`/`set` from the client. `device` is the
+/// companion the connection is logged in as.
+pub(crate) fn answer(shared: &Shared, device: Option<u16>, iq: &Node) -> (Node, Followup) {
     let id = attr(iq, "id").unwrap_or_default();
     let xmlns = attr(iq, "xmlns").unwrap_or_default();
     let first_child = iq
@@ -39,11 +42,33 @@ pub(crate) fn answer(shared: &Shared, iq: &Node) -> (Node, Followup) {
             }
             // App-state sync: every requested collection is empty at version 0.
             ("w:sync:app:state", "sync") => Ok(vec![empty_sync(iq)]),
-            // Pre-key upload and rotation.
-            ("encrypt", "registration" | "rotate") => Ok(Vec::new()),
-            // Pre-key count: plenty, so the client does not top up.
+            // Pre-key upload: kept as the device's bundle.
+            ("encrypt", "registration") => match crate::keys::parse_upload(iq) {
+                Some(bundle) if device.is_some() => {
+                    followup.uploaded = Some(bundle);
+                    Ok(Vec::new())
+                }
+                _ => Err((400, "bad-request")),
+            },
+            ("encrypt", "rotate") => {
+                rotate(shared, device, iq);
+                Ok(Vec::new())
+            }
+            // Pre-key count: what is left of the uploaded one-time keys.
             ("encrypt", "count") => {
-                Ok(vec![NodeBuilder::new("count").attr("value", "812").build()])
+                let count = own_bundle(shared, device, |b| b.pre_keys.len()).unwrap_or(0);
+                Ok(vec![
+                    NodeBuilder::new("count")
+                        .attr("value", count.to_string())
+                        .build(),
+                ])
+            }
+            ("encrypt", "key") => Ok(vec![fetch(shared, iq)]),
+            ("encrypt", "digest") => {
+                match own_bundle(shared, device, crate::keys::KeyBundle::digest_node) {
+                    Some(digest) => Ok(vec![digest]),
+                    None => Err((404, "item-not-found")),
+                }
             }
             ("usync", "usync") => Ok(vec![usync(shared, iq)]),
             ("blocklist", _) => Ok(vec![NodeBuilder::new("list").build()]),
@@ -54,7 +79,7 @@ pub(crate) fn answer(shared: &Shared, iq: &Node) -> (Node, Followup) {
             ("w", "props") => Ok(vec![
                 NodeBuilder::new("props").attr("protocol", "1").build(),
             ]),
-            // Pre-key bundles of other devices, digest checks, media hosts...
+            // Media hosts, groups, profile pictures...
             _ => Err((501, "feature-not-implemented")),
         };
 
@@ -83,13 +108,62 @@ pub(crate) fn answer(shared: &Shared, iq: &Node) -> (Node, Followup) {
     (node, followup)
 }
 
-/// `<ib><offline count="0"/></ib>`: the offline queue is empty. Without it
-/// the client waits a minute before it considers itself connected.
-pub(crate) fn offline_done() -> Node {
+/// `<ib><offline count="N"/></ib>`: the offline queue (N stanzas) was
+/// delivered. Without it the client waits a minute before it considers
+/// itself connected.
+pub(crate) fn offline_done(count: usize) -> Node {
     NodeBuilder::new("ib")
         .attr("from", "s.whatsapp.net")
-        .children([NodeBuilder::new("offline").attr("count", "0").build()])
+        .children([NodeBuilder::new("offline")
+            .attr("count", count.to_string())
+            .build()])
         .build()
+}
+
+/// Reads the logged-in companion's own bundle.
+fn own_bundle<T>(
+    shared: &Shared,
+    device: Option<u16>,
+    f: impl FnOnce(&crate::keys::KeyBundle) -> T,
+) -> Option<T> {
+    let device = device?;
+    let key = crate::messaging::party_key(&shared.config.account.phone, device);
+    shared.state().messaging.bundles.get(&key).map(f)
+}
+
+/// A signed pre-key rotation replaces the stored one.
+fn rotate(shared: &Shared, device: Option<u16>, iq: &Node) {
+    let Some(device) = device else { return };
+    let Some(skey) = iq
+        .get_optional_child("rotate")
+        .and_then(|r| r.get_optional_child("skey"))
+        .and_then(crate::keys::parse_skey)
+    else {
+        return;
+    };
+    let key = crate::messaging::party_key(&shared.config.account.phone, device);
+    if let Some(bundle) = shared.state().messaging.bundles.get_mut(&key) {
+        bundle.signed_pre_key = skey;
+    }
+}
+
+/// Key fetch: one `<user>` per requested device, each taking one one-time
+/// pre-key, or a 404 for a device the server has no keys for.
+fn fetch(shared: &Shared, iq: &Node) -> Node {
+    let mut state = shared.state();
+    let users: Vec<Node> = iq
+        .get_optional_child("key")
+        .map(|key| {
+            key.get_children_by_tag("user")
+                .filter_map(|u| attr(u, "jid").and_then(|j| j.parse::<wacore_binary::Jid>().ok()))
+                .map(|jid| {
+                    let k = crate::messaging::party_key(&jid.user, jid.device);
+                    crate::keys::fetch_answer(&jid, state.messaging.bundles.get_mut(&k))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    NodeBuilder::new("list").children(users).build()
 }
 
 fn empty_sync(iq: &Node) -> Node {
@@ -143,8 +217,17 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
                                 .and_then(|j| j.split(['@', ':']).next().map(str::to_string))
                         })
                         .unwrap_or_default();
-                    let registered =
-                        number == account.phone || state.registered_numbers.contains(&number);
+                    // The account's own LID stands for its number.
+                    let asked_lid = attr(user, "jid").is_some_and(|j| j.ends_with("@lid"));
+                    let number = if number == account.lid {
+                        account.phone.clone()
+                    } else {
+                        number
+                    };
+                    let contact = state.messaging.contacts.get(&number);
+                    let registered = number == account.phone
+                        || contact.is_some_and(|c| c.on_whatsapp)
+                        || (contact.is_none() && state.registered_numbers.contains(&number));
                     let mut children = Vec::new();
                     if wants_contact {
                         children.push(
@@ -154,22 +237,7 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
                         );
                     }
                     if wants_devices && registered {
-                        let mut ids = vec![0u16];
-                        if number == account.phone {
-                            ids.extend(state.devices.keys().copied());
-                        }
-                        children.push(
-                            NodeBuilder::new("devices")
-                                .attr("version", "2")
-                                .children([NodeBuilder::new("device-list")
-                                    .children(ids.into_iter().map(|id| {
-                                        NodeBuilder::new("device")
-                                            .attr("id", id.to_string())
-                                            .build()
-                                    }))
-                                    .build()])
-                                .build(),
-                        );
+                        children.push(device_list(shared, &state, &number));
                     }
                     if wants_lid && number == account.phone {
                         children.push(
@@ -178,8 +246,13 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
                                 .build(),
                         );
                     }
+                    let jid = if asked_lid && number == account.phone {
+                        format!("{}@lid", account.lid)
+                    } else {
+                        format!("{number}@s.whatsapp.net")
+                    };
                     NodeBuilder::new("user")
-                        .attr("jid", format!("{number}@s.whatsapp.net"))
+                        .attr("jid", jid)
                         .children(children)
                         .build()
                 })
@@ -189,6 +262,66 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
 
     NodeBuilder::new("usync")
         .children([NodeBuilder::new("list").children(users).build()])
+        .build()
+}
+
+/// `<devices>` for a user: the phone (0) and its companions, each with its
+/// ADV key index, and the account's signed key-index list — without it the
+/// client ignores every companion ("no signedKeyIndexBytes").
+fn device_list(shared: &Shared, state: &crate::state::State, number: &str) -> Node {
+    let account = &shared.config.account;
+    // (device id, key index), the signing key and the raw id.
+    let (devices, signer, raw_id): (Vec<(u16, u32)>, Option<_>, u32) = if number == account.phone {
+        (
+            state
+                .devices
+                .iter()
+                .map(|(id, d)| (*id, d.key_index))
+                .collect(),
+            Some(shared.phone_identity.clone()),
+            shared.raw_id,
+        )
+    } else if let Some(contact) = state.messaging.contacts.get(number) {
+        (
+            contact
+                .devices
+                .iter()
+                .filter(|d| **d != 0)
+                .map(|d| (*d, u32::from(*d)))
+                .collect(),
+            None,
+            contact.raw_id,
+        )
+    } else {
+        (Vec::new(), None, 0)
+    };
+    let mut list = vec![NodeBuilder::new("device").attr("id", "0").build()];
+    list.extend(devices.iter().map(|(id, index)| {
+        NodeBuilder::new("device")
+            .attr("id", id.to_string())
+            .attr("key-index", index.to_string())
+            .build()
+    }));
+    let mut children = vec![NodeBuilder::new("device-list").children(list).build()];
+    if !devices.is_empty() {
+        let ts = crate::connection::unix_now();
+        // A contact's list is signed by its phone; the fake keeps no key
+        // pair for that outside the parties, so it signs with a throwaway
+        // key: the client does not check this signature (the stanza came
+        // over the authenticated Noise channel).
+        let signer = signer
+            .unwrap_or_else(|| wacore::libsignal::protocol::KeyPair::generate(&mut rand::rng()));
+        let indexes = devices.iter().map(|(_, i)| *i).collect();
+        children.push(
+            NodeBuilder::new("key-index-list")
+                .attr("ts", ts.to_string())
+                .bytes(crate::keys::key_index_list(&signer, raw_id, ts, indexes))
+                .build(),
+        );
+    }
+    NodeBuilder::new("devices")
+        .attr("version", "2")
+        .children(children)
         .build()
 }
 

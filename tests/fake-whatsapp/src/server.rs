@@ -76,6 +76,13 @@ impl FakeServer {
         }
     }
 
+    /// The simulated contacts (and their faults).
+    pub fn contacts(&self) -> crate::contacts::Contacts {
+        crate::contacts::Contacts {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Events from now on. Subscribe before triggering what you wait for.
     pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
         self.shared.events.subscribe()

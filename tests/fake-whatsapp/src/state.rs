@@ -22,6 +22,9 @@ use crate::observe::{Attempt, ConnectionId, DeviceKey, DeviceStats, ServerEvent}
 pub(crate) struct DeviceRecord {
     /// The client's static Noise key: how a login proves it is this device.
     pub noise_key: DeviceKey,
+    /// The ADV key index the phone gave it (listed in the account's
+    /// key-index list while the device is linked).
+    pub key_index: u32,
 }
 
 /// A connection-level fault applied to connections accepted from now on.
@@ -72,6 +75,9 @@ pub(crate) enum ConnCommand {
     PrimaryHello(Box<PrimaryHelloCommand>),
     /// Deliver a notification as it is.
     Deliver(Node),
+    /// Deliver a stanza and close at once, before the client can answer it
+    /// (the "dropped before the ack" fault).
+    DeliverAndClose(Node),
     StreamError(StreamErrorKind),
     Close,
 }
@@ -108,6 +114,11 @@ pub(crate) struct LiveConnection {
     /// True once this connection completed pairing (a later scan of its refs
     /// is superseded).
     pub paired: bool,
+    /// The companion device id once logged in.
+    pub device_id: Option<u16>,
+    /// True once the client went active: from then on stanzas for its device
+    /// are delivered at once instead of waiting in the offline queue.
+    pub active: bool,
 }
 
 pub(crate) struct State {
@@ -123,6 +134,8 @@ pub(crate) struct State {
     pub registered_numbers: std::collections::BTreeSet<String>,
     /// The newest `companion_hello` for the account's number.
     pub link_code: Option<crate::link_code::LinkCodeRequest>,
+    /// Everything about messages: key directory, queues, contacts' inboxes.
+    pub messaging: crate::messaging::MessagingState,
 }
 
 pub(crate) struct Shared {
@@ -132,6 +145,12 @@ pub(crate) struct Shared {
     pub phone_identity: KeyPair,
     pub started: Instant,
     pub events: broadcast::Sender<ServerEvent>,
+    /// The account's ADV raw id: the same for every companion the phone
+    /// signs, new only when the account is reinstalled.
+    pub raw_id: u32,
+    /// The Signal state of every simulated device (the phone, contacts and
+    /// their companions). Async: encryption awaits the libsignal stores.
+    pub parties: tokio::sync::Mutex<crate::messaging::Parties>,
     state: Mutex<State>,
 }
 
@@ -139,12 +158,17 @@ impl Shared {
     pub(crate) fn new(config: ServerConfig) -> Self {
         let (events, _) = broadcast::channel(4096);
         let registered_numbers = config.registered_numbers.clone();
+        let phone_identity = KeyPair::generate(&mut rand::rng());
+        let raw_id = rand::random::<u32>();
+        let (parties, messaging) = crate::messaging::setup(&config, &phone_identity, raw_id);
         Self {
             config,
             identity: ServerIdentity::generate(),
-            phone_identity: KeyPair::generate(&mut rand::rng()),
+            phone_identity,
             started: Instant::now(),
             events,
+            raw_id,
+            parties: tokio::sync::Mutex::new(parties),
             state: Mutex::new(State {
                 devices: BTreeMap::new(),
                 next_device_id: 1,
@@ -156,6 +180,7 @@ impl Shared {
                 ref_owner: HashMap::new(),
                 registered_numbers,
                 link_code: None,
+                messaging,
             }),
         }
     }
@@ -209,6 +234,8 @@ impl Shared {
                 tx,
                 refs: None,
                 paired: false,
+                device_id: None,
+                active: false,
             },
         );
     }

@@ -238,3 +238,20 @@ async fn the_phone_scans_the_pixels_of_a_rendered_qr() {
         .await;
     client.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_four_field_qr_of_an_older_client_links_too() {
+    let server = server().await;
+    let mut client = start_client(&server, memory_store()).await;
+    let qr = client.next_qr().await;
+    // Older clients show no platform field; the phone reads the rest.
+    let four: Vec<&str> = qr.split(',').take(4).collect();
+    let paired = server
+        .phone()
+        .scan(&four.join(","))
+        .await
+        .expect("the phone scans a 4-field QR");
+    client.connected().await;
+    assert_eq!(server.phone().linked_devices(), vec![paired.jid]);
+    client.stop().await;
+}

@@ -61,6 +61,31 @@ struct ServeArgs {
     /// Numbers a contact lookup reports as on WhatsApp (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "6281234567890")]
     registered: Vec<String>,
+    /// Contacts who exchange encrypted messages with the account, as
+    /// `NUMBER:NAME[:COMPANIONS]` (repeatable). Without any, two defaults.
+    #[arg(long = "contact", value_parser = parse_contact)]
+    contacts: Vec<fake_whatsapp::Contact>,
+}
+
+fn parse_contact(arg: &str) -> Result<fake_whatsapp::Contact, String> {
+    let mut parts = arg.splitn(3, ':');
+    let number: String = parts
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let name = parts.next().unwrap_or("").trim();
+    if number.is_empty() || name.is_empty() {
+        return Err("expected NUMBER:NAME[:COMPANIONS]".into());
+    }
+    let companions = match parts.next() {
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("companions must be a number, got {n:?}"))?,
+        None => 0,
+    };
+    Ok(fake_whatsapp::Contact::new(number, name).with_companions(companions))
 }
 
 #[tokio::main]
@@ -96,6 +121,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         first_ref_lifetime: Duration::from_secs(args.first_ref_secs),
         ref_lifetime: Duration::from_secs(args.ref_secs),
         registered_numbers: args.registered.into_iter().collect(),
+        contacts: if args.contacts.is_empty() {
+            fake_whatsapp::config::default_contacts()
+        } else {
+            args.contacts
+        },
         ..ServerConfig::default()
     };
     let server = Arc::new(
