@@ -106,6 +106,9 @@ struct StateRecord {
     /// Which pairing of the main agent this belongs to (a lost session
     /// re-pairs, and the new device's counters start afresh).
     generation: u32,
+    /// `connected` published with a `last_disconnect` later than its
+    /// `since`: the agent already knew that connection had ended.
+    connected_after_own_disconnect: bool,
 }
 
 /// The main agent's current device on the fake server.
@@ -170,10 +173,18 @@ fn start_subscriber(
                     if p.topic == state_topic {
                         let tracked = *tracked.lock().expect("tracked lock");
                         let (live, handshakes) = device_counts(&server, tracked.key);
-                        let state = serde_json::from_slice::<Value>(&p.payload)
-                            .ok()
-                            .and_then(|v| v["state"].as_str().map(String::from))
-                            .unwrap_or_default();
+                        let payload =
+                            serde_json::from_slice::<Value>(&p.payload).unwrap_or(Value::Null);
+                        let state = payload["state"].as_str().unwrap_or_default().to_string();
+                        let stamp = |v: &Value| {
+                            v.as_str()
+                                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        };
+                        let connected_after_own_disconnect = state == "connected"
+                            && matches!(
+                                (stamp(&payload["since"]), stamp(&payload["last_disconnect"]["at"])),
+                                (Some(since), Some(gone)) if gone > since
+                            );
                         seen.lock().expect("seen lock").states.push(StateRecord {
                             at,
                             state,
@@ -181,6 +192,7 @@ fn start_subscriber(
                             live,
                             handshakes,
                             generation: tracked.generation,
+                            connected_after_own_disconnect,
                         });
                     } else if p.topic == availability_topic {
                         let text = String::from_utf8_lossy(&p.payload).into_owned();
@@ -210,6 +222,7 @@ struct Counters {
     kills_idle: u64,
     kills_outage: u64,
     pairing_kill_outcomes: (u64, u64),
+    pairing_kills_before_connected: u64,
     restarts_checked: u64,
     clock_forward: u64,
     clock_back: u64,
@@ -641,7 +654,8 @@ impl Soak {
     }
 
     /// A SIGKILL while a fresh outlet is being paired (a second agent on
-    /// its own data dir, MQTT off). The next start must settle: paired
+    /// its own data dir, MQTT off), 0–150 ms after the phone started
+    /// scanning its QR. The next start must settle: paired
     /// (connected) or cleanly unpaired (a QR). If it had reached
     /// `connected` before the kill, a QR afterwards is a lost session.
     async fn kill_pairing(&mut self, pairer: &mut Agent) {
@@ -671,7 +685,9 @@ impl Soak {
         };
         let phone = self.server.phone();
         let scan = tokio::spawn(async move { phone.scan(&qr).await });
-        let cut_at = Instant::now() + Self::random_delay(1500);
+        // An optimised agent pairs in tens of milliseconds after the scan:
+        // most cuts must land inside that window, some after it.
+        let cut_at = Instant::now() + Self::random_delay(150);
         let mut reached_connected = false;
         while Instant::now() < cut_at {
             if let Some(h) = pairer.status().await
@@ -684,6 +700,9 @@ impl Soak {
         pairer.signal("KILL");
         pairer.wait_exit().await;
         self.c.kills_pairing += 1;
+        if !reached_connected {
+            self.c.pairing_kills_before_connected += 1;
+        }
         let _ = tokio::time::timeout(self.plan.deadline, scan).await;
         pairer.spawn();
         let deadline = Instant::now() + self.plan.deadline;
@@ -889,7 +908,7 @@ impl Soak {
     /// arrived while the server had no live connection at all, which
     /// includes ones in flight when the bench dropped the connection,
     /// before the agent could know — not a fault, shown for scale.
-    fn stale_connected(&self) -> (Vec<String>, u64, usize) {
+    fn stale_connected(&self) -> (Vec<String>, u64, u64, usize) {
         let seen = self.seen.lock().expect("seen lock");
         let states = &seen.states;
         let without_live = states
@@ -936,16 +955,25 @@ impl Soak {
                     episode += 1;
                 }
                 eprintln!(
-                    "{i} {}{} live {} handshakes {} gen {}",
+                    "{i} {}{}{} live {} handshakes {} gen {}",
                     r.state,
                     if r.retained { " (retained)" } else { "" },
+                    if r.connected_after_own_disconnect {
+                        " (after its own disconnect)"
+                    } else {
+                        ""
+                    },
                     r.live,
                     r.handshakes,
                     r.generation
                 );
             }
         }
-        (stale, without_live, states.len())
+        let after_own_disconnect = states
+            .iter()
+            .filter(|r| r.connected_after_own_disconnect)
+            .count() as u64;
+        (stale, without_live, after_own_disconnect, states.len())
     }
 }
 
@@ -1044,7 +1072,7 @@ async fn run() {
 
     let mut panics = panics_in(&soak.agent.log());
     panics.extend(panics_in(&pairer.log()));
-    let (stale, without_live, state_messages) = soak.stale_connected();
+    let (stale, without_live, after_own_disconnect, state_messages) = soak.stale_connected();
     let stats = server.stats();
     let duplicates: Vec<String> = stats
         .devices
@@ -1092,8 +1120,8 @@ async fn run() {
         c.kills_pairing, c.kills_login, c.kills_idle, c.kills_outage
     );
     println!(
-        "| after a kill during pairing: paired / cleanly unpaired | {} / {} |",
-        c.pairing_kill_outcomes.0, c.pairing_kill_outcomes.1
+        "| pairing kills before the fresh outlet reached `connected`; after the restart paired / cleanly unpaired | {}; {} / {} |",
+        c.pairing_kills_before_connected, c.pairing_kill_outcomes.0, c.pairing_kill_outcomes.1
     );
     println!(
         "| clock jumps +1 day / −1 h (live and across a restart); fake clock confirmed | {} / {}; {} |",
@@ -1127,6 +1155,9 @@ async fn run() {
     println!("| stale `connected` (see definition) | {} |", stale.len());
     println!(
         "| `connected` arriving while the server had no live connection (in flight at a drop) | {without_live} |"
+    );
+    println!(
+        "| `connected` published with a `last_disconnect` later than its `since` | {after_own_disconnect} |"
     );
     println!(
         "| WhatsApp reconnects caused by broker restarts | {} |",
