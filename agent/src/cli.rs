@@ -137,6 +137,7 @@ pub enum CliCommand {
 
 /// Parses the arguments and runs the command; returns the exit code.
 pub fn main() -> i32 {
+    crate::memory::tune_allocator();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(CliCommand::Run);
     let config_path = cli.config;

@@ -26,6 +26,7 @@
 //!   check, so it can refuse real endpoints.
 //! - [`logging`]: journald-friendly or terminal logs, phone numbers masked.
 //! - [`disk`]: free space on the data directory's filesystem.
+//! - [`memory`]: allocator settings that keep the idle footprint small.
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
@@ -48,6 +49,7 @@ pub mod control;
 pub mod disk;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod mqtt;
 pub mod notify;
 pub mod screen;

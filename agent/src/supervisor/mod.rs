@@ -47,6 +47,11 @@ const CODES_PER_ROUND: u32 = 6;
 /// With no QR left, the connection that carries the code is kept this much
 /// longer than the code's validity.
 const PAIR_CODE_LINGER: Duration = Duration::from_secs(70);
+/// A connection this old is past its start-up burst, even on a loaded Pi
+/// (see `release_code_pages_once_settled`).
+const SETTLED: Duration = Duration::from_secs(30);
+/// How often a lasting connection hands code pages back again.
+const RELEASE_EVERY: Duration = Duration::from_secs(600);
 
 /// While the disk is full, room is looked for this soon at first, then
 /// less and less often (doubling, up to [`DISK_PROBE_MAX`]): a full disk is
@@ -144,6 +149,9 @@ pub struct Supervisor {
     /// Test builds only: panic once while handling this event kind, to
     /// prove a panic costs one session and nothing else.
     panic_once_on: Option<String>,
+    /// When code pages were last handed back during this connection
+    /// ([`crate::memory::release_code_pages`]).
+    code_pages_released_at: Option<Instant>,
 }
 
 /// Test builds (those that cannot verify WhatsApp's certificates, see
@@ -196,6 +204,7 @@ impl Supervisor {
             qr_exhausted: false,
             pair_code_linger_until: None,
             live_client: None,
+            code_pages_released_at: None,
             panic_once_on: std::env::var(PANIC_ONCE_ENV)
                 .ok()
                 .filter(|_| crate::cert_check::skips_certificate_check()),
@@ -1305,6 +1314,7 @@ impl Supervisor {
     fn heartbeat(&mut self) {
         self.notifier.watchdog();
         let now = Utc::now();
+        self.release_code_pages_once_settled(now);
         let ttl = ttl(&self.config);
         let display = self.display_status.as_ref().map(|s| s.borrow().to_string());
         let stale = self.health.borrow().valid_until - ttl / 2 <= now;
@@ -1325,6 +1335,33 @@ impl Supervisor {
                     h.mqtt = mqtt;
                 }
             });
+        }
+    }
+
+    /// A connection that has been up for [`SETTLED`] is past its burst
+    /// (login, pre-key upload, first syncs): the code only that needed
+    /// leaves the resident set, and again every [`RELEASE_EVERY`] while
+    /// the connection lasts (a reconnect or a command may have paged more
+    /// in meanwhile).
+    fn release_code_pages_once_settled(&mut self, now: DateTime<Utc>) {
+        let up = {
+            let h = self.health.borrow();
+            (h.state == SessionState::Connected)
+                .then(|| (now - h.since).to_std().unwrap_or_default())
+        };
+        let due = match (up, self.code_pages_released_at) {
+            (None, _) => {
+                self.code_pages_released_at = None;
+                false
+            }
+            (Some(up), None) => up >= SETTLED,
+            (Some(_), Some(at)) => at.elapsed() >= RELEASE_EVERY,
+        };
+        if due {
+            self.code_pages_released_at = Some(Instant::now());
+            crate::memory::release_free_memory();
+            let mappings = crate::memory::release_code_pages();
+            tracing::debug!(mappings, "released start-up code pages");
         }
     }
 
