@@ -12,7 +12,6 @@ mod common;
 use std::io::Write;
 
 use common::*;
-use fake_whatsapp::Purpose;
 use serde_json::Value;
 
 const DISK: u64 = 16 * 1024 * 1024;
@@ -31,15 +30,6 @@ fn fill(path: &std::path::Path) {
     // The last partial chunk may leave a few bytes: take them too.
     let byte = [0u8; 1];
     while file.write(&byte).is_ok_and(|n| n == 1) {}
-}
-
-fn registrations(server: &fake_whatsapp::FakeServer) -> usize {
-    server
-        .stats()
-        .attempts
-        .iter()
-        .filter(|a| a.purpose == Some(Purpose::Registration))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

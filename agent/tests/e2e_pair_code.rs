@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use fake_whatsapp::Purpose;
 use serde_json::json;
 
 /// `outlet-agent pair-code <phone>` against the running agent: the code, as
@@ -29,11 +28,7 @@ async fn pair_code_cli(agent: &Agent, phone: &str) -> (String, String) {
 async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
     // One ref per round: the client shows it for its fixed 60 s, then the
     // QR codes have run out.
-    let server = server_with(fake_whatsapp::ServerConfig {
-        refs_per_pairing: 1,
-        ..fake_whatsapp::ServerConfig::default()
-    })
-    .await;
+    let server = one_ref_server().await;
     let mut agent = Agent::start(&server, &[]);
     agent.wait_state("pairing").await;
 
@@ -53,14 +48,6 @@ async fn a_code_outlives_its_qr_round_and_a_new_one_links_from_idle() {
         exhausted["pair_code"]["expires_at"].is_string(),
         "{exhausted}"
     );
-    let registrations = |server: &fake_whatsapp::FakeServer| {
-        server
-            .stats()
-            .attempts
-            .iter()
-            .filter(|a| a.purpose == Some(Purpose::Registration))
-            .count()
-    };
 
     // WhatsApp withdraws the code: nothing is left to link with, so the
     // agent waits for a new round instead of holding the connection.
@@ -136,11 +123,7 @@ async fn only_listed_numbers_and_few_codes_and_one_asked_right_after_a_logout_li
 /// cool-down.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_typed_after_the_last_qr_expired_links_and_connects() {
-    let server = server_with(fake_whatsapp::ServerConfig {
-        refs_per_pairing: 1,
-        ..fake_whatsapp::ServerConfig::default()
-    })
-    .await;
+    let server = one_ref_server().await;
     let mut agent = Agent::start(&server, &[]);
     agent.wait_state("pairing").await;
     let (code, _) = pair_code_cli(&agent, "081234567890").await;

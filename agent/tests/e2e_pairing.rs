@@ -98,15 +98,6 @@ async fn restarts_after_sigterm_and_sigkill_reconnect_without_a_qr() {
     );
 }
 
-fn registrations(server: &fake_whatsapp::FakeServer) -> usize {
-    server
-        .stats()
-        .attempts
-        .iter()
-        .filter(|a| a.purpose == Some(Purpose::Registration))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_from_the_cli_unlinks_and_shows_a_new_qr() {
     let server = server().await;
@@ -132,11 +123,7 @@ async fn logout_from_the_cli_unlinks_and_shows_a_new_qr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_codes_run_out_pairing_idles_until_refresh_qr() {
     // One ref per round: the client shows it for its fixed 60 s, then gives up.
-    let server = server_with(fake_whatsapp::ServerConfig {
-        refs_per_pairing: 1,
-        ..fake_whatsapp::ServerConfig::default()
-    })
-    .await;
+    let server = one_ref_server().await;
     let mut agent = Agent::start(&server, &[]);
     agent.wait_state("pairing").await;
     let first = agent.qr_from_screen(None).await;

@@ -25,6 +25,27 @@ pub async fn server_with(config: ServerConfig) -> FakeServer {
     FakeServer::start(config).await.expect("fake server starts")
 }
 
+/// A server that hands out one QR per pairing round: the client shows it
+/// for its fixed 60 s, then the round's codes have run out.
+pub async fn one_ref_server() -> FakeServer {
+    server_with(ServerConfig {
+        refs_per_pairing: 1,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+/// Registration connections (QR rounds) the server has seen: a paired
+/// outlet that needs no new QR adds none.
+pub fn registrations(server: &FakeServer) -> usize {
+    server
+        .stats()
+        .attempts
+        .iter()
+        .filter(|a| a.purpose == Some(fake_whatsapp::Purpose::Registration))
+        .count()
+}
+
 /// A running agent process with its own data directory.
 pub struct Agent {
     pub child: Option<Child>,
