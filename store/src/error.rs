@@ -107,10 +107,8 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
-            StoreError::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::StorageFull
-                    || source.raw_os_error() == Some(libc_enospc())
-            }
+            // std maps ENOSPC to StorageFull.
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
             _ => false,
         }
     }
@@ -124,11 +122,6 @@ impl StoreError {
             _ => None,
         }
     }
-}
-
-/// `ENOSPC` on Linux (all architectures the agent ships for).
-const fn libc_enospc() -> i32 {
-    28
 }
 
 /// How the library sees our failures. The variants chosen matter: wacore's
