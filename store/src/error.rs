@@ -142,3 +142,27 @@ impl From<StoreError> for WaStoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_failures() {
+        let enospc = StoreError::io("write", "session.db", std::io::Error::from_raw_os_error(28));
+        assert!(enospc.is_disk_full());
+        let full = StoreError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(full.is_disk_full());
+        let eacces = StoreError::io("write", "session.db", std::io::Error::from_raw_os_error(13));
+        assert!(!eacces.is_disk_full());
+        let busy = StoreError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(!busy.is_disk_full());
+        assert!(!StoreError::SessionEnded.is_disk_full());
+    }
+}
