@@ -57,10 +57,10 @@ impl KeyBundle {
         .map_err(|e| format!("bundle: {e}"))
     }
 
-    /// The `<user>` element of a key-fetch answer, consuming one one-time
-    /// pre-key.
-    fn fetch_node(&mut self, jid: &Jid) -> Node {
-        let mut children = vec![
+    /// What a key fetch and a digest both start with: registration id, key
+    /// type, identity and the signed pre-key.
+    fn bundle_head(&self) -> [Node; 4] {
+        [
             NodeBuilder::new("registration")
                 .bytes(self.registration_id.to_be_bytes().to_vec())
                 .build(),
@@ -81,7 +81,13 @@ impl KeyBundle {
                         .build(),
                 ])
                 .build(),
-        ];
+        ]
+    }
+
+    /// The `<user>` element of a key-fetch answer, consuming one one-time
+    /// pre-key.
+    fn fetch_node(&mut self, jid: &Jid) -> Node {
+        let mut children = Vec::from(self.bundle_head());
         if let Some((id, public)) = self.pre_keys.pop_front() {
             children.push(
                 NodeBuilder::new("key")
@@ -118,36 +124,18 @@ impl KeyBundle {
             &keys,
         );
         NodeBuilder::new("digest")
-            .children([
-                NodeBuilder::new("registration")
-                    .bytes(self.registration_id.to_be_bytes().to_vec())
-                    .build(),
-                NodeBuilder::new("type").bytes(vec![5u8]).build(),
-                NodeBuilder::new("identity")
-                    .bytes(self.identity.to_vec())
-                    .build(),
-                NodeBuilder::new("skey")
-                    .children([
-                        NodeBuilder::new("id")
-                            .bytes(self.signed_pre_key.0.to_be_bytes()[1..].to_vec())
-                            .build(),
-                        NodeBuilder::new("value")
-                            .bytes(self.signed_pre_key.1.to_vec())
-                            .build(),
-                        NodeBuilder::new("signature")
-                            .bytes(self.signed_pre_key.2.clone())
-                            .build(),
-                    ])
-                    .build(),
-                NodeBuilder::new("list")
-                    .children(self.pre_keys.iter().map(|(id, _)| {
-                        NodeBuilder::new("id")
-                            .bytes(id.to_be_bytes()[1..].to_vec())
-                            .build()
-                    }))
-                    .build(),
-                NodeBuilder::new("hash").bytes(hash).build(),
-            ])
+            .children(
+                self.bundle_head().into_iter().chain([
+                    NodeBuilder::new("list")
+                        .children(self.pre_keys.iter().map(|(id, _)| {
+                            NodeBuilder::new("id")
+                                .bytes(id.to_be_bytes()[1..].to_vec())
+                                .build()
+                        }))
+                        .build(),
+                    NodeBuilder::new("hash").bytes(hash).build(),
+                ]),
+            )
             .build()
     }
 }
