@@ -58,6 +58,7 @@ mod agent;
 mod app_sync;
 mod device;
 mod error;
+mod messages;
 mod msg_secret;
 mod open;
 mod protocol;
@@ -68,6 +69,10 @@ mod writer;
 pub use agent::{HISTORY_LIMIT, Identity, Transition};
 pub use error::{Result, StoreError};
 pub use lock::{DataDir, DataDirLock, LockError};
+pub use messages::{
+    Depths, Enqueued, InboundCommit, InboundRow, Limits, OutboundRequest, OutboxEntry, Publication,
+    PublicationKind,
+};
 pub use open::{CorruptionReason, CreateNotice, OpenOutcome};
 pub use store::SqliteStore;
 

@@ -42,11 +42,18 @@ pub struct Migration {
 }
 
 /// The whole schema history, oldest first. Version 0 is the empty file.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "whatsapp-rust backend tables and agent tables",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "whatsapp-rust backend tables and agent tables",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        description: "message inbox, outbox and the broker publish queue",
+        sql: V2,
+    },
+];
 
 /// The version this build writes and understands.
 pub const CURRENT_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -218,6 +225,52 @@ CREATE TABLE agent_state_history (
 ) STRICT;
 "#;
 
+const V2: &str = r#"
+-- Inbound messages already committed, by the key WhatsApp redelivers them
+-- with: a redelivery of one of these is acked and not published again.
+CREATE TABLE message_inbound_seen (
+    chat        TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (chat, sender, message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX message_inbound_seen_age ON message_inbound_seen (received_at);
+
+-- What waits for the broker's PUBACK, in order: inbound messages
+-- (kind 'in') and outbox statuses (kind 'status'). A row is deleted when
+-- the broker has it.
+CREATE TABLE message_publish_queue (
+    seq       INTEGER PRIMARY KEY,
+    kind      TEXT NOT NULL CHECK (kind IN ('in', 'status')),
+    queued_at INTEGER NOT NULL,
+    payload   BLOB NOT NULL
+) STRICT;
+CREATE INDEX message_publish_queue_kind ON message_publish_queue (kind, seq);
+
+-- HQ's messages to customers. `text` is cleared once the server has the
+-- message; the row stays (pruned by age) so a repeated client_id gets the
+-- first answer and is never sent twice.
+CREATE TABLE message_outbox (
+    seq            INTEGER PRIMARY KEY,
+    message_id     TEXT NOT NULL UNIQUE,
+    client_id      TEXT UNIQUE,
+    to_jid         TEXT NOT NULL,
+    text           TEXT,
+    quoted_id      TEXT,
+    bytes          INTEGER NOT NULL,
+    queued_at      INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    error          TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    transmitted_at INTEGER,
+    sent_at        INTEGER,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX message_outbox_pending ON message_outbox (seq) WHERE status = 'queued';
+CREATE INDEX message_outbox_age ON message_outbox (updated_at);
+"#;
+
 /// Tables holding WhatsApp key material and protocol state: everything that
 /// [`crate::SqliteStore::wipe_whatsapp_keys`] deletes. A test checks this list
 /// against the schema, so a table added later cannot be forgotten here.
@@ -244,7 +297,13 @@ pub const WHATSAPP_TABLES: &[&str] = &[
 ];
 
 /// The agent's own tables, kept by a wipe.
-pub const AGENT_TABLES: &[&str] = &["agent_identity", "agent_state_history"];
+pub const AGENT_TABLES: &[&str] = &[
+    "agent_identity",
+    "agent_state_history",
+    "message_inbound_seen",
+    "message_publish_queue",
+    "message_outbox",
+];
 
 /// Connection settings applied at every open, before anything is read.
 ///

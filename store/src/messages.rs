@@ -1,0 +1,793 @@
+//! The message tables: what the outlet received and has not yet handed to
+//! the broker, what HQ asked it to send, and the statuses of those sends.
+//!
+//! They live in the session database so that a message and the keys that
+//! decrypted it survive (or are lost) together, and so that one fsynced
+//! transaction is all a received message costs before WhatsApp is told it
+//! arrived. The store keeps bytes and states; what a payload means (its
+//! JSON shape, which status may follow which) is the agent's business.
+//!
+//! - `message_inbound_seen`: the (chat, sender, id) of every committed
+//!   inbound message, so a redelivery is recognised however late it comes.
+//! - `message_publish_queue`: inbound messages and status updates waiting
+//!   for the broker's PUBACK, in order.
+//! - `message_outbox`: sends, from `queued` to a final status.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Result, StoreError};
+use crate::store::SqliteStore;
+
+/// One decrypted inbound message, ready for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRow {
+    pub chat: String,
+    pub sender: String,
+    pub message_id: String,
+    pub received_at: DateTime<Utc>,
+    /// What is published on `message/in`.
+    pub payload: Vec<u8>,
+}
+
+/// How much the inbox may hold before the outlet stops taking messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+}
+
+/// What [`SqliteStore::commit_inbound`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundCommit {
+    /// Durable: `new` rows queued for the broker, `duplicates` recognised.
+    Committed { new: usize, duplicates: usize },
+    /// Nothing written: the new messages would not fit.
+    Full { messages: u64, bytes: u64 },
+}
+
+/// What a publication is, so depths can be counted per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicationKind {
+    /// An inbound message (`message/in`).
+    Inbound,
+    /// An outbox status (`message/status`).
+    Status,
+}
+
+impl PublicationKind {
+    fn as_sql(self) -> &'static str {
+        match self {
+            PublicationKind::Inbound => "in",
+            PublicationKind::Status => "status",
+        }
+    }
+
+    fn from_sql(s: &str) -> Result<Self> {
+        match s {
+            "in" => Ok(PublicationKind::Inbound),
+            "status" => Ok(PublicationKind::Status),
+            other => Err(StoreError::invalid("publication kind", other.to_string())),
+        }
+    }
+}
+
+/// A row of the publish queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub seq: i64,
+    pub kind: PublicationKind,
+    pub payload: Vec<u8>,
+}
+
+/// A send HQ asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// The WhatsApp message id, chosen when queued, so a send repeated after
+    /// a crash carries the same id and the recipient sees one message.
+    pub message_id: String,
+    pub client_id: Option<String>,
+    pub to_jid: String,
+    pub text: String,
+    pub quoted_id: Option<String>,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    pub message_id: String,
+    pub client_id: Option<String>,
+    pub to_jid: String,
+    /// `None` once the server has the message.
+    pub text: Option<String>,
+    pub quoted_id: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`SqliteStore::enqueue_outbound`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued(OutboxEntry),
+    /// The `client_id` was seen before: the first request's row.
+    Existing(OutboxEntry),
+    /// The outbox is at its limit; nothing written.
+    Full {
+        messages: u64,
+        bytes: u64,
+    },
+}
+
+/// How full the inbox and the outbox are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depths {
+    pub inbox_messages: u64,
+    pub inbox_bytes: u64,
+    pub inbox_oldest: Option<DateTime<Utc>>,
+    pub statuses: u64,
+    pub outbox_messages: u64,
+    pub outbox_bytes: u64,
+    pub outbox_oldest: Option<DateTime<Utc>>,
+}
+
+fn millis(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::invalid("timestamp", format!("{ms} ms is out of range")))
+}
+
+fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+const OUTBOX_COLUMNS: &str = "seq, message_id, client_id, to_jid, text, quoted_id, queued_at, \
+     status, error, attempts, updated_at";
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxEntry, i64, i64)> {
+    Ok((
+        OutboxEntry {
+            seq: r.get(0)?,
+            message_id: r.get(1)?,
+            client_id: r.get(2)?,
+            to_jid: r.get(3)?,
+            text: r.get(4)?,
+            quoted_id: r.get(5)?,
+            queued_at: Utc::now(),
+            status: r.get(7)?,
+            error: r.get(8)?,
+            attempts: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(u32::MAX),
+            updated_at: Utc::now(),
+        },
+        r.get(6)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_outbox_row((mut entry, queued, updated): (OutboxEntry, i64, i64)) -> Result<OutboxEntry> {
+    entry.queued_at = from_millis(queued)?;
+    entry.updated_at = from_millis(updated)?;
+    Ok(entry)
+}
+
+fn outbox_where(conn: &Connection, clause: &str, key: &str) -> Result<Option<OutboxEntry>> {
+    conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM message_outbox WHERE {clause}"
+    ))?
+    .query_row([key], outbox_row)
+    .optional()?
+    .map(finish_outbox_row)
+    .transpose()
+}
+
+fn inbox_depth(conn: &Connection) -> Result<(u64, u64)> {
+    let (n, bytes): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM message_publish_queue
+             WHERE kind = 'in'",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((count(n), count(bytes)))
+}
+
+fn outbox_depth(conn: &Connection) -> Result<(u64, u64)> {
+    let (n, bytes): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM message_outbox WHERE status = 'queued'",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((count(n), count(bytes)))
+}
+
+fn queue_publication(
+    conn: &Connection,
+    kind: PublicationKind,
+    at: &DateTime<Utc>,
+    payload: &[u8],
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO message_publish_queue (kind, queued_at, payload) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![kind.as_sql(), millis(at), payload])?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Commits a batch of inbound messages, all or nothing, fsynced before
+    /// returning: only then may WhatsApp be told they arrived.
+    ///
+    /// A message whose (chat, sender, id) was committed before is a
+    /// redelivery (a crash came between this commit and WhatsApp's ack) and
+    /// is not queued again. When the new ones would take the inbox past
+    /// `limits`, nothing is written and the caller leaves them unacked:
+    /// WhatsApp keeps them until there is room.
+    pub async fn commit_inbound(
+        &self,
+        rows: Vec<InboundRow>,
+        limits: Limits,
+    ) -> Result<InboundCommit> {
+        self.write_synced(move |c| {
+            let mut fresh = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seen: bool = c
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM message_inbound_seen
+                         WHERE chat = ?1 AND sender = ?2 AND message_id = ?3)",
+                    )?
+                    .query_row(params![row.chat, row.sender, row.message_id], |r| r.get(0))?;
+                // A batch can carry the same message twice (a duplicated
+                // stanza): the second is a duplicate too.
+                let repeated = fresh.iter().any(|f: &&InboundRow| {
+                    f.chat == row.chat && f.sender == row.sender && f.message_id == row.message_id
+                });
+                if !seen && !repeated {
+                    fresh.push(row);
+                }
+            }
+            if !fresh.is_empty() {
+                let (messages, bytes) = inbox_depth(c)?;
+                let adding: u64 = fresh.iter().map(|r| r.payload.len() as u64).sum();
+                if messages + fresh.len() as u64 > limits.max_messages
+                    || bytes + adding > limits.max_bytes
+                {
+                    return Ok(InboundCommit::Full { messages, bytes });
+                }
+            }
+            for row in &fresh {
+                c.prepare_cached(
+                    "INSERT INTO message_inbound_seen (chat, sender, message_id, received_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    row.chat,
+                    row.sender,
+                    row.message_id,
+                    millis(&row.received_at)
+                ])?;
+                queue_publication(c, PublicationKind::Inbound, &row.received_at, &row.payload)?;
+            }
+            Ok(InboundCommit::Committed {
+                new: fresh.len(),
+                duplicates: rows.len() - fresh.len(),
+            })
+        })
+        .await
+    }
+
+    /// Up to `limit` publications after `after_seq`, oldest first.
+    pub async fn publications_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Publication>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, payload FROM message_publish_queue WHERE seq > ?1
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![after_seq, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(seq, kind, payload)| {
+                    Ok(Publication {
+                        seq,
+                        kind: PublicationKind::from_sql(&kind)?,
+                        payload,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The broker has these: they leave the queue. Not fsynced: a delete
+    /// lost to a power cut publishes the message once more (at least once),
+    /// never loses it.
+    pub async fn delete_publications(&self, seqs: Vec<i64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached("DELETE FROM message_publish_queue WHERE seq = ?1")?;
+            for seq in seqs {
+                stmt.execute([seq])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Queues a send, fsynced before returning: HQ is answered only once the
+    /// request would survive a power cut. A `client_id` seen before returns
+    /// the first request's row and writes nothing. `status_payload` is what
+    /// `message/status` says about the new row (`queued`).
+    pub async fn enqueue_outbound(
+        &self,
+        request: OutboundRequest,
+        limits: Limits,
+        status_payload: Vec<u8>,
+    ) -> Result<Enqueued> {
+        self.write_synced(move |c| {
+            if let Some(client_id) = &request.client_id
+                && let Some(existing) = outbox_where(c, "client_id = ?1", client_id)?
+            {
+                return Ok(Enqueued::Existing(existing));
+            }
+            let (messages, bytes) = outbox_depth(c)?;
+            let size = request.text.len() as u64;
+            if messages + 1 > limits.max_messages || bytes + size > limits.max_bytes {
+                return Ok(Enqueued::Full { messages, bytes });
+            }
+            let at = millis(&request.queued_at);
+            c.prepare_cached(
+                "INSERT INTO message_outbox (message_id, client_id, to_jid, text, quoted_id,
+                     bytes, queued_at, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?7)",
+            )?
+            .execute(params![
+                request.message_id,
+                request.client_id,
+                request.to_jid,
+                request.text,
+                request.quoted_id,
+                i64::try_from(size).unwrap_or(i64::MAX),
+                at
+            ])?;
+            queue_publication(
+                c,
+                PublicationKind::Status,
+                &request.queued_at,
+                &status_payload,
+            )?;
+            let entry = outbox_where(c, "message_id = ?1", &request.message_id)?
+                .ok_or_else(|| StoreError::invalid("outbox", "the new row is missing"))?;
+            Ok(Enqueued::Queued(entry))
+        })
+        .await
+    }
+
+    /// The oldest queued send not yet handed to WhatsApp on this connection.
+    pub async fn next_outbound(&self) -> Result<Option<OutboxEntry>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM message_outbox
+                 WHERE status = 'queued' AND transmitted_at IS NULL ORDER BY seq LIMIT 1"
+            ))?
+            .query_row([], outbox_row)
+            .optional()?
+            .map(finish_outbox_row)
+            .transpose()
+        })
+        .await
+    }
+
+    /// The outbox row of `message_id`.
+    pub async fn outbound(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
+        let id = message_id.to_string();
+        self.read(move |c| outbox_where(c, "message_id = ?1", &id))
+            .await
+    }
+
+    /// The send went out on the current connection; the server's ack has
+    /// not come yet. Counts the attempt.
+    pub async fn mark_transmitted(&self, message_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let id = message_id.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE message_outbox SET transmitted_at = ?2, attempts = attempts + 1
+                 WHERE message_id = ?1",
+            )?
+            .execute(params![id, millis(&at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A send that failed on the way out and is tried again later: counts
+    /// the attempt, keeps it queued.
+    pub async fn count_attempt(&self, message_id: &str) -> Result<u32> {
+        let id = message_id.to_string();
+        self.write(move |c| {
+            let attempts: i64 = c
+                .prepare_cached(
+                    "UPDATE message_outbox SET attempts = attempts + 1 WHERE message_id = ?1
+                     RETURNING attempts",
+                )?
+                .query_row([id], |r| r.get(0))?;
+            Ok(u32::try_from(attempts).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    /// A new connection: sends that went out but were never acked by the
+    /// server are sent again (with the same ids). Returns how many.
+    pub async fn retransmit_unacked(&self) -> Result<u64> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE message_outbox SET transmitted_at = NULL
+                 WHERE status = 'queued' AND transmitted_at IS NOT NULL",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Moves the send `message_id` to `status` if it is now in one of
+    /// `from`, and queues `status_payload(entry)` for the broker, in one
+    /// fsynced transaction. Returns the updated row, or `None` when the
+    /// row is unknown or not in one of `from` (a late or repeated receipt).
+    /// Once the server has the message (any status but `queued`), its text
+    /// is cleared: the library keeps what retries need.
+    pub async fn set_outbound_status<F>(
+        &self,
+        message_id: &str,
+        from: &'static [&'static str],
+        status: &'static str,
+        error: Option<String>,
+        at: DateTime<Utc>,
+        status_payload: F,
+    ) -> Result<Option<OutboxEntry>>
+    where
+        F: FnOnce(&OutboxEntry) -> Vec<u8> + Send + 'static,
+    {
+        let id = message_id.to_string();
+        self.write_synced(move |c| {
+            let Some(entry) = outbox_where(c, "message_id = ?1", &id)? else {
+                return Ok(None);
+            };
+            if !from.contains(&entry.status.as_str()) {
+                return Ok(None);
+            }
+            let sent = (status == "sent").then(|| millis(&at));
+            c.prepare_cached(
+                "UPDATE message_outbox SET status = ?2, error = ?3, updated_at = ?4,
+                     text = CASE WHEN ?2 = 'queued' THEN text ELSE NULL END,
+                     sent_at = COALESCE(?5, sent_at)
+                 WHERE message_id = ?1",
+            )?
+            .execute(params![id, status, error, millis(&at), sent])?;
+            let updated = outbox_where(c, "message_id = ?1", &id)?
+                .ok_or_else(|| StoreError::invalid("outbox", "the updated row is missing"))?;
+            queue_publication(c, PublicationKind::Status, &at, &status_payload(&updated))?;
+            Ok(Some(updated))
+        })
+        .await
+    }
+
+    /// Every queued send, oldest first (to fail them all when the device
+    /// is unlinked, say).
+    pub async fn queued_outbound(&self) -> Result<Vec<OutboxEntry>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM message_outbox WHERE status = 'queued' ORDER BY seq"
+            ))?;
+            let rows = stmt
+                .query_map([], outbox_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(finish_outbox_row).collect()
+        })
+        .await
+    }
+
+    /// How full the inbox and the outbox are, and their oldest entries.
+    pub async fn message_depths(&self) -> Result<Depths> {
+        self.read(|c| {
+            let (inbox_messages, inbox_bytes) = inbox_depth(c)?;
+            let (outbox_messages, outbox_bytes) = outbox_depth(c)?;
+            let statuses: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM message_publish_queue WHERE kind = 'status'")?
+                .query_row([], |r| r.get(0))?;
+            let inbox_oldest: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(queued_at) FROM message_publish_queue WHERE kind = 'in'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            let outbox_oldest: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(queued_at) FROM message_outbox WHERE status = 'queued'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            Ok(Depths {
+                inbox_messages,
+                inbox_bytes,
+                inbox_oldest: inbox_oldest.map(from_millis).transpose()?,
+                statuses: count(statuses),
+                outbox_messages,
+                outbox_bytes,
+                outbox_oldest: outbox_oldest.map(from_millis).transpose()?,
+            })
+        })
+        .await
+    }
+
+    /// Forgets what is older than `cutoff`: redelivery keys (WhatsApp does
+    /// not redeliver that late) and finished sends (their `client_id`s may
+    /// be reused after that). Queued sends and unpublished messages are
+    /// never pruned.
+    pub async fn prune_messages(&self, cutoff: DateTime<Utc>) -> Result<(u64, u64)> {
+        self.write(move |c| {
+            let seen = c
+                .prepare_cached("DELETE FROM message_inbound_seen WHERE received_at < ?1")?
+                .execute([millis(&cutoff)])?;
+            let sends = c
+                .prepare_cached(
+                    "DELETE FROM message_outbox WHERE status <> 'queued' AND updated_at < ?1",
+                )?
+                .execute([millis(&cutoff)])?;
+            Ok((seen as u64, sends as u64))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataDir, SqliteStore};
+
+    const ROOMY: Limits = Limits {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+    };
+
+    async fn open() -> (tempfile::TempDir, SqliteStore, crate::DataDirLock) {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDir::lock(dir.path()).unwrap();
+        let (store, _) = SqliteStore::open(&lock).await.unwrap();
+        (dir, store, lock)
+    }
+
+    fn inbound(chat: &str, id: &str, payload: &str) -> InboundRow {
+        InboundRow {
+            chat: chat.into(),
+            sender: chat.into(),
+            message_id: id.into(),
+            received_at: Utc::now(),
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    fn send(id: &str, client_id: Option<&str>, text: &str) -> OutboundRequest {
+        OutboundRequest {
+            message_id: id.into(),
+            client_id: client_id.map(str::to_string),
+            to_jid: "6281111111111@s.whatsapp.net".into(),
+            text: text.into(),
+            quoted_id: None,
+            queued_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_message_is_recognised_and_not_queued_again() {
+        let (_dir, store, _lock) = open().await;
+        let first = store
+            .commit_inbound(
+                vec![inbound("a", "1", "one"), inbound("b", "1", "b one")],
+                ROOMY,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            InboundCommit::Committed {
+                new: 2,
+                duplicates: 0
+            }
+        );
+        // Same id in another chat is another message; same key is not.
+        let again = store
+            .commit_inbound(
+                vec![inbound("a", "1", "one"), inbound("a", "2", "two")],
+                ROOMY,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            InboundCommit::Committed {
+                new: 1,
+                duplicates: 1
+            }
+        );
+        let queued = store.publications_after(0, 10).await.unwrap();
+        let payloads: Vec<&[u8]> = queued.iter().map(|p| p.payload.as_slice()).collect();
+        assert_eq!(payloads, [&b"one"[..], b"b one", b"two"]);
+        // Published and deleted: a later redelivery still is a duplicate.
+        store
+            .delete_publications(queued.iter().map(|p| p.seq).collect())
+            .await
+            .unwrap();
+        let late = store
+            .commit_inbound(vec![inbound("a", "1", "one")], ROOMY)
+            .await
+            .unwrap();
+        assert_eq!(
+            late,
+            InboundCommit::Committed {
+                new: 0,
+                duplicates: 1
+            }
+        );
+        assert!(store.publications_after(0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_takes_nothing_of_a_batch_and_says_how_full() {
+        let (_dir, store, _lock) = open().await;
+        let small = Limits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        };
+        store
+            .commit_inbound(vec![inbound("a", "1", "x")], small)
+            .await
+            .unwrap();
+        let full = store
+            .commit_inbound(vec![inbound("a", "2", "y"), inbound("a", "3", "z")], small)
+            .await
+            .unwrap();
+        assert_eq!(
+            full,
+            InboundCommit::Full {
+                messages: 1,
+                bytes: 1
+            }
+        );
+        assert_eq!(store.message_depths().await.unwrap().inbox_messages, 1);
+        // The byte limit counts too.
+        let tiny = Limits {
+            max_messages: 100,
+            max_bytes: 3,
+        };
+        assert!(matches!(
+            store
+                .commit_inbound(vec![inbound("a", "4", "long")], tiny)
+                .await
+                .unwrap(),
+            InboundCommit::Full { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_client_id_is_queued_once_and_answered_with_the_first_row() {
+        let (_dir, store, _lock) = open().await;
+        let first = store
+            .enqueue_outbound(send("M1", Some("c1"), "hello"), ROOMY, b"queued".to_vec())
+            .await
+            .unwrap();
+        let Enqueued::Queued(row) = first else {
+            panic!("{first:?}")
+        };
+        let again = store
+            .enqueue_outbound(send("M2", Some("c1"), "hello again"), ROOMY, b"q".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(again, Enqueued::Existing(row.clone()));
+        assert_eq!(store.queued_outbound().await.unwrap(), vec![row]);
+        // One status for one row.
+        assert_eq!(store.message_depths().await.unwrap().statuses, 1);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_sends_in_order_and_resends_what_the_server_never_acked() {
+        let (_dir, store, _lock) = open().await;
+        for id in ["M1", "M2"] {
+            store
+                .enqueue_outbound(send(id, None, id), ROOMY, Vec::new())
+                .await
+                .unwrap();
+        }
+        let next = store.next_outbound().await.unwrap().unwrap();
+        assert_eq!(next.message_id, "M1");
+        store.mark_transmitted("M1", Utc::now()).await.unwrap();
+        assert_eq!(
+            store.next_outbound().await.unwrap().unwrap().message_id,
+            "M2"
+        );
+        // The connection broke before the server's ack of M1.
+        assert_eq!(store.retransmit_unacked().await.unwrap(), 1);
+        let again = store.next_outbound().await.unwrap().unwrap();
+        assert_eq!((again.message_id.as_str(), again.attempts), ("M1", 1));
+    }
+
+    #[tokio::test]
+    async fn statuses_only_move_forward_and_clear_the_text() {
+        let (_dir, store, _lock) = open().await;
+        store
+            .enqueue_outbound(send("M1", None, "secret words"), ROOMY, Vec::new())
+            .await
+            .unwrap();
+        let sent = store
+            .set_outbound_status("M1", &["queued"], "sent", None, Utc::now(), |e| {
+                e.status.clone().into_bytes()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((sent.status.as_str(), sent.text), ("sent", None));
+        // A second "sent" (a repeated ack) changes nothing.
+        assert!(
+            store
+                .set_outbound_status("M1", &["queued"], "sent", None, Utc::now(), |_| Vec::new())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let pubs = store.publications_after(0, 10).await.unwrap();
+        assert_eq!(pubs.last().unwrap().payload, b"sent");
+        assert_eq!(store.message_depths().await.unwrap().outbox_messages, 0);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_refuses_past_its_limits() {
+        let (_dir, store, _lock) = open().await;
+        let one = Limits {
+            max_messages: 1,
+            max_bytes: 1 << 20,
+        };
+        store
+            .enqueue_outbound(send("M1", None, "a"), one, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .enqueue_outbound(send("M2", None, "b"), one, Vec::new())
+                .await
+                .unwrap(),
+            Enqueued::Full {
+                messages: 1,
+                bytes: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_is_still_pending() {
+        let (_dir, store, _lock) = open().await;
+        store
+            .commit_inbound(vec![inbound("a", "1", "x")], ROOMY)
+            .await
+            .unwrap();
+        store
+            .enqueue_outbound(send("M1", None, "a"), ROOMY, Vec::new())
+            .await
+            .unwrap();
+        let future = Utc::now() + chrono::Duration::days(1);
+        assert_eq!(store.prune_messages(future).await.unwrap(), (1, 0));
+        assert_eq!(store.publications_after(0, 10).await.unwrap().len(), 2);
+        assert_eq!(store.queued_outbound().await.unwrap().len(), 1);
+    }
+}
