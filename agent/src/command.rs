@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::{Arc, OnceLock, Weak};
+
 use tokio::sync::{mpsc, oneshot};
 
 /// What can be asked of the supervisor.
@@ -39,6 +41,16 @@ pub enum Command {
     PairCode {
         phone: String,
     },
+    /// A message to a customer, into the durable outbox (the messaging
+    /// module answers it, not the supervisor).
+    Send {
+        to: String,
+        text: String,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        quoted_id: Option<String>,
+    },
 }
 
 impl Command {
@@ -53,6 +65,7 @@ impl Command {
             Command::Logout { .. } => "logout",
             Command::CheckNumber { .. } => "check_number",
             Command::PairCode { .. } => "pair_code",
+            Command::Send { .. } => "send",
         }
     }
 }
@@ -71,6 +84,16 @@ pub enum CommandError {
     Failed(String),
     #[error("agent is shutting down")]
     ShuttingDown,
+    #[error("not_linked: {0}")]
+    NotLinked(String),
+    #[error("not_on_whatsapp: the number has no WhatsApp account")]
+    NotOnWhatsApp,
+    #[error("text_too_long: {0}")]
+    TextTooLong(String),
+    #[error("outbox_full: {0}")]
+    OutboxFull(String),
+    #[error("disabled: {0}")]
+    Disabled(String),
 }
 
 pub type CommandResult = Result<Value, CommandError>;
@@ -86,16 +109,49 @@ pub struct CommandRequest {
 #[derive(Debug, Clone)]
 pub struct Commands {
     tx: mpsc::Sender<CommandRequest>,
+    /// Where `send` goes: the messaging module, once it runs. Weak: the
+    /// module holds commands of its own.
+    sends: Arc<OnceLock<Weak<crate::messages::Messages>>>,
 }
 
 impl Commands {
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<CommandRequest>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx }, rx)
+        let sends = Arc::default();
+        (Self { tx, sends }, rx)
     }
 
-    /// Sends a command and waits for its answer.
+    /// `send` commands from every clone of these go to `messages`.
+    pub fn route_sends_to(&self, messages: &Arc<crate::messages::Messages>) {
+        let _ = self.sends.set(Arc::downgrade(messages));
+    }
+
+    /// Sends a command and waits for its answer (`send` goes to the
+    /// messaging module, everything else to the supervisor).
     pub async fn send(&self, command: Command) -> CommandResult {
+        if let Command::Send {
+            to,
+            text,
+            client_id,
+            quoted_id,
+        } = command
+        {
+            let Some(messages) = self.sends.get().and_then(Weak::upgrade) else {
+                return Err(CommandError::Disabled(
+                    "messages are off (messages.enabled = false, or MQTT is off)".into(),
+                ));
+            };
+            return crate::messages::outbox::accept(
+                &messages,
+                crate::messages::outbox::SendRequest {
+                    to,
+                    text,
+                    client_id,
+                    quoted_id,
+                },
+            )
+            .await;
+        }
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(CommandRequest { command, reply })

@@ -57,6 +57,7 @@ pub struct Config {
     pub log: LogConfig,
     pub display: DisplayConfig,
     pub mqtt: MqttConfig,
+    pub messages: MessagesConfig,
 }
 
 impl Default for Config {
@@ -76,6 +77,7 @@ impl Default for Config {
                 ..DisplayConfig::default()
             },
             mqtt: MqttConfig::default(),
+            messages: MessagesConfig::default(),
         }
     }
 }
@@ -177,6 +179,46 @@ impl Default for ReconnectConfig {
             jitter: 0.15,
             stable_after_secs: 30,
             connect_timeout_secs: 45,
+        }
+    }
+}
+
+/// Messages through the outlet (DESIGN.md, "Messages"): customers' chats
+/// to HQ over `message/in`, HQ's `send` requests to customers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Off: inbound messages are left to WhatsApp's own handling (acked,
+    /// not forwarded) and `send` is refused. The session still runs.
+    pub enabled: bool,
+    /// At most this many sends per minute, spaced evenly with jitter: a
+    /// broadcast at machine speed is how an account gets banned. 0 turns
+    /// pacing off (benchmarks only).
+    pub max_per_minute: u32,
+    /// The inbox (received, not yet taken by the broker) holds at most this
+    /// many messages and bytes; beyond, WhatsApp is not told they arrived
+    /// and keeps them until there is room.
+    pub inbox_max_messages: u64,
+    pub inbox_max_bytes: u64,
+    /// The outbox (queued sends) holds at most this many; beyond, `send`
+    /// is refused with `outbox_full`.
+    pub outbox_max_messages: u64,
+    pub outbox_max_bytes: u64,
+    /// Redelivery keys and finished sends are kept this long (a repeated
+    /// `client_id` within it gets the first answer).
+    pub keep_days: u32,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_per_minute: 20,
+            inbox_max_messages: 10_000,
+            inbox_max_bytes: 64 * 1024 * 1024,
+            outbox_max_messages: 5_000,
+            outbox_max_bytes: 16 * 1024 * 1024,
+            keep_days: 14,
         }
     }
 }
@@ -451,6 +493,29 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        let m = &self.messages;
+        for (key, value) in [
+            ("messages.inbox_max_messages", m.inbox_max_messages),
+            ("messages.inbox_max_bytes", m.inbox_max_bytes),
+            ("messages.outbox_max_messages", m.outbox_max_messages),
+            ("messages.outbox_max_bytes", m.outbox_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if m.max_per_minute > 600 {
+            return Err(invalid(
+                "messages.max_per_minute",
+                format!(
+                    "{}: at most 600 (one every 100 ms); 0 turns pacing off",
+                    m.max_per_minute
+                ),
+            ));
+        }
+        if m.keep_days == 0 {
+            return Err(invalid("messages.keep_days", "must be at least 1".into()));
+        }
         let id = &self.outlet.id;
         if id.is_empty()
             || id.len() > 64

@@ -18,7 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::command::{Command, CommandResult, Commands};
 
 /// The longest request line accepted; anything longer is refused.
-const MAX_LINE: usize = 4096;
+/// A `send` line carries up to 65 536 characters of text.
+const MAX_LINE: usize = crate::mqtt::options::MAX_SEND_REQUEST_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

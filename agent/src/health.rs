@@ -129,6 +129,28 @@ pub enum FaultKind {
     Store,
 }
 
+/// The inbox and the outbox, as the messaging module reports them. Counts
+/// and times only: contents and numbers never reach the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageHealth {
+    /// The newest message a customer sent the outlet.
+    pub last_message_in_at: Option<DateTime<Utc>>,
+    /// The newest send WhatsApp's server took.
+    pub last_message_out_at: Option<DateTime<Utc>>,
+    /// Received, not yet taken by the broker.
+    pub inbox_pending: u64,
+    pub inbox_bytes: u64,
+    pub inbox_oldest_at: Option<DateTime<Utc>>,
+    /// The inbox is at its limit: WhatsApp is not told new messages
+    /// arrived (it keeps them) until the broker takes some.
+    pub inbox_full: bool,
+    /// Queued sends, not yet taken by WhatsApp's server.
+    pub outbox_pending: u64,
+    pub outbox_oldest_at: Option<DateTime<Utc>>,
+    /// Send statuses waiting for the broker.
+    pub statuses_pending: u64,
+}
+
 /// When and why the last live connection ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastDisconnect {
@@ -164,6 +186,9 @@ pub struct Health {
     /// the control socket and the screen log when the broker itself is the
     /// problem.
     pub mqtt: String,
+    /// Messages: the truest liveness there is (DESIGN.md, "Messages").
+    #[serde(flatten)]
+    pub messages: MessageHealth,
     pub version: String,
     /// After this instant the snapshot is stale: the supervisor refreshes it
     /// well before, so a reader past it is looking at a dead agent.
@@ -189,6 +214,7 @@ impl Health {
             fault: None,
             display: "none".into(),
             mqtt: "off".into(),
+            messages: MessageHealth::default(),
             version: env!("CARGO_PKG_VERSION").into(),
             valid_until: now + ttl,
         }

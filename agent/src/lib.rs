@@ -19,6 +19,8 @@
 //! - [`control`]: the local Unix control socket.
 //! - [`mqtt`]: availability, state, events, telemetry and commands over
 //!   MQTT, Home Assistant discovery.
+//! - [`messages`]: customers' chats to HQ and HQ's sends to customers,
+//!   over MQTT, durable end to end: the inbox, the outbox, their publisher.
 //! - [`screen`]: health → `outlet_display::Screen`, button → command.
 //! - [`notify`]: systemd `READY=1`, `STATUS=`, `WATCHDOG=1`.
 //! - [`clock`]: is the system clock trustworthy yet (`waiting_for_clock`).
@@ -50,6 +52,7 @@ pub mod disk;
 pub mod health;
 pub mod logging;
 pub mod memory;
+pub mod messages;
 pub mod mqtt;
 pub mod notify;
 pub mod screen;

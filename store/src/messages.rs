@@ -133,6 +133,10 @@ pub struct Depths {
     pub outbox_messages: u64,
     pub outbox_bytes: u64,
     pub outbox_oldest: Option<DateTime<Utc>>,
+    /// The newest inbound message committed (within `keep_days`).
+    pub last_in: Option<DateTime<Utc>>,
+    /// The newest send the server took.
+    pub last_out: Option<DateTime<Utc>>,
 }
 
 fn millis(t: &DateTime<Utc>) -> i64 {
@@ -399,6 +403,13 @@ impl SqliteStore {
             .await
     }
 
+    /// The outbox row queued with `client_id`.
+    pub async fn outbound_by_client_id(&self, client_id: &str) -> Result<Option<OutboxEntry>> {
+        let id = client_id.to_string();
+        self.read(move |c| outbox_where(c, "client_id = ?1", &id))
+            .await
+    }
+
     /// The send went out on the current connection; the server's ack has
     /// not come yet. Counts the attempt.
     pub async fn mark_transmitted(&self, message_id: &str, at: DateTime<Utc>) -> Result<()> {
@@ -519,7 +530,15 @@ impl SqliteStore {
                     "SELECT MIN(queued_at) FROM message_outbox WHERE status = 'queued'",
                 )?
                 .query_row([], |r| r.get(0))?;
+            let last_in: Option<i64> = c
+                .prepare_cached("SELECT MAX(received_at) FROM message_inbound_seen")?
+                .query_row([], |r| r.get(0))?;
+            let last_out: Option<i64> = c
+                .prepare_cached("SELECT MAX(sent_at) FROM message_outbox")?
+                .query_row([], |r| r.get(0))?;
             Ok(Depths {
+                last_in: last_in.map(from_millis).transpose()?,
+                last_out: last_out.map(from_millis).transpose()?,
                 inbox_messages,
                 inbox_bytes,
                 inbox_oldest: inbox_oldest.map(from_millis).transpose()?,
@@ -642,6 +661,24 @@ mod tests {
             }
         );
         assert!(store.publications_after(0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_row_queued_after_the_queue_emptied_comes_after_every_earlier_one() {
+        let (_dir, store, _lock) = open().await;
+        store
+            .commit_inbound(vec![inbound("a", "1", "x")], ROOMY)
+            .await
+            .unwrap();
+        let first = store.publications_after(0, 10).await.unwrap();
+        store.delete_publications(vec![first[0].seq]).await.unwrap();
+        // The publisher goes on after the last row it handed over.
+        store
+            .commit_inbound(vec![inbound("a", "2", "y")], ROOMY)
+            .await
+            .unwrap();
+        let next = store.publications_after(first[0].seq, 10).await.unwrap();
+        assert_eq!(next.len(), 1, "the new row must not reuse an old seq");
     }
 
     #[tokio::test]

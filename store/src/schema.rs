@@ -239,16 +239,19 @@ CREATE INDEX message_inbound_seen_age ON message_inbound_seen (received_at);
 
 -- What waits for the broker's PUBACK, in order: inbound messages
 -- (kind 'in') and outbox statuses (kind 'status'). A row is deleted when
--- the broker has it.
+-- the broker has it. AUTOINCREMENT: a new row's seq is above every seq
+-- ever used, even once the queue was emptied, so a publisher that goes
+-- "after the last one I handed over" never skips it.
 CREATE TABLE message_publish_queue (
-    seq       INTEGER PRIMARY KEY,
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     kind      TEXT NOT NULL CHECK (kind IN ('in', 'status')),
     queued_at INTEGER NOT NULL,
     payload   BLOB NOT NULL
 ) STRICT;
 CREATE INDEX message_publish_queue_kind ON message_publish_queue (kind, seq);
 
--- HQ's messages to customers. `text` is cleared once the server has the
+-- HQ's messages to customers (sent in seq order; rows are only pruned
+-- long after they are final). `text` is cleared once the server has the
 -- message; the row stays (pruned by age) so a repeated client_id gets the
 -- first answer and is never sent twice.
 CREATE TABLE message_outbox (

@@ -95,6 +95,18 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
     if let Some(message) = store_report {
         supervisor.report_startup_problem(message);
     }
+    // Messages: `send` from every command path goes to its outbox, and the
+    // supervisor's sessions carry its inbox hook.
+    let messages = crate::messages::Messages::start(
+        config.clone(),
+        store.clone(),
+        link.health.clone(),
+        link.commands.clone(),
+    );
+    if let Some((messages, _)) = &messages {
+        link.commands.route_sends_to(messages);
+        supervisor.attach_messages(messages.clone());
+    }
     // Before the supervisor runs, so MQTT sees its very first transitions.
     let mqtt = crate::mqtt::spawn(config.clone(), &link);
     if let Some(mqtt) = &mqtt {
@@ -142,6 +154,9 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
     };
 
     control_task.abort();
+    if let Some((_, tasks)) = messages {
+        tasks.shutdown(Duration::from_secs(3)).await;
+    }
     // The final state, then `offline` (retained) and a clean DISCONNECT, so
     // the broker does not fire the last will for a deliberate stop.
     if let Some(mqtt) = mqtt {

@@ -19,11 +19,15 @@ use crate::config::MqttConfig;
 /// Requests larger than this get an error response (DESIGN: 4 KiB); the
 /// client accepts packets up to [`MAX_INCOMING_PACKET`] so it can say so.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// A `send` carries up to 65 536 characters of text: up to four bytes
+/// each in UTF-8, more where JSON escapes them.
+pub const MAX_SEND_REQUEST_BYTES: usize = 512 * 1024;
 /// A packet above this ends the connection (rumqttc cannot skip one), so it
 /// is generous; MQTT 3.1.1 has no way to ask the broker for less.
-pub const MAX_INCOMING_PACKET: usize = 256 * 1024;
-/// Our largest publish is a discovery config or a health snapshot (< 2 KiB).
-const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+pub const MAX_INCOMING_PACKET: usize = MAX_SEND_REQUEST_BYTES + 16 * 1024;
+/// Our largest publish is an inbound message (`message/in`): a text of
+/// 65 536 characters in JSON, well below this.
+const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 /// How long a TCP + TLS + CONNECT round may take.
 pub const CONNECT_TIMEOUT_SECS: u64 = 5;
 

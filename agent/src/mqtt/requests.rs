@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::command::{Command, CommandError};
-use crate::mqtt::options::MAX_REQUEST_BYTES;
+use crate::mqtt::options::{MAX_REQUEST_BYTES, MAX_SEND_REQUEST_BYTES};
 
 /// The commands MQTT may send, with the fields each accepts. `qr` is
 /// missing on purpose: the QR string carries the pairing secret and is for
@@ -22,7 +22,17 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("logout", &["confirm"]),
     ("check_number", &["phone"]),
     ("pair_code", &["phone"]),
+    ("send", &["to", "text", "client_id", "quoted_id"]),
 ];
+
+/// The size limit of a request named `name`.
+fn size_limit(name: &str) -> usize {
+    if name == "send" {
+        MAX_SEND_REQUEST_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    }
+}
 
 /// Error texts stay short whatever the input (serde quotes unknown field
 /// names, which a sender controls).
@@ -50,12 +60,10 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
         message: truncate(message),
         transaction,
     };
-    if payload.len() > MAX_REQUEST_BYTES {
+    let limit = size_limit(name);
+    if payload.len() > limit {
         return Err(reject(
-            format!(
-                "payload too large: {} bytes (limit {MAX_REQUEST_BYTES})",
-                payload.len()
-            ),
+            format!("payload too large: {} bytes (limit {limit})", payload.len()),
             None,
         ));
     }
@@ -117,7 +125,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
 /// The `transaction` of a request that will not be parsed further, so its
 /// refusal still reaches the caller that sent it.
 pub fn transaction_of(payload: &[u8]) -> Option<Value> {
-    if payload.len() > MAX_REQUEST_BYTES {
+    if payload.len() > MAX_SEND_REQUEST_BYTES {
         return None;
     }
     parse_object(payload).ok()?.remove("transaction")

@@ -87,6 +87,17 @@ impl Topics {
         format!("{}/telemetry", self.prefix)
     }
 
+    /// Inbound messages, QoS 1, not retained: contents and full numbers,
+    /// for HQ alone (the broker's ACL).
+    pub fn message_in(&self) -> String {
+        format!("{}/message/in", self.prefix)
+    }
+
+    /// Send statuses, QoS 1, not retained.
+    pub fn message_status(&self) -> String {
+        format!("{}/message/status", self.prefix)
+    }
+
     /// What the link subscribes to for commands.
     pub fn request_filter(&self) -> String {
         format!("{}/request/+", self.prefix)

@@ -146,6 +146,10 @@ pub struct Supervisor {
     /// The client of the running session, kept outside the session's future
     /// so its connection can be closed even when that future panicked.
     live_client: Option<Arc<whatsapp_rust::client::Client>>,
+    /// Messages through the outlet: its hook and receipt handler go on
+    /// every session's client, and it gets the client while connected.
+    messages: Option<Arc<crate::messages::Messages>>,
+    message_report: Option<watch::Receiver<crate::health::MessageHealth>>,
     /// Test builds only: panic once while handling this event kind, to
     /// prove a panic costs one session and nothing else.
     panic_once_on: Option<String>,
@@ -204,6 +208,8 @@ impl Supervisor {
             qr_exhausted: false,
             pair_code_linger_until: None,
             live_client: None,
+            messages: None,
+            message_report: None,
             code_pages_released_at: None,
             panic_once_on: std::env::var(PANIC_ONCE_ENV)
                 .ok()
@@ -219,6 +225,16 @@ impl Supervisor {
         let text = mqtt_text(&status.borrow());
         self.health.send_modify(|h| h.mqtt = text);
         self.mqtt_status = Some(status);
+    }
+
+    /// Messages flow through `messages` from the next session on; its
+    /// depths and times join the snapshot.
+    pub fn attach_messages(&mut self, messages: Arc<crate::messages::Messages>) {
+        let report = messages.report();
+        let current = report.borrow().clone();
+        self.health.send_modify(|h| h.messages = current);
+        self.message_report = Some(report);
+        self.messages = Some(messages);
     }
 
     /// Puts a problem found before the first session (a store that had to
@@ -359,6 +375,7 @@ impl Supervisor {
             backend,
             events: self.events_tx.clone(),
             device_name: self.config.outlet.device_name(),
+            messages: self.messages.clone(),
         };
         self.qr_exhausted = false;
         self.pair_code_linger_until = None;
@@ -592,6 +609,9 @@ impl Supervisor {
             }
             Event::Connected(_) => {
                 *connected_at = Some(Instant::now());
+                if let (Some(messages), Some(client)) = (&self.messages, &self.live_client) {
+                    messages.connected(client.clone());
+                }
                 let device = DeviceStore::load(&*self.store).await.ok().flatten();
                 self.set_state(SessionState::Connected, "logged in", |h| {
                     h.attempt = 0;
@@ -610,6 +630,9 @@ impl Supervisor {
                 });
             }
             Event::Disconnected(d) => {
+                if let Some(messages) = &self.messages {
+                    messages.disconnected();
+                }
                 let reason = format!("{:?}", d.reason);
                 let last_disconnect = LastDisconnect {
                     at: now,
@@ -1100,6 +1123,9 @@ impl Supervisor {
                     return None;
                 }
             },
+            // `Commands` hands sends to the messaging module; one that gets
+            // here has no messaging module to go to.
+            Command::Send { .. } => (Err(CommandError::Disabled("messages are off".into())), None),
             Command::CheckNumber { phone } => {
                 match crate::command::normalize_phone(phone, &self.config.outlet.country_code) {
                     Err(e) => (Err(e), None),
@@ -1135,6 +1161,9 @@ impl Supervisor {
     /// key-share grace. The snapshot is the client's newest state, so this
     /// save is never older than anything the client wrote before.
     async fn end_session_writes(&mut self) {
+        if let Some(messages) = &self.messages {
+            messages.disconnected();
+        }
         if let Some(client) = self.live_client.take() {
             session::close(&client, STOP_GRACE).await;
             let device = client.persistence_manager().get_device_snapshot();
@@ -1325,9 +1354,18 @@ impl Supervisor {
         let mqtt_changed = mqtt
             .as_ref()
             .is_some_and(|m| *m != self.health.borrow().mqtt);
-        if stale || display_changed || mqtt_changed {
+        let messages = self.message_report.as_mut().and_then(|r| {
+            r.has_changed()
+                .unwrap_or(false)
+                .then(|| r.borrow_and_update().clone())
+        });
+        let messages_changed = messages.is_some();
+        if stale || display_changed || mqtt_changed || messages_changed {
             self.health.send_modify(|h| {
                 h.valid_until = now + ttl;
+                if let Some(messages) = messages {
+                    h.messages = messages;
+                }
                 if let Some(display) = display {
                     h.display = display;
                 }

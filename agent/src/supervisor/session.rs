@@ -86,6 +86,27 @@ pub struct SessionParams {
     pub events: mpsc::UnboundedSender<SessionEvent>,
     /// The name the phone lists under "Linked devices" (sent when linking).
     pub device_name: String,
+    /// Messages through the outlet: the inbox's durability hook, and the
+    /// outbox's receipts and server acks.
+    pub messages: Option<Arc<crate::messages::Messages>>,
+}
+
+/// The kinds the outbox turns into send statuses.
+const MESSAGE_KINDS: &[EventKind] = &[EventKind::Receipt, EventKind::ServerAck];
+
+/// Forwards receipts and server acks to the outbox.
+struct ForwardToOutbox {
+    tx: mpsc::UnboundedSender<Arc<Event>>,
+}
+
+impl EventHandler for ForwardToOutbox {
+    fn handle_event(&self, event: Arc<Event>) {
+        let _ = self.tx.send(event);
+    }
+
+    fn interest(&self) -> EventInterest {
+        EventInterest::of(MESSAGE_KINDS)
+    }
 }
 
 /// A running connection attempt.
@@ -101,7 +122,15 @@ pub struct StartError(String);
 
 impl Session {
     pub async fn start(params: SessionParams) -> Result<Self, StartError> {
-        let bot = Bot::builder()
+        let mut builder = Bot::builder();
+        if let Some(messages) = &params.messages {
+            builder = builder
+                .with_inbound_durability_hook(messages.hook())
+                .with_event_handler(ForwardToOutbox {
+                    tx: messages.session_events(),
+                });
+        }
+        let bot = builder
             .with_backend_arc(params.backend)
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(params.endpoint))
             .with_http_client(NoHttp)

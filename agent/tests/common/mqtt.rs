@@ -86,9 +86,30 @@ impl Subscriber {
     /// A connection as `config` describes it (TLS, login); waits for the
     /// SUBACK so nothing published afterwards is missed.
     pub async fn connect_with(config: &MqttConfig, filters: &[&str]) -> Subscriber {
-        let mut options = outlet_agent::mqtt::options::client_options(config, &unique("sub"), None)
+        Self::connect_as(config, &unique("sub"), false, filters).await
+    }
+
+    /// HQ as it should run: a persistent session (`clean_session = false`)
+    /// under a fixed client id, so the broker keeps QoS 1 messages for it
+    /// while it is away, across broker restarts when the broker persists.
+    pub async fn connect_persistent(broker: &str, client_id: &str, filters: &[&str]) -> Subscriber {
+        let config = MqttConfig {
+            broker: broker.to_string(),
+            ..MqttConfig::default()
+        };
+        Self::connect_as(&config, client_id, true, filters).await
+    }
+
+    async fn connect_as(
+        config: &MqttConfig,
+        client_id: &str,
+        persistent: bool,
+        filters: &[&str],
+    ) -> Subscriber {
+        let mut options = outlet_agent::mqtt::options::client_options(config, client_id, None)
             .expect("subscriber options");
         options.set_keep_alive(Duration::from_secs(5));
+        options.set_clean_session(!persistent);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -386,6 +407,18 @@ impl Broker {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process the way an operator does (SIGTERM): a broker with
+    /// persistence saves its sessions first.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }

@@ -273,6 +273,19 @@ impl Contacts {
         self.shared.state().messaging.faults.receipt_delay = delay;
     }
 
+    /// Whether contacts can write to the account's companions yet: a
+    /// companion is reachable once it has uploaded its pre-keys (right
+    /// after its first login), as on the real directory.
+    pub fn companions_reachable(&self) -> bool {
+        let state = self.shared.state();
+        let devices: Vec<u16> = state.devices.keys().copied().filter(|d| *d != 0).collect();
+        !devices.is_empty()
+            && !state
+                .messaging
+                .account_targets(&self.shared, &devices)
+                .is_empty()
+    }
+
     /// The configured contacts' numbers.
     pub fn numbers(&self) -> Vec<String> {
         self.shared

@@ -145,7 +145,7 @@ pub(crate) struct MessagingState {
 
 impl MessagingState {
     /// Companions with an uploaded bundle (the ones a sender encrypts for).
-    fn account_targets(&self, shared: &Shared, devices: &[u16]) -> Vec<u16> {
+    pub(crate) fn account_targets(&self, shared: &Shared, devices: &[u16]) -> Vec<u16> {
         let phone = &shared.config.account.phone;
         devices
             .iter()
@@ -1030,11 +1030,26 @@ fn record_inbox(shared: &Shared, target: &Jid, mut entry: InboxEntry, message: &
     let phone = &shared.config.account.phone;
     {
         let mut state = shared.state();
-        if target.user == *phone {
-            state.messaging.phone_inbox.push(entry.clone());
-        } else if let Some(contact) = state.messaging.contacts.get_mut(target.user.as_str()) {
-            contact.inbox.push(entry.clone());
+        // A phone shows one message per id and sender, however often it
+        // arrives (a sender that crashed before the server's ack sends it
+        // again with the same id): so does the fake.
+        let inbox = if target.user == *phone {
+            Some(&mut state.messaging.phone_inbox)
+        } else {
+            state
+                .messaging
+                .contacts
+                .get_mut(target.user.as_str())
+                .map(|c| &mut c.inbox)
+        };
+        let Some(inbox) = inbox else { return };
+        if inbox
+            .iter()
+            .any(|e| e.id == entry.id && e.from == entry.from && e.device == entry.device)
+        {
+            return;
         }
+        inbox.push(entry.clone());
     }
     shared.emit(ServerEvent::Decrypted {
         by: target.to_string(),

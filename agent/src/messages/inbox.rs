@@ -1,0 +1,119 @@
+//! The inbox: received messages are committed before WhatsApp hears they
+//! arrived.
+//!
+//! whatsapp-rust calls [`InboxHook::on_messages`] for every decrypted batch
+//! and sends the server's acks only when it returns `Ok`. So the order is:
+//! decrypt → commit (fsynced) → ack → publish → PUBACK → delete. A crash or
+//! power cut anywhere costs nothing: before the commit, WhatsApp still has
+//! the message (and the library's pending-inbound buffer its decrypted
+//! copy); after it, the inbox has it. A redelivery of a committed message is
+//! recognised by (chat, sender, id) and acked without a second publish.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use whatsapp_rust::InboundDurabilityHook;
+use whatsapp_rust::client::Client;
+use whatsapp_rust::types::durability_hook::InboundMessage;
+
+use super::Messages;
+use crate::command::Command;
+
+/// Room this large (a fraction of the limits) must be free again before a
+/// full inbox asks WhatsApp to redeliver what it left unacked.
+const REOPEN_AT: f64 = 0.9;
+
+pub struct InboxHook {
+    messages: Arc<Messages>,
+}
+
+impl InboxHook {
+    pub(super) fn new(messages: Arc<Messages>) -> Self {
+        Self { messages }
+    }
+}
+
+#[async_trait::async_trait]
+impl InboundDurabilityHook for InboxHook {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> anyhow::Result<()> {
+        let rows: Vec<outlet_store::InboundRow> = batch
+            .iter()
+            .filter_map(|m| super::inbound::describe(&m.message, &m.info))
+            .filter_map(|record| {
+                let payload = serde_json::to_vec(&record.payload).ok()?;
+                Some(outlet_store::InboundRow {
+                    chat: record.chat,
+                    sender: record.sender,
+                    message_id: record.id,
+                    received_at: record.at,
+                    payload,
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            // Receipts of our own sends on other devices, protocol
+            // messages: nothing for HQ, and WhatsApp may drop them.
+            return Ok(());
+        }
+        let messages = &self.messages;
+        match messages
+            .store
+            .commit_inbound(rows, messages.limits_inbox())
+            .await
+        {
+            Ok(outlet_store::InboundCommit::Committed { new, duplicates }) => {
+                if duplicates > 0 {
+                    tracing::info!(duplicates, "messages: redelivered messages recognised");
+                }
+                if new > 0 {
+                    tracing::debug!(new, "messages: committed to the inbox");
+                    messages.report.send_modify(|r| {
+                        r.last_message_in_at = Some(chrono::Utc::now());
+                    });
+                    messages.queued_for_broker();
+                }
+                Ok(())
+            }
+            Ok(outlet_store::InboundCommit::Full { messages: n, bytes }) => {
+                if !messages.inbox_refused.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        pending = n,
+                        bytes,
+                        "messages: the inbox is full (the broker is not taking messages); \
+                         WhatsApp keeps new ones until there is room"
+                    );
+                }
+                messages.report.send_modify(|r| r.inbox_full = true);
+                anyhow::bail!("inbox full: {n} messages, {bytes} bytes wait for the broker")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "messages: cannot commit received messages; WhatsApp keeps them");
+                Err(anyhow::anyhow!("inbox commit failed: {e}"))
+            }
+        }
+    }
+}
+
+/// Called after the broker took messages: if a full inbox refused some and
+/// there is room again, a reconnect makes WhatsApp redeliver them.
+pub(super) async fn reopen_if_drained(messages: &Messages, pending: u64, bytes: u64) {
+    if !messages.inbox_refused.load(Ordering::SeqCst) {
+        return;
+    }
+    let limits = messages.limits_inbox();
+    let roomy = (pending as f64) < limits.max_messages as f64 * REOPEN_AT
+        && (bytes as f64) < limits.max_bytes as f64 * REOPEN_AT;
+    if !roomy {
+        return;
+    }
+    messages.inbox_refused.store(false, Ordering::SeqCst);
+    messages.report.send_modify(|r| r.inbox_full = false);
+    tracing::info!("messages: the inbox has room again; reconnecting so WhatsApp redelivers");
+    if let Err(e) = messages.commands.send(Command::Reconnect).await {
+        tracing::warn!(error = %e, "messages: the reconnect after a full inbox was refused");
+    }
+}

@@ -1,0 +1,370 @@
+//! Hands the publish queue to the broker, and forgets a row only after the
+//! broker's PUBACK for it.
+//!
+//! Why a connection of its own (client id `<client id>-messages`), beside
+//! the link that carries state and commands: to know *which* message a
+//! PUBACK is for. rumqttc reports an outgoing publish and its PUBACK by
+//! packet id only, in the order the client's channel delivered them. On a
+//! connection that carries nothing but these publishes, the n-th
+//! `Outgoing::Publish` is the n-th row handed over, so packet id → row is
+//! exact.
+//!
+//! Why a new rumqttc client and event loop for every connection: rumqttc
+//! keeps unacknowledged publishes and its channel across reconnects and
+//! drops them when the broker starts a clean session; a publish handed over
+//! during the outage could then go out on the *next* connection and break
+//! the mapping. A fresh event loop per connection has none of that: after
+//! every connect the queue is published again from its first row, and
+//! whatever the broker had already acked but the store not yet deleted goes
+//! out a second time (at least once, never lost).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use super::Messages;
+use crate::config::ReconnectConfig;
+use crate::mqtt::options;
+use crate::supervisor::backoff::Backoff;
+
+/// Publishes the broker has not acked yet, at most. Below rumqttc's
+/// in-flight limit, so its packet ids never collide.
+const WINDOW: usize = 32;
+const INFLIGHT: u16 = 64;
+/// Acked rows are deleted in batches of up to this many.
+const DELETE_BATCH: usize = 256;
+/// Looks at the queue at least this often, woken or not.
+const POLL: Duration = Duration::from_secs(1);
+const CLIENT_CHANNEL: usize = WINDOW * 2;
+/// A failure that persists is warned about again this often.
+const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Rows handed to the client, in order, not yet seen going out.
+type Handed = Arc<Mutex<VecDeque<i64>>>;
+
+enum DriverEvent {
+    Ready {
+        connection: u64,
+        client: AsyncClient,
+        handed: Handed,
+    },
+    Connected {
+        connection: u64,
+    },
+    Acked {
+        connection: u64,
+        seq: i64,
+    },
+    Failed {
+        connection: u64,
+        error: String,
+    },
+    Stopped,
+}
+
+pub struct PublisherHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PublisherHandle {
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+pub(super) fn spawn(messages: Arc<Messages>) -> Option<PublisherHandle> {
+    let (stop, stop_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(1024);
+    let client_id = format!("{}-messages", crate::mqtt::client_id(&messages.config));
+    let driver = tokio::spawn(drive(messages.clone(), client_id, tx, stop_rx.clone()));
+    let task = tokio::spawn(async move {
+        Publisher::new(messages).run(rx, stop_rx).await;
+        driver.abort();
+    });
+    Some(PublisherHandle { stop, task })
+}
+
+struct Publisher {
+    messages: Arc<Messages>,
+    connection: u64,
+    client: Option<(AsyncClient, Handed)>,
+    connected: bool,
+    /// The last row handed over on this connection.
+    cursor: i64,
+    in_flight: HashSet<i64>,
+    acked: Vec<i64>,
+    last_warned: Option<Instant>,
+}
+
+impl Publisher {
+    fn new(messages: Arc<Messages>) -> Self {
+        Self {
+            messages,
+            connection: 0,
+            client: None,
+            connected: false,
+            cursor: 0,
+            in_flight: HashSet::new(),
+            acked: Vec::new(),
+            last_warned: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<DriverEvent>, mut stop: watch::Receiver<bool>) {
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                event = rx.recv() => match event {
+                    Some(DriverEvent::Stopped) | None => return,
+                    Some(event) => self.on_driver(event),
+                },
+                () = self.messages.publish_wake.notified() => {}
+                _ = poll.tick() => {}
+            }
+            // Everything the driver has said so far, before acting on it.
+            while let Ok(event) = rx.try_recv() {
+                if matches!(event, DriverEvent::Stopped) {
+                    return;
+                }
+                self.on_driver(event);
+            }
+            self.delete_acked().await;
+            self.fill().await;
+        }
+        // Acked rows are deleted before the clean DISCONNECT.
+        self.delete_acked().await;
+        if let Some((client, _)) = &self.client {
+            let _ = client.try_disconnect();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            match event {
+                DriverEvent::Stopped => break,
+                other => self.on_driver(other),
+            }
+        }
+        self.delete_acked().await;
+    }
+
+    fn on_driver(&mut self, event: DriverEvent) {
+        match event {
+            DriverEvent::Ready {
+                connection,
+                client,
+                handed,
+            } => {
+                self.connection = connection;
+                self.client = Some((client, handed));
+                self.connected = false;
+                self.in_flight.clear();
+            }
+            DriverEvent::Connected { connection } if connection == self.connection => {
+                tracing::info!("messages: connected to the broker");
+                self.connected = true;
+                self.cursor = 0;
+                self.in_flight.clear();
+                self.last_warned = None;
+            }
+            DriverEvent::Acked { connection, seq } if connection == self.connection => {
+                self.in_flight.remove(&seq);
+                self.acked.push(seq);
+            }
+            DriverEvent::Acked { seq, .. } => {
+                // Acked on a connection that has since ended: the broker has
+                // it all the same.
+                self.acked.push(seq);
+            }
+            DriverEvent::Failed { connection, error } if connection == self.connection => {
+                let rewarn = self
+                    .last_warned
+                    .is_none_or(|at| at.elapsed() >= REWARN_AFTER);
+                if rewarn {
+                    self.last_warned = Some(Instant::now());
+                    tracing::warn!(%error, "messages: broker connection failed; messages wait in the inbox");
+                } else {
+                    tracing::debug!(%error, "messages: broker connection failed");
+                }
+                self.connected = false;
+                self.client = None;
+                self.in_flight.clear();
+            }
+            DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
+            DriverEvent::Stopped => {}
+        }
+    }
+
+    async fn delete_acked(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        let batch: Vec<i64> = self
+            .acked
+            .drain(..self.acked.len().min(DELETE_BATCH))
+            .collect();
+        match self.messages.store.delete_publications(batch.clone()).await {
+            Ok(()) => {
+                self.messages.depth_wake.notify_one();
+                if let Ok(depths) = self.messages.store.message_depths().await {
+                    super::inbox::reopen_if_drained(
+                        &self.messages,
+                        depths.inbox_messages,
+                        depths.inbox_bytes,
+                    )
+                    .await;
+                }
+            }
+            Err(e) => {
+                // Kept: published again after the next connect, at worst.
+                tracing::warn!(error = %e, "messages: cannot forget published messages");
+                self.acked.extend(batch);
+            }
+        }
+    }
+
+    /// Hands rows to the client until the window is full.
+    async fn fill(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let Some((client, handed)) = self.client.clone() else {
+            return;
+        };
+        while self.in_flight.len() < WINDOW {
+            let room = (WINDOW - self.in_flight.len()) as u32;
+            let rows = match self
+                .messages
+                .store
+                .publications_after(self.cursor, room)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "messages: cannot read the publish queue");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for row in rows {
+                let topic = match row.kind {
+                    outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
+                    outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
+                };
+                // Recorded before the client can send it, so the driver
+                // always finds it when the publish goes out.
+                lock(&handed).push_back(row.seq);
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, row.payload)
+                    .is_err()
+                {
+                    lock(&handed).pop_back();
+                    return;
+                }
+                self.in_flight.insert(row.seq);
+                self.cursor = row.seq;
+            }
+        }
+    }
+}
+
+fn lock(handed: &Handed) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
+    handed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One event loop per connection (see the module doc).
+async fn drive(
+    messages: Arc<Messages>,
+    client_id: String,
+    tx: mpsc::Sender<DriverEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let config = &messages.config.mqtt;
+    let mut backoff = Backoff::new(&ReconnectConfig {
+        first_delay_ms: config.reconnect_first_delay_ms,
+        max_delay_secs: config.reconnect_max_delay_secs,
+        jitter: 0.2,
+        stable_after_secs: 10,
+        connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
+    });
+    let mut connection = 0u64;
+    loop {
+        connection += 1;
+        let error = match options::client_options(config, &client_id, None) {
+            Ok(mut opts) => {
+                opts.set_inflight(INFLIGHT);
+                let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CHANNEL);
+                eventloop.set_network_options(options::network_options());
+                let handed: Handed = Arc::default();
+                let ready = DriverEvent::Ready {
+                    connection,
+                    client,
+                    handed: handed.clone(),
+                };
+                if tx.send(ready).await.is_err() {
+                    return;
+                }
+                let mut packet_rows: HashMap<u16, i64> = HashMap::new();
+                let mut connected_at = None;
+                let error = loop {
+                    let event = match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            connected_at = Some(Instant::now());
+                            DriverEvent::Connected { connection }
+                        }
+                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                            if let Some(seq) = lock(&handed).pop_front() {
+                                packet_rows.insert(pkid, seq);
+                            }
+                            continue;
+                        }
+                        Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                            match packet_rows.remove(&ack.pkid) {
+                                Some(seq) => DriverEvent::Acked { connection, seq },
+                                None => continue,
+                            }
+                        }
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                            let _ = tx.send(DriverEvent::Stopped).await;
+                            return;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => break e.to_string(),
+                    };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                };
+                if let Some(at) = connected_at {
+                    backoff.connection_ended(at.elapsed());
+                }
+                error
+            }
+            Err(e) => e.to_string(),
+        };
+        if tx
+            .send(DriverEvent::Failed { connection, error })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = tx.send(DriverEvent::Stopped).await;
+                return;
+            }
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Messages end to end: the real agent binary, the fake server's contacts
+//! (real Signal parties), and Mosquitto, observed the way HQ would.
+//!
+//! Budi (6281111111111) and Sari (6282222222222) are the fake server's
+//! contacts. Pacing is off (`max_per_minute = 0`) unless a test is about it.
+
+mod common;
+#[path = "common/mqtt.rs"]
+mod mqtt;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use fake_whatsapp::FakeServer;
+use mqtt::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+const BUDI: &str = "6281111111111";
+const SARI: &str = "6282222222222";
+
+struct Outlet {
+    id: String,
+    prefix: String,
+    broker: String,
+}
+
+impl Outlet {
+    fn new(tag: &str, broker: &str) -> Outlet {
+        let id = unique(tag);
+        Outlet {
+            prefix: format!("outlet/{id}"),
+            id,
+            broker: broker.to_string(),
+        }
+    }
+
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("OUTLET_AGENT__OUTLET__ID", self.id.as_str()),
+            ("OUTLET_AGENT__MQTT__BROKER", self.broker.as_str()),
+            ("OUTLET_AGENT__MQTT__DISCOVERY", "false"),
+            ("OUTLET_AGENT__MESSAGES__MAX_PER_MINUTE", "0"),
+        ];
+        env.extend_from_slice(extra);
+        env
+    }
+
+    fn topic(&self, leaf: &str) -> String {
+        format!("{}/{leaf}", self.prefix)
+    }
+
+    async fn hq(&self) -> Subscriber {
+        Subscriber::connect(
+            &self.broker,
+            &[
+                &self.topic("message/#"),
+                &self.topic("response/+"),
+                &self.topic("state"),
+            ],
+        )
+        .await
+    }
+
+    async fn clean_up(&self) {
+        let config = outlet_agent::config::MqttConfig {
+            broker: self.broker.clone(),
+            ..Default::default()
+        };
+        clear_retained(&config, &[&format!("{}/#", self.prefix)]).await;
+    }
+}
+
+/// A linked, connected outlet and HQ's subscriber.
+async fn linked(
+    server: &FakeServer,
+    outlet: &Outlet,
+    extra: &[(&str, &str)],
+) -> (Agent, Subscriber) {
+    let hq = outlet.hq().await;
+    let mut agent = Agent::start(server, &outlet.env(extra));
+    agent.pair(server).await;
+    reachable(server).await;
+    (agent, hq)
+}
+
+/// Until the companion's pre-keys are up, no contact can write to it.
+async fn reachable(server: &FakeServer) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.contacts().companions_reachable() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the companion never uploaded its keys"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn inbound_texts(hq: &Subscriber, outlet: &Outlet) -> Vec<String> {
+    let topic = outlet.topic("message/in");
+    hq.seen
+        .iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| m.json()["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn wait_inbound(hq: &mut Subscriber, outlet: &Outlet, text: &str) -> Value {
+    let topic = outlet.topic("message/in");
+    hq.seen_or_wait(&format!("message/in {text:?}"), WAIT, |m| {
+        m.topic == topic && m.json()["text"] == json!(text)
+    })
+    .await
+    .json()
+}
+
+async fn wait_status(hq: &mut Subscriber, outlet: &Outlet, id: &str, status: &str) -> Value {
+    let topic = outlet.topic("message/status");
+    hq.seen_or_wait(&format!("status {status} of {id}"), WAIT, |m| {
+        m.topic == topic && m.json()["id"] == json!(id) && m.json()["status"] == json!(status)
+    })
+    .await
+    .json()
+}
+
+/// What `number`'s phone shows from the outlet with `text`.
+fn received_by(server: &FakeServer, number: &str, text: &str) -> usize {
+    server
+        .contacts()
+        .inbox(number)
+        .expect("a contact")
+        .iter()
+        .filter(|e| e.device == 0 && e.text.as_deref() == Some(text))
+        .count()
+}
+
+async fn wait_received(server: &FakeServer, number: &str, text: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while received_by(server, number, text) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{number} never received {text:?}: {:?}",
+            server.contacts().inbox(number)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_message_reaches_hq_and_hq_replies_with_statuses() {
+    let server = server().await;
+    let outlet = Outlet::new("msg", SHARED_BROKER);
+    let (agent, mut hq) = linked(&server, &outlet, &[]).await;
+
+    let id = server
+        .contacts()
+        .send_text(BUDI, "Halo, apakah toko buka?")
+        .await
+        .expect("Budi sends");
+    let msg = wait_inbound(&mut hq, &outlet, "Halo, apakah toko buka?").await;
+    assert_eq!(msg["id"], json!(id));
+    assert_eq!(msg["kind"], "text");
+    assert_eq!(msg["from"], format!("+{BUDI}"));
+    assert_eq!(msg["chat"], format!("{BUDI}@s.whatsapp.net"));
+    assert!(
+        msg["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{msg}"
+    );
+
+    // HQ replies, quoting it; the answer comes once the send is durable.
+    let answer = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": msg["chat"], "text": "Buka sampai jam 9", "client_id": "reply-1", "quoted_id": id}),
+        )
+        .await;
+    assert_eq!(answer["status"], "ok", "{answer}");
+    let sent_id = answer["data"]["id"].as_str().expect("an id").to_string();
+    assert_eq!(answer["data"]["client_id"], "reply-1");
+    assert!(answer["data"]["queued_at"].is_string(), "{answer}");
+
+    wait_received(&server, BUDI, "Buka sampai jam 9").await;
+    let entry = server
+        .contacts()
+        .inbox(BUDI)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.text.as_deref() == Some("Buka sampai jam 9"))
+        .unwrap();
+    assert_eq!(entry.id, sent_id);
+    assert_eq!(entry.quoted_id.as_deref(), Some(id.as_str()));
+    for status in ["queued", "sent", "delivered", "read"] {
+        let s = wait_status(&mut hq, &outlet, &sent_id, status).await;
+        assert_eq!(s["client_id"], "reply-1");
+        assert_eq!(s["to"], format!("+{BUDI}"));
+    }
+
+    // A number in local form works too; the same client_id is never sent
+    // twice and gets the first answer.
+    let local = format!("0{}", &SARI[2..]);
+    let first = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": local, "text": "Promo hari ini", "client_id": "promo-7"}),
+        )
+        .await;
+    let again = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": local, "text": "Promo hari ini", "client_id": "promo-7"}),
+        )
+        .await;
+    assert_eq!(first["data"]["id"], again["data"]["id"], "{first} {again}");
+    assert_eq!(again["data"]["duplicate"], true);
+    wait_received(&server, SARI, "Promo hari ini").await;
+
+    // The state says when messages last moved, never what they said.
+    let state = hq
+        .wait_topic(&outlet.topic("state"), WAIT, |m| {
+            m.json()["last_message_in_at"].is_string()
+                && m.json()["last_message_out_at"].is_string()
+        })
+        .await;
+    let text = state.text();
+    assert!(!text.contains("toko") && !text.contains(BUDI), "{text}");
+    // Nor does the log (info level and up).
+    let log = agent.log();
+    assert!(
+        !log.contains("Halo, apakah") && !log.contains("Buka sampai"),
+        "{log}"
+    );
+    assert!(!log.contains(BUDI), "a full number in the log");
+    // Sari got it exactly once.
+    assert_eq!(received_by(&server, SARI, "Promo hari ini"), 1);
+    outlet.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_clear_errors_and_nothing_is_sent() {
+    let server = server().await;
+    server
+        .contacts()
+        .set_on_whatsapp(SARI, false)
+        .expect("Sari");
+    let outlet = Outlet::new("refuse", SHARED_BROKER);
+    let mut hq = outlet.hq().await;
+    // A retained send waits on the broker for the agent: it is refused
+    // like any retained request (it would run again on every reconnect).
+    hq.publish(
+        &outlet.topic("request/send"),
+        json!({"to": BUDI, "text": "retained"}).to_string(),
+        true,
+    )
+    .await;
+    let mut agent = Agent::start(&server, &outlet.env(&[]));
+    let topic = outlet.topic("response/send");
+    let refused = hq
+        .wait_topic(&topic, WAIT, |m| {
+            m.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("retained"))
+        })
+        .await;
+    assert_eq!(refused.json()["status"], "error");
+    hq.publish(&outlet.topic("request/send"), Vec::new(), true)
+        .await;
+    agent.wait_state("pairing").await;
+    let p = outlet.prefix.clone();
+    // Not linked yet.
+    let r = hq
+        .request(&p, "send", json!({"to": BUDI, "text": "hi"}))
+        .await;
+    assert!(
+        r["error"].as_str().unwrap_or("").starts_with("not_linked"),
+        "{r}"
+    );
+    agent.pair(&server).await;
+
+    let long = "a".repeat(65_537);
+    for (payload, error) in [
+        (json!({"to": "12", "text": "hi"}), "invalid_format"),
+        (
+            json!({"to": "abc@example.com", "text": "hi"}),
+            "invalid_format",
+        ),
+        (json!({"to": BUDI, "text": ""}), "invalid_format"),
+        (json!({"to": BUDI, "text": long}), "text_too_long"),
+        (json!({"to": SARI, "text": "hi"}), "not_on_whatsapp"),
+        (json!({"to": BUDI}), "bad request"),
+        (
+            json!({"to": BUDI, "text": "hi", "colour": "red"}),
+            "unknown field",
+        ),
+        (json!({"to": BUDI, "text": 5}), "bad request"),
+    ] {
+        let r = hq.request(&p, "send", payload.clone()).await;
+        assert_eq!(r["status"], "error", "{payload} → {r}");
+        assert!(
+            r["error"].as_str().is_some_and(|e| e.contains(error)),
+            "{payload} → {r}, expected {error}"
+        );
+    }
+    // 1000 malformed requests: all refused, nothing sent, still connected.
+    for i in 0..1000 {
+        let payload = match i % 4 {
+            0 => "{not json".to_string(),
+            1 => json!({"to": i, "text": "x"}).to_string(),
+            2 => json!({"to": "+", "text": "x"}).to_string(),
+            _ => "[1,2,3]".to_string(),
+        };
+        hq.publish(&outlet.topic("request/send"), payload, false)
+            .await;
+    }
+    let mut errors = 0;
+    while errors < 1000 {
+        hq.wait_for("1000 refusals", WAIT, |m| {
+            m.topic == topic && m.json()["status"] == "error"
+        })
+        .await;
+        errors += 1;
+    }
+    let status = agent.status().await.expect("the agent answers");
+    assert_eq!(status["state"], "connected");
+    assert!(
+        server
+            .contacts()
+            .inbox(BUDI)
+            .unwrap()
+            .iter()
+            .all(|e| e.device != 0),
+        "something reached Budi: {:?}",
+        server.contacts().inbox(BUDI)
+    );
+    outlet.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_messages_during_a_broker_outage_arrive_in_order_after_it() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store = dir.join("broker-db");
+    std::fs::create_dir_all(&store).unwrap();
+    make_readable(&dir);
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut broker = Broker::start(&format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+        store.display()
+    ))
+    .await;
+    let outlet = Outlet::new("outage", &broker.url(false));
+    let hq_id = unique("hq");
+    // HQ keeps a persistent session: the broker holds its messages while
+    // HQ itself is away.
+    let hq = Subscriber::connect_persistent(&outlet.broker, &hq_id, &[&outlet.topic("message/in")])
+        .await;
+    drop(hq);
+    let mut agent = Agent::start(&server, &outlet.env(&[]));
+    agent.pair(&server).await;
+    reachable(&server).await;
+
+    broker.stop();
+    let ids = server
+        .contacts()
+        .send_burst(BUDI, 50, "pesanan")
+        .await
+        .expect("Budi sends 50");
+    // All 50 committed to the inbox while the broker is away.
+    agent
+        .wait_for("50 messages in the inbox", |s| s["inbox_pending"] == 50)
+        .await;
+    broker.spawn().await;
+    let mut hq =
+        Subscriber::connect_persistent(&outlet.broker, &hq_id, &[&outlet.topic("message/in")])
+            .await;
+    let topic = outlet.topic("message/in");
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let m = hq
+            .wait_for("the 50 messages", WAIT, |m| m.topic == topic)
+            .await;
+        let id = m.json()["id"].as_str().unwrap_or_default().to_string();
+        if !got.contains(&id) {
+            got.push(id);
+        }
+    }
+    assert_eq!(got, ids, "in the order Budi sent them");
+    agent
+        .wait_for("an empty inbox", |s| s["inbox_pending"] == 0)
+        .await;
+    drop(agent);
+    broker.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_during_a_burst_of_200_loses_no_message() {
+    let server = server().await;
+    let outlet = Outlet::new("burst", SHARED_BROKER);
+    let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
+    let contacts = server.contacts();
+    let burst = tokio::spawn(async move { contacts.send_burst(BUDI, 200, "burst").await });
+    let topic = outlet.topic("message/in");
+    // Killed once some (not all) have reached HQ.
+    for _ in 0..20 {
+        hq.wait_for("the burst's first messages", WAIT, |m| m.topic == topic)
+            .await;
+    }
+    agent.signal("KILL");
+    agent.wait_exit().await;
+    let ids = burst.await.unwrap().expect("Budi sends 200");
+    agent.spawn();
+    agent.wait_state("connected").await;
+    let want: HashSet<String> = ids.into_iter().collect();
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    loop {
+        let got: HashSet<String> = hq
+            .seen
+            .iter()
+            .filter(|m| m.topic == topic)
+            .filter_map(|m| m.json()["id"].as_str().map(str::to_string))
+            .collect();
+        if want.is_subset(&got) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 200 missing after the restart",
+            want.difference(&got).count()
+        );
+        let _ = hq.drain(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        inbound_texts(&hq, &outlet)
+            .iter()
+            .filter(|t| t.starts_with("burst "))
+            .collect::<HashSet<_>>()
+            .len(),
+        200
+    );
+    outlet.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_answered_then_sigkilled_reaches_the_customer_exactly_once() {
+    let server = server().await;
+    let outlet = Outlet::new("once", SHARED_BROKER);
+    let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
+    let answer = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": BUDI, "text": "Pesanan siap", "client_id": "order-42"}),
+        )
+        .await;
+    assert_eq!(answer["status"], "ok", "{answer}");
+    agent.signal("KILL");
+    agent.wait_exit().await;
+    agent.spawn();
+    agent.wait_state("connected").await;
+    wait_received(&server, BUDI, "Pesanan siap").await;
+    let id = answer["data"]["id"].as_str().unwrap().to_string();
+    wait_status(&mut hq, &outlet, &id, "sent").await;
+    // The same client_id after the restart is still the first send.
+    let again = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": BUDI, "text": "Pesanan siap", "client_id": "order-42"}),
+        )
+        .await;
+    assert_eq!(again["data"]["id"], json!(id));
+    wait_status(&mut hq, &outlet, &id, "read").await;
+    assert_eq!(received_by(&server, BUDI, "Pesanan siap"), 1);
+
+    // The Signal sessions continue across restarts, both ways.
+    agent.stop().await;
+    agent.spawn();
+    agent.wait_state("connected").await;
+    server
+        .contacts()
+        .send_text(BUDI, "Terima kasih")
+        .await
+        .expect("Budi sends");
+    wait_inbound(&mut hq, &outlet, "Terima kasih").await;
+    let reply = hq
+        .request(
+            &outlet.prefix,
+            "send",
+            json!({"to": BUDI, "text": "Sama-sama"}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    wait_received(&server, BUDI, "Sama-sama").await;
+    outlet.clean_up().await;
+}
