@@ -105,6 +105,21 @@ pub enum CliCommand {
         /// The outlet's WhatsApp number (`0812…`, `+62 812…`, `62812…`).
         phone: String,
     },
+    /// Send a customer a WhatsApp message through the outlet (queued
+    /// durably, sent in order and paced; statuses go to MQTT).
+    Send {
+        /// The customer's number (`0812…`, `+62 812…`) or a JID (a group's
+        /// `…@g.us`).
+        to: String,
+        /// The text (up to 65 536 characters).
+        text: String,
+        /// Your id for this message: the same id is never sent twice.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Reply to (quote) the message with this WhatsApp id.
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
     /// Unlink this outlet's WhatsApp and wipe its keys.
     Logout {
         /// Required: logging out means a staff member must scan again.
@@ -162,6 +177,12 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
             CliCommand::Qr => crate::cmd::qr::run(config_path).await,
             CliCommand::PairCode { phone } => crate::cmd::pair_code::run(config_path, phone).await,
             CliCommand::Logout { yes } => crate::cmd::logout::run(config_path, yes).await,
+            CliCommand::Send {
+                to,
+                text,
+                client_id,
+                reply_to,
+            } => crate::cmd::send::run(config_path, to, text, client_id, reply_to).await,
             #[cfg(feature = "demo")]
             CliCommand::Demo => crate::cmd::demo::run().await,
             CliCommand::Fleet {

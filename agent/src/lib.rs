@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
-//!   command (`run`, `check-config`, `status`, `qr`, `pair-code`,
+//!   command (`run`, `check-config`, `status`, `qr`, `pair-code`, `send`,
 //!   `logout`, `fleet`, `version`, and `demo` with the `demo` feature), and
 //!   the exit codes.
 //! - [`config`]: TOML + environment overrides, with errors that name the

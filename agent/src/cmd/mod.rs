@@ -10,6 +10,7 @@ pub mod logout;
 pub mod pair_code;
 pub mod qr;
 pub mod run;
+pub mod send;
 pub mod status;
 pub mod version;
 
