@@ -706,8 +706,9 @@ impl Link {
             self.started.elapsed(),
             counters,
         );
-        telemetry.fault = self.health.borrow().fault.as_ref().map(|f| f.kind);
-        telemetry
+        let health = self.health.borrow();
+        telemetry.fault = health.fault.as_ref().map(|f| f.kind);
+        telemetry.with_messages(&health.messages)
     }
 
     fn publish_status(&self) {

@@ -67,6 +67,26 @@ pub struct Telemetry {
     pub mqtt_queue: usize,
     pub events_dropped: u64,
     pub responses_dropped: u64,
+    /// Messages: received and waiting for the broker, and how long the
+    /// oldest has waited; queued sends likewise.
+    pub inbox_pending: u64,
+    pub inbox_oldest_age_secs: Option<u64>,
+    pub outbox_pending: u64,
+    pub outbox_oldest_age_secs: Option<u64>,
+}
+
+impl Telemetry {
+    /// The inbox and outbox figures of the health snapshot, as of `at`.
+    pub fn with_messages(mut self, m: &crate::health::MessageHealth) -> Self {
+        let age = |t: Option<DateTime<Utc>>| {
+            t.map(|t| u64::try_from((self.at - t).num_seconds()).unwrap_or(0))
+        };
+        self.inbox_pending = m.inbox_pending;
+        self.inbox_oldest_age_secs = age(m.inbox_oldest_at);
+        self.outbox_pending = m.outbox_pending;
+        self.outbox_oldest_age_secs = age(m.outbox_oldest_at);
+        self
+    }
 }
 
 const THROTTLE_BITS: &[(u32, &str)] = &[
@@ -99,6 +119,10 @@ pub fn collect(sources: &Sources, data_dir: &Path, uptime: Duration, c: Counters
         mqtt_queue: c.mqtt_queue,
         events_dropped: c.events_dropped,
         responses_dropped: c.responses_dropped,
+        inbox_pending: 0,
+        inbox_oldest_age_secs: None,
+        outbox_pending: 0,
+        outbox_oldest_age_secs: None,
     }
 }
 
