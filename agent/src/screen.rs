@@ -41,6 +41,7 @@ pub fn screen_for(health: &Health, outlet_name: &str) -> Screen {
             outlet_name: outlet_name.to_string(),
             phone: health.phone.clone().unwrap_or_default(),
             since: system_time(health.since),
+            last_message_at: health.messages.last_message_in_at.map(system_time),
         },
         SessionState::Reconnecting => State::Reconnecting {
             reason: health.last_error.clone().unwrap_or_default(),

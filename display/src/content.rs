@@ -201,6 +201,7 @@ impl Content {
                 outlet_name,
                 phone,
                 since,
+                last_message_at,
             } => {
                 c.tone = Tone::Good;
                 c.icon = Some(Icon::Check);
@@ -210,6 +211,12 @@ impl Content {
                     phone.clone(),
                     format!("since {}", format_time(*since, offset)),
                 ];
+                if let Some(at) = last_message_at {
+                    c.body.push(format!(
+                        "last message {}",
+                        ago(now, *at, &mut c.next_change)
+                    ));
+                }
             }
             State::Reconnecting {
                 reason,
@@ -331,6 +338,22 @@ fn countdown(
     }
 }
 
+/// "just now", "5 min ago", "3 h ago", "2 days ago"; schedules the redraw
+/// for when the words change.
+fn ago(now: SystemTime, at: SystemTime, next_change: &mut Option<SystemTime>) -> String {
+    let age = now.duration_since(at).unwrap_or(Duration::ZERO).as_secs();
+    let (text, unit) = match age {
+        0..60 => ("just now".to_string(), 60),
+        60..3600 => (format!("{} min ago", age / 60), 60),
+        3600..86_400 => (format!("{} h ago", age / 3600), 3600),
+        _ if age < 2 * 86_400 => ("1 day ago".to_string(), 86_400),
+        _ => (format!("{} days ago", age / 86_400), 86_400),
+    };
+    let next = at + Duration::from_secs((age / unit + 1) * unit);
+    *next_change = Some(earliest(*next_change, next));
+    text
+}
+
 fn spinner(now: SystemTime, next_change: &mut Option<SystemTime>) -> Icon {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let next = UNIX_EPOCH + Duration::from_secs(since.as_secs() + 1);
@@ -425,6 +448,33 @@ mod tests {
         assert_eq!(format_duration(3 * 3600 + 5), "3:00:05");
         assert_eq!(format_code("abcd1234"), "abcd-1234");
         assert_eq!(format_code("ABCD-1234"), "ABCD-1234");
+    }
+
+    #[test]
+    fn the_last_message_is_told_as_an_age_that_redraws_when_it_changes() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut next = None;
+        assert_eq!(ago(at + Duration::from_secs(30), at, &mut next), "just now");
+        assert_eq!(next, Some(at + Duration::from_secs(60)));
+        let mut next = None;
+        assert_eq!(
+            ago(at + Duration::from_secs(150), at, &mut next),
+            "2 min ago"
+        );
+        assert_eq!(next, Some(at + Duration::from_secs(180)));
+        let mut next = None;
+        assert_eq!(
+            ago(at + Duration::from_secs(7300), at, &mut next),
+            "2 h ago"
+        );
+        assert_eq!(
+            ago(at + Duration::from_secs(90_000), at, &mut next),
+            "1 day ago"
+        );
+        assert_eq!(
+            ago(at + Duration::from_secs(300_000), at, &mut next),
+            "3 days ago"
+        );
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub enum State {
         phone: String,
         /// When the session became connected.
         since: SystemTime,
+        /// When a customer's message last arrived (shown as "last message
+        /// 2 min ago": at the counter, the proof that messages flow).
+        last_message_at: Option<SystemTime>,
     },
     /// Transient loss of the connection; the supervisor retries at `next_retry_at`.
     Reconnecting {

@@ -180,6 +180,7 @@ fn countdown_tick_costs_a_fraction_of_a_full_frame_and_never_touches_the_qr() {
             outlet_name: "Toko Sinar Jaya".into(),
             phone: "+62 812-3456-7890".into(),
             since: common::t0(),
+            last_message_at: None,
         });
         let change = presenter
             .show(driver.as_mut(), &connected, common::t0())

@@ -78,6 +78,7 @@ fn connected() -> Screen {
         outlet_name: "Toko Sinar Jaya".into(),
         phone: "+62 812-3456-7890".into(),
         since: common::t0(),
+        last_message_at: None,
     })
 }
 

@@ -118,6 +118,7 @@ pub fn screens() -> Vec<(&'static str, Screen)> {
                 outlet_name: "Toko Sinar Jaya".into(),
                 phone: "+62 812-3456-7890".into(),
                 since: at(-3 * 3600 - 25 * 60),
+                last_message_at: Some(at(-2 * 60 - 10)),
             })
             .with_marks(Up, Up),
         ),
@@ -127,6 +128,7 @@ pub fn screens() -> Vec<(&'static str, Screen)> {
                 outlet_name: "Apotek Sehat Sentosa Jakarta Selatan Kemang Raya Nomor 12B".into(),
                 phone: "+62 812-3456-7890".into(),
                 since: at(-26 * 3600),
+                last_message_at: None,
             })
             .with_marks(Up, Down),
         ),
