@@ -121,6 +121,52 @@ pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
             }),
         ),
     ];
+    if crate::messages::Messages::enabled(config) {
+        // Messages are the truest liveness there is: "connected" and no
+        // message for hours at a busy outlet is worth an automation.
+        for (object, name, field) in [
+            ("last_message_in", "Last message in", "last_message_in_at"),
+            (
+                "last_message_out",
+                "Last message out",
+                "last_message_out_at",
+            ),
+        ] {
+            entities.push((
+                "sensor",
+                object,
+                json!({
+                    "name": name,
+                    "device_class": "timestamp",
+                    "state_topic": topics.state(),
+                    "value_template": format!("{{{{ value_json.{field} }}}}"),
+                    "icon": "mdi:message-text-clock",
+                }),
+            ));
+        }
+        for (object, name, field) in [
+            ("inbox_pending", "Messages waiting for HQ", "inbox_pending"),
+            (
+                "outbox_pending",
+                "Messages waiting to be sent",
+                "outbox_pending",
+            ),
+        ] {
+            entities.push((
+                "sensor",
+                object,
+                json!({
+                    "name": name,
+                    "state_class": "measurement",
+                    "unit_of_measurement": "messages",
+                    "state_topic": topics.state(),
+                    "value_template": format!("{{{{ value_json.{field} }}}}"),
+                    "entity_category": "diagnostic",
+                    "icon": "mdi:message-processing",
+                }),
+            ));
+        }
+    }
     if config.mqtt.telemetry_interval_secs > 0 {
         let telemetry = |name: &str, field: &str, extra: Value| {
             let mut v = json!({
@@ -286,6 +332,20 @@ mod tests {
         let v: Value = serde_json::from_str(&connectivity.payload).expect("json");
         assert_eq!(v["device_class"], "connectivity");
         assert_eq!(v["state_topic"], "outlet/jkt-01/state");
+    }
+
+    #[test]
+    fn message_sensors_come_with_messages() {
+        let mut config = Config::default();
+        let topics = Topics::new("x/{outlet_id}", "a").expect("valid");
+        let has = |config: &Config| {
+            messages(config, &topics)
+                .iter()
+                .any(|m| m.payload.contains("last_message_in_at"))
+        };
+        assert!(has(&config));
+        config.messages.enabled = false;
+        assert!(!has(&config));
     }
 
     #[test]
