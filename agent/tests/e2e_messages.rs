@@ -218,6 +218,36 @@ async fn a_customers_message_reaches_hq_and_hq_replies_with_statuses() {
     assert_eq!(again["data"]["duplicate"], true);
     wait_received(&server, SARI, "Promo hari ini").await;
 
+    // A group message names its group; HQ replies to the chat.
+    let group = "120363000000000001@g.us";
+    server
+        .contacts()
+        .send_group_text(group, SARI, "Siapa yang jaga hari ini?")
+        .await
+        .expect("Sari posts in the group");
+    let in_group = wait_inbound(&mut hq, &outlet, "Siapa yang jaga hari ini?").await;
+    assert_eq!(in_group["group"], group);
+    assert_eq!(in_group["chat"], group);
+    assert_eq!(in_group["from"], format!("+{SARI}"));
+
+    // The technician's terminal uses the same outbox.
+    let config = agent.config.display().to_string();
+    let (code, stdout, stderr) = run_cli(
+        &[
+            "--config",
+            &config,
+            "send",
+            &format!("+{BUDI}"),
+            "Dari kasir",
+            "--client-id",
+            "till-1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("queued 3EB0"), "{stdout}");
+    wait_received(&server, BUDI, "Dari kasir").await;
+
     // The state says when messages last moved, never what they said.
     let state = hq
         .wait_topic(&outlet.topic("state"), WAIT, |m| {
@@ -494,5 +524,147 @@ async fn a_send_answered_then_sigkilled_reaches_the_customer_exactly_once() {
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
     wait_received(&server, BUDI, "Sama-sama").await;
+    outlet.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_push_back_and_nothing_is_dropped() {
+    let server = server().await;
+    server
+        .contacts()
+        .set_on_whatsapp(SARI, false)
+        .expect("Sari");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store = dir.join("broker-db");
+    std::fs::create_dir_all(&store).unwrap();
+    make_readable(&dir);
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut broker = Broker::start(&format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+        store.display()
+    ))
+    .await;
+    let outlet = Outlet::new("full", &broker.url(false));
+    let hq_id = unique("hq");
+    let filters = [outlet.topic("message/#"), outlet.topic("response/+")];
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    drop(Subscriber::connect_persistent(&outlet.broker, &hq_id, &filters).await);
+    let mut agent = Agent::start(
+        &server,
+        &outlet.env(&[
+            ("OUTLET_AGENT__MESSAGES__INBOX_MAX_MESSAGES", "5"),
+            ("OUTLET_AGENT__MESSAGES__OUTBOX_MAX_MESSAGES", "2"),
+        ]),
+    );
+    agent.pair(&server).await;
+    reachable(&server).await;
+
+    // The broker is away and the inbox fills: WhatsApp is not told about
+    // the rest, so it keeps them.
+    broker.stop();
+    let ids = server
+        .contacts()
+        .send_burst(BUDI, 10, "antre")
+        .await
+        .expect("Budi sends 10");
+    let full = agent
+        .wait_for("a full inbox", |s| {
+            s["inbox_full"] == true && s["inbox_pending"] == 5
+        })
+        .await;
+    assert_eq!(full["state"], "connected");
+    broker.spawn().await;
+    let mut hq = Subscriber::connect_persistent(&outlet.broker, &hq_id, &filters).await;
+    let topic = outlet.topic("message/in");
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < 10 {
+        let m = hq
+            .wait_for("all 10 messages", WAIT, |m| m.topic == topic)
+            .await;
+        let id = m.json()["id"].as_str().unwrap_or_default().to_string();
+        if !got.contains(&id) {
+            got.push(id);
+        }
+    }
+    let mut want = ids.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    agent
+        .wait_for("the inbox drained", |s| {
+            s["inbox_pending"] == 0 && s["inbox_full"] == false
+        })
+        .await;
+
+    // WhatsApp is away: sends queue (up to the limit), and go once it is back.
+    server.set_refuse(true);
+    server.drop_connections();
+    agent.wait_state("reconnecting").await;
+    let p = outlet.prefix.clone();
+    let a = hq
+        .request(&p, "send", json!({"to": BUDI, "text": "Nanti dikirim"}))
+        .await;
+    assert_eq!(a["status"], "ok", "{a}");
+    // Not checked while away: it fails later, with the reason.
+    let b = hq
+        .request(&p, "send", json!({"to": SARI, "text": "Tidak terkirim"}))
+        .await;
+    assert_eq!(b["status"], "ok", "{b}");
+    let c = hq
+        .request(&p, "send", json!({"to": BUDI, "text": "Terlalu banyak"}))
+        .await;
+    assert!(
+        c["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("outbox_full")),
+        "{c}"
+    );
+    let waiting = agent
+        .wait_for("two queued", |s| s["outbox_pending"] == 2)
+        .await;
+    assert!(waiting["outbox_oldest_at"].is_string(), "{waiting}");
+    server.set_refuse(false);
+    wait_received(&server, BUDI, "Nanti dikirim").await;
+    let b_id = b["data"]["id"].as_str().unwrap().to_string();
+    let failed = wait_status(&mut hq, &outlet, &b_id, "failed").await;
+    assert_eq!(failed["error"], "not_on_whatsapp");
+    assert_eq!(received_by(&server, BUDI, "Terlalu banyak"), 0);
+    drop(agent);
+    broker.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_messages_off_the_session_runs_and_send_is_refused() {
+    let server = server().await;
+    let outlet = Outlet::new("off", SHARED_BROKER);
+    let mut hq = outlet.hq().await;
+    let mut agent = Agent::start(
+        &server,
+        &outlet.env(&[("OUTLET_AGENT__MESSAGES__ENABLED", "false")]),
+    );
+    agent.pair(&server).await;
+    let r = hq
+        .request(&outlet.prefix, "send", json!({"to": BUDI, "text": "hi"}))
+        .await;
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("disabled")),
+        "{r}"
+    );
+    reachable(&server).await;
+    server
+        .contacts()
+        .send_text(BUDI, "tidak diteruskan")
+        .await
+        .expect("Budi sends");
+    // Not forwarded; nothing published on message/*.
+    let published: Vec<_> = hq
+        .drain(Duration::from_secs(2))
+        .await
+        .into_iter()
+        .filter(|m| m.topic.contains("/message/"))
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
     outlet.clean_up().await;
 }
