@@ -29,6 +29,7 @@ pub mod outbox;
 pub mod publisher;
 pub mod status;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub struct Messages {
     /// A full inbox left messages unacked: when it drains, reconnect so
     /// WhatsApp redelivers them (it does so only on a new connection).
     inbox_refused: AtomicBool,
+    /// Which numbers have WhatsApp, as last looked up (see `outbox`).
+    registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
 }
 
 /// The tasks [`Messages::start`] spawned.
@@ -133,6 +136,7 @@ impl Messages {
             session_events,
             commands,
             inbox_refused: AtomicBool::new(false),
+            registrations: std::sync::Mutex::default(),
         });
         let publisher = publisher::spawn(messages.clone());
         let tasks = vec![

@@ -11,7 +11,6 @@
 //! `messages.max_per_minute` with jitter. [`track`] turns the server's acks
 //! into `sent` and the recipients' receipts into `delivered` and `read`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +40,10 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ATTEMPTS: u32 = 5;
 /// Between such tries.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a registration lookup is trusted, and how many are kept.
+const REGISTERED_TTL: Duration = Duration::from_secs(24 * 3600);
+const UNREGISTERED_TTL: Duration = Duration::from_secs(600);
+const REGISTRATIONS_KEPT: usize = 10_000;
 /// Pacing jitter: each gap is the even spacing times a factor in this range.
 const JITTER: (f64, f64) = (0.7, 1.3);
 
@@ -143,12 +146,7 @@ pub async fn accept(messages: &Arc<Messages>, request: SendRequest) -> CommandRe
     let client = messages.client.borrow().clone();
     if let Some(client) = client
         && jid.is_pn()
-        && let Ok(Ok(results)) = tokio::time::timeout(
-            LOOKUP_TIMEOUT,
-            client.contacts().is_on_whatsapp(std::slice::from_ref(&jid)),
-        )
-        .await
-        && !results.iter().any(|r| r.is_registered)
+        && registered(messages, &client, &jid).await == Some(false)
     {
         return Err(CommandError::NotOnWhatsApp);
     }
@@ -267,7 +265,6 @@ pub(super) async fn run(messages: Arc<Messages>) {
     let mut clients = messages.client.subscribe();
     let mut health = messages.health.clone();
     let mut next_at = Instant::now();
-    let mut registered: HashMap<String, bool> = HashMap::new();
     loop {
         fail_all_if_unlinked(&messages, &mut health).await;
         let client = clients.borrow_and_update().clone();
@@ -284,15 +281,7 @@ pub(super) async fn run(messages: Arc<Messages>) {
             Ok(n) => tracing::info!(n, "messages: sending again what the server did not ack"),
             Err(e) => tracing::warn!(error = %e, "messages: cannot read the outbox"),
         }
-        registered.clear();
-        send_while_connected(
-            &messages,
-            &client,
-            &mut clients,
-            &mut next_at,
-            &mut registered,
-        )
-        .await;
+        send_while_connected(&messages, &client, &mut clients, &mut next_at).await;
     }
 }
 
@@ -302,7 +291,6 @@ async fn send_while_connected(
     client: &Arc<Client>,
     clients: &mut tokio::sync::watch::Receiver<Option<Arc<Client>>>,
     next_at: &mut Instant,
-    registered: &mut HashMap<String, bool>,
 ) {
     loop {
         let next = match messages.store.next_outbound().await {
@@ -346,7 +334,7 @@ async fn send_while_connected(
             .await;
             continue;
         };
-        if jid.is_pn() && !is_registered(client, &jid, registered).await {
+        if jid.is_pn() && registered(messages, client, &jid).await == Some(false) {
             set_status(
                 messages,
                 &entry.message_id,
@@ -421,12 +409,25 @@ async fn send_while_connected(
     }
 }
 
-/// Whether `jid` has WhatsApp, asked once per connection and number. A
-/// failed lookup counts as yes: the send itself then says what is wrong.
-async fn is_registered(client: &Client, jid: &Jid, cache: &mut HashMap<String, bool>) -> bool {
+/// Whether `jid` has WhatsApp: remembered (a day for yes, ten minutes for
+/// no: a customer may install it), so a broadcast to many numbers or a
+/// send checked at `send` time and again before it goes out costs one
+/// lookup. `None`: the lookup failed; the send itself then says what is
+/// wrong.
+async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<bool> {
     let key = jid.to_string();
-    if let Some(known) = cache.get(&key) {
-        return *known;
+    {
+        let known = lock(&messages.registrations);
+        if let Some((answer, at)) = known.get(&key) {
+            let ttl = if *answer {
+                REGISTERED_TTL
+            } else {
+                UNREGISTERED_TTL
+            };
+            if at.elapsed() < ttl {
+                return Some(*answer);
+            }
+        }
     }
     let answer = match tokio::time::timeout(
         LOOKUP_TIMEOUT,
@@ -435,10 +436,18 @@ async fn is_registered(client: &Client, jid: &Jid, cache: &mut HashMap<String, b
     .await
     {
         Ok(Ok(results)) => results.iter().any(|r| r.is_registered),
-        _ => return true,
+        _ => return None,
     };
-    cache.insert(key, answer);
-    answer
+    let mut known = lock(&messages.registrations);
+    if known.len() >= REGISTRATIONS_KEPT {
+        known.clear();
+    }
+    known.insert(key, (answer, Instant::now()));
+    Some(answer)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An unlinked device cannot send for the account that unlinked it: what
