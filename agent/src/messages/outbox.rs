@@ -507,10 +507,22 @@ pub(super) async fn track(
                     _ => continue,
                 };
                 for id in &receipt.message_ids {
-                    // A receipt can overtake the server's ack (it never
-                    // does on WhatsApp, but a status list must not have a
-                    // hole): the server has it, so `sent` comes first.
+                    // Receipts can overtake each other and the server's ack:
+                    // whatsapp-rust hands them to listeners concurrently, and
+                    // a read receipt may come before the delivery one. A read
+                    // message was delivered, a delivered one sent: the
+                    // statuses HQ sees have no hole.
                     set_status(&messages, id.as_str(), status::TO_SENT, status::SENT, None).await;
+                    if to == status::READ {
+                        set_status(
+                            &messages,
+                            id.as_str(),
+                            status::TO_DELIVERED,
+                            status::DELIVERED,
+                            None,
+                        )
+                        .await;
+                    }
                     set_status(&messages, id.as_str(), from, to, None).await;
                 }
             }
