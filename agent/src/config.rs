@@ -810,6 +810,24 @@ mod tests {
     }
 
     #[test]
+    fn the_screen_language_is_one_of_the_files_and_english_by_default() {
+        assert_eq!(Config::default().display.language, "en");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "[display]\nlanguage = \"id\"\n").unwrap();
+        let (config, _) = Config::load(Some(&path), Vec::new()).expect("id exists");
+        assert_eq!(config.display.strings().connected, "Terhubung");
+        std::fs::write(&path, "[display]\nlanguage = \"xx\"\n").unwrap();
+        let e = Config::load(Some(&path), Vec::new())
+            .expect_err("no xx.toml")
+            .to_string();
+        assert!(
+            e.contains("display.language") && e.contains("en, id"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let err = load_text("[outlet]\nid = \"has space\"\n", &[]).expect_err("bad id");
         assert!(err.to_string().contains("outlet.id"), "{err}");

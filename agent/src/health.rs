@@ -118,6 +118,9 @@ pub struct LocalFault {
     pub action: String,
     /// Bytes free on the data directory's filesystem when last checked.
     pub free_bytes: Option<u64>,
+    /// The directory concerned (the data directory), so the screen can say
+    /// it in the outlet's language.
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,14 +7,16 @@
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use outlet_display::lang::{Strings, fill};
 use outlet_display::{ButtonEvent, DisplayHandle, Mark, Qr, QrPayload, Screen, State};
 use tokio::sync::watch;
 
 use crate::command::{Command, Commands};
-use crate::health::{Health, QrStatus, SessionState};
+use crate::health::{FaultKind, Health, LocalFault, QrStatus, SessionState};
 
-/// The screen for a health snapshot.
-pub fn screen_for(health: &Health, outlet_name: &str) -> Screen {
+/// The screen for a health snapshot, with the words the agent supplies
+/// (faults) in the screen's language `t`.
+pub fn screen_for(health: &Health, outlet_name: &str, t: &Strings) -> Screen {
     let state = match health.state {
         SessionState::Starting => State::Starting {
             version: health.version.clone(),
@@ -64,16 +66,10 @@ pub fn screen_for(health: &Health, outlet_name: &str) -> Screen {
         SessionState::Outdated => State::Outdated,
         SessionState::Paused => State::Paused,
         SessionState::Fault => match &health.fault {
-            Some(fault) => State::Fault {
-                what: fault.what.clone(),
-                action: fault.action.clone(),
-            },
+            Some(fault) => fault_words(fault, t),
             None => State::Fault {
-                what: health
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "local fault".into()),
-                action: "Check the agent's log; it retries by itself".into(),
+                what: t.fault_store.clone(),
+                action: t.fault_store_advice.clone(),
             },
         },
     };
@@ -101,11 +97,33 @@ fn system_time(at: DateTime<Utc>) -> SystemTime {
 
 /// Shows every new snapshot; turns button presses into commands. Runs until
 /// the health channel closes.
+/// A local fault in the outlet's language: the snapshot's own words are
+/// English, for HQ and the log.
+fn fault_words(fault: &LocalFault, t: &Strings) -> State {
+    match fault.kind {
+        FaultKind::DiskFull => {
+            let free = fault
+                .free_bytes
+                .map_or_else(|| "?".into(), crate::disk::human_bytes);
+            let dir = fault.dir.clone().unwrap_or_default();
+            State::Fault {
+                what: fill(&t.fault_disk_full, &[("dir", &dir), ("free", &free)]),
+                action: t.fault_disk_full_advice.clone(),
+            }
+        }
+        FaultKind::Store => State::Fault {
+            what: t.fault_store.clone(),
+            action: t.fault_store_advice.clone(),
+        },
+    }
+}
+
 pub async fn run(
     mut display: DisplayHandle,
     mut health: watch::Receiver<Health>,
     commands: Commands,
     outlet_name: String,
+    strings: &'static Strings,
 ) {
     let mut buttons = display.take_button_events();
     let mut last_state = None;
@@ -115,7 +133,7 @@ pub async fn run(
             display.wake();
             last_state = Some(snapshot.state);
         }
-        display.show(screen_for(&snapshot, &outlet_name));
+        display.show(screen_for(&snapshot, &outlet_name, strings));
         tokio::select! {
             changed = health.changed() => {
                 if changed.is_err() {
@@ -169,7 +187,7 @@ mod tests {
             expires_at,
             code: "ABCD1234".into(),
         });
-        match screen_for(&h, "Outlet").state {
+        match screen_for(&h, "Outlet", outlet_display::lang::english()).state {
             State::PairingCode {
                 code,
                 expires_at: at,
@@ -182,10 +200,36 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_told_in_the_screens_language() {
+        let mut h = health(SessionState::Fault);
+        h.fault = Some(LocalFault {
+            kind: FaultKind::DiskFull,
+            what: "the disk is full: /var/lib/outlet-agent has 0 B free".into(),
+            action: "Free space on the SD card".into(),
+            free_bytes: Some(0),
+            dir: Some("/var/lib/outlet-agent".into()),
+        });
+        let id = outlet_display::lang::lookup("id").expect("Bahasa Indonesia");
+        match screen_for(&h, "Outlet", id).state {
+            State::Fault { what, action } => {
+                assert_eq!(what, "Penyimpanan penuh: /var/lib/outlet-agent tersisa 0 B");
+                assert!(action.contains("kartu SD"), "{action}");
+            }
+            other => panic!("expected the fault screen, got {other:?}"),
+        }
+        // The snapshot itself (MQTT, HQ) stays English.
+        assert!(
+            h.fault
+                .as_ref()
+                .is_some_and(|f| f.what.starts_with("the disk is full"))
+        );
+    }
+
+    #[test]
     fn no_code_yet_is_a_connecting_screen_not_an_empty_code() {
         let h = health(SessionState::PairingCode);
         assert!(matches!(
-            screen_for(&h, "Outlet").state,
+            screen_for(&h, "Outlet", outlet_display::lang::english()).state,
             State::Connecting { .. }
         ));
     }

@@ -81,6 +81,9 @@ pub struct DisplayConfig {
     pub png_path: PathBuf,
     /// Offset of local time from UTC for times on screen, e.g. `"+07:00"`.
     pub utc_offset: UtcOffset,
+    /// The language of the screens and staff-facing words: a file in
+    /// `display/lang/` (`en`, `id`, …). Logs, MQTT and JSON stay English.
+    pub language: String,
 }
 
 impl Default for DisplayConfig {
@@ -109,6 +112,7 @@ impl Default for DisplayConfig {
             button_active_low: true,
             png_path: PathBuf::from("display.png"),
             utc_offset: UtcOffset::UTC,
+            language: "en".into(),
         }
     }
 }
@@ -149,9 +153,18 @@ pub enum ConfigError {
     /// Screens smaller than this cannot show a WhatsApp QR with readable text.
     #[error("display size {0}x{1} is too small (minimum 200x200)")]
     TooSmall(u16, u16),
+    /// No file in `display/lang/` for this code.
+    #[error("display.language {0:?} is not available (available: {1})")]
+    Language(String, String),
 }
 
 impl DisplayConfig {
+    /// The words of [`Self::language`] (English when it is unknown; the
+    /// config's validation refuses that before it gets here).
+    pub fn strings(&self) -> &'static crate::lang::Strings {
+        crate::lang::lookup(&self.language).unwrap_or_else(crate::lang::english)
+    }
+
     /// Glass size in the native orientation (configured or the model's default).
     pub fn native_size(&self) -> (u16, u16) {
         let (dw, dh) = self.model.default_size();
@@ -187,6 +200,12 @@ impl DisplayConfig {
 
     /// Checks ranges that serde cannot express. The agent should call it in `check-config`.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if crate::lang::lookup(&self.language).is_none() {
+            return Err(ConfigError::Language(
+                self.language.clone(),
+                crate::lang::codes().join(", "),
+            ));
+        }
         if self.spi_mode > 3 {
             return Err(ConfigError::SpiMode(self.spi_mode));
         }

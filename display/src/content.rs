@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::UtcOffset;
+use crate::lang::{Strings, fill};
 use crate::screen::{Mark, Qr, QrPayload, Screen, State};
 
 /// Colour family of a screen: tells staff at a glance whether to worry.
@@ -117,19 +118,15 @@ pub struct Content {
     pub mqtt: Mark,
     /// When the passage of time alone changes this content (countdown or spinner step).
     pub next_change: Option<SystemTime>,
+    /// The language it is in (for words drawn later: QR titles, marks).
+    pub strings: &'static Strings,
 }
 
-/// Path on the phone to the QR scanner, shown under every QR. No-break spaces keep each menu
-/// item on one line when the layout wraps it.
-pub const SCAN_HINT: &str = "WhatsApp >\u{a0}Linked\u{a0}devices >\u{a0}Link\u{a0}a\u{a0}device";
-
-/// [`SCAN_HINT`] without the first step, for narrow screens whose title already says
-/// "WhatsApp".
-pub const SCAN_HINT_SHORT: &str = "Linked\u{a0}devices >\u{a0}Link\u{a0}a\u{a0}device";
-
 impl Content {
-    /// The content of `screen` at `now`, with times shown at `offset` from UTC.
-    pub fn of(screen: &Screen, now: SystemTime, offset: UtcOffset) -> Self {
+    /// The content of `screen` at `now` in the language `t`, with times shown at `offset`
+    /// from UTC.
+    pub fn of(screen: &Screen, now: SystemTime, offset: UtcOffset, t: &'static Strings) -> Self {
+        let time = |at: SystemTime| format_time(at, offset, &t.months);
         let mut c = Content {
             tone: Tone::Info,
             icon: None,
@@ -142,59 +139,70 @@ impl Content {
             network: screen.network,
             mqtt: screen.mqtt,
             next_change: None,
+            strings: t,
         };
         match &screen.state {
             State::Starting { version } => {
                 c.icon = Some(Icon::Logo);
-                c.title = "Starting".into();
-                c.body = vec!["outlet-agent".into(), format!("version {version}")];
+                c.title = t.starting.clone();
+                c.body = vec![
+                    "outlet-agent".into(),
+                    fill(&t.version, &[("version", version)]),
+                ];
             }
             State::WaitingForClock => {
                 c.icon = Some(Icon::Clock);
-                c.title = "Waiting for network time".into();
+                c.title = t.waiting_for_clock.clone();
                 c.body = vec![
-                    "WhatsApp needs the correct time before it can connect.".into(),
-                    "Check the network cable or Wi-Fi.".into(),
+                    t.waiting_for_clock_why.clone(),
+                    t.waiting_for_clock_check.clone(),
                 ];
             }
             State::Connecting { attempt } => {
                 c.icon = Some(spinner(now, &mut c.next_change));
-                c.title = "Connecting".into();
-                c.body = vec!["to WhatsApp".into(), format!("Attempt {attempt}")];
+                c.title = t.connecting.clone();
+                c.body = vec![
+                    t.connecting_to.clone(),
+                    fill(&t.attempt, &[("n", &attempt.to_string())]),
+                ];
             }
             State::Pairing(qr) => {
-                c.title = "Scan with WhatsApp".into();
+                c.title = t.scan.clone();
                 pairing(&mut c, qr, now);
             }
             State::LoggedOut { qr: Some(qr) } => {
                 c.tone = Tone::Warn;
-                c.title = "Scan to link again".into();
+                c.title = t.scan_again.clone();
                 pairing(&mut c, qr, now);
             }
             State::LoggedOut { qr: None } => {
                 c.tone = Tone::Warn;
                 c.icon = Some(Icon::Warning);
-                c.title = "Device unlinked".into();
-                c.body = vec![
-                    "This device was unlinked from the phone.".into(),
-                    "Scan the new QR code to link again.".into(),
-                ];
+                c.title = t.unlinked.clone();
+                c.body = vec![t.unlinked_why.clone(), t.unlinked_advice.clone()];
             }
             State::PairingCode { code, expires_at } => {
                 c.icon = Some(Icon::Code);
-                c.title = "Link code".into();
+                c.title = t.link_code.clone();
                 c.headline = Some((format_code(code), HeadlineSize::Huge));
-                c.body = vec!["On the phone: \"Link with phone number instead\"".into()];
-                if let Some(t) = expires_at {
-                    c.countdown = Some(countdown("Expires in", now, None, *t, &mut c.next_change));
+                c.body = vec![t.link_code_advice.clone()];
+                if let Some(at) = expires_at {
+                    c.countdown =
+                        Some(countdown(&t.expires_in, now, None, *at, &mut c.next_change));
                 }
             }
             State::PairingIdle { next_round_at } => {
                 c.icon = Some(Icon::Code);
-                c.title = "QR codes expired".into();
-                c.body = vec!["Press the button or ask HQ for a new code.".into()];
-                if let Some(t) = next_round_at {
-                    c.countdown = Some(countdown("New code in", now, None, *t, &mut c.next_change));
+                c.title = t.codes_expired.clone();
+                c.body = vec![t.codes_expired_advice.clone()];
+                if let Some(at) = next_round_at {
+                    c.countdown = Some(countdown(
+                        &t.new_code_in,
+                        now,
+                        None,
+                        *at,
+                        &mut c.next_change,
+                    ));
                 }
             }
             State::Connected {
@@ -205,17 +213,12 @@ impl Content {
             } => {
                 c.tone = Tone::Good;
                 c.icon = Some(Icon::Check);
-                c.title = "Connected".into();
+                c.title = t.connected.clone();
                 c.headline = Some((outlet_name.clone(), HeadlineSize::Large));
-                c.body = vec![
-                    phone.clone(),
-                    format!("since {}", format_time(*since, offset)),
-                ];
+                c.body = vec![phone.clone(), fill(&t.since, &[("time", &time(*since))])];
                 if let Some(at) = last_message_at {
-                    c.body.push(format!(
-                        "last message {}",
-                        ago(now, *at, &mut c.next_change)
-                    ));
+                    let ago = ago(t, now, *at, &mut c.next_change);
+                    c.body.push(fill(&t.last_message, &[("ago", &ago)]));
                 }
             }
             State::Reconnecting {
@@ -225,10 +228,14 @@ impl Content {
             } => {
                 c.tone = Tone::Warn;
                 c.icon = Some(Icon::Warning);
-                c.title = "Reconnecting".into();
-                c.body = vec![reason.clone(), format!("Attempt {attempt}")];
+                c.title = t.reconnecting.clone();
+                c.body = vec![
+                    fill(&t.reconnect_reason, &[("reason", reason)]),
+                    fill(&t.attempt, &[("n", &attempt.to_string())]),
+                ];
+                c.body.retain(|line| !line.is_empty());
                 c.countdown = Some(countdown(
-                    "Next try in",
+                    &t.next_try_in,
                     now,
                     None,
                     *next_retry_at,
@@ -238,52 +245,47 @@ impl Content {
             State::Replaced { retry_at } => {
                 c.tone = Tone::Warn;
                 c.icon = Some(Icon::Warning);
-                c.title = "Opened elsewhere".into();
-                c.body = vec![
-                    "Another device took over this WhatsApp session.".into(),
-                    "HQ has been told.".into(),
-                ];
-                if let Some(t) = retry_at {
-                    c.countdown =
-                        Some(countdown("One retry in", now, None, *t, &mut c.next_change));
+                c.title = t.replaced.clone();
+                c.body = vec![t.replaced_why.clone(), t.replaced_hq.clone()];
+                if let Some(at) = retry_at {
+                    c.countdown = Some(countdown(
+                        &t.one_retry_in,
+                        now,
+                        None,
+                        *at,
+                        &mut c.next_change,
+                    ));
                 }
             }
             State::Banned { code, until } => {
                 c.tone = Tone::Bad;
                 c.icon = Some(Icon::Cross);
-                c.title = "Temporarily banned".into();
+                c.title = t.banned.clone();
                 c.body = vec![match until {
-                    Some(t) => format!(
-                        "WhatsApp blocked this number until {}",
-                        format_time(*t, offset)
-                    ),
-                    None => "WhatsApp blocked this number for now.".into(),
+                    Some(at) => fill(&t.banned_until, &[("time", &time(*at))]),
+                    None => t.banned_for_now.clone(),
                 }];
-                if let Some(code) = code {
-                    c.body.push(format!("Code {code}. Ask HQ."));
-                } else {
-                    c.body.push("Ask HQ.".into());
-                }
+                c.body.push(match code {
+                    Some(code) => fill(&t.banned_code, &[("code", &code.to_string())]),
+                    None => t.ask_hq.clone(),
+                });
             }
             State::Outdated => {
                 c.tone = Tone::Bad;
                 c.icon = Some(Icon::Update);
-                c.title = "Update required".into();
-                c.body = vec![
-                    "WhatsApp no longer accepts this version.".into(),
-                    "Ask HQ to update the agent.".into(),
-                ];
+                c.title = t.outdated.clone();
+                c.body = vec![t.outdated_why.clone(), t.outdated_advice.clone()];
             }
             State::Paused => {
                 c.tone = Tone::Neutral;
                 c.icon = Some(Icon::Pause);
-                c.title = "Paused by HQ".into();
-                c.body = vec!["WhatsApp stays disconnected until HQ resumes.".into()];
+                c.title = t.paused.clone();
+                c.body = vec![t.paused_why.clone()];
             }
             State::Fault { what, action } => {
                 c.tone = Tone::Bad;
                 c.icon = Some(Icon::Cross);
-                c.title = "Fault".into();
+                c.title = t.fault.clone();
                 c.body = vec![what.clone(), action.clone()];
             }
         }
@@ -297,9 +299,10 @@ fn pairing(c: &mut Content, qr: &Qr, now: SystemTime) {
         index: qr.index,
         count: qr.count,
     });
-    c.hint = Some(SCAN_HINT);
+    let t = c.strings;
+    c.hint = Some(&t.scan_hint);
     c.countdown = Some(countdown(
-        "Expires in",
+        &t.expires_in,
         now,
         Some(qr.issued_at),
         qr.expires_at,
@@ -308,11 +311,15 @@ fn pairing(c: &mut Content, qr: &Qr, now: SystemTime) {
 }
 
 /// "QR 2 of 5", or "QR 2" when the round size is unknown.
-pub fn code_number(qr: &QrContent) -> String {
-    if qr.count > 0 {
-        format!("QR {} of {}", qr.index, qr.count)
+pub fn code_number(index: u32, count: u32, t: &Strings) -> String {
+    let index = index.to_string();
+    if count > 0 {
+        fill(
+            &t.qr_of,
+            &[("index", &index), ("count", &count.to_string())],
+        )
     } else {
-        format!("QR {}", qr.index)
+        fill(&t.qr_alone, &[("index", &index)])
     }
 }
 
@@ -340,14 +347,20 @@ fn countdown(
 
 /// "just now", "5 min ago", "3 h ago", "2 days ago"; schedules the redraw
 /// for when the words change.
-fn ago(now: SystemTime, at: SystemTime, next_change: &mut Option<SystemTime>) -> String {
+fn ago(
+    t: &Strings,
+    now: SystemTime,
+    at: SystemTime,
+    next_change: &mut Option<SystemTime>,
+) -> String {
     let age = now.duration_since(at).unwrap_or(Duration::ZERO).as_secs();
+    let n = |unit: u64| (age / unit).to_string();
     let (text, unit) = match age {
-        0..60 => ("just now".to_string(), 60),
-        60..3600 => (format!("{} min ago", age / 60), 60),
-        3600..86_400 => (format!("{} h ago", age / 3600), 3600),
-        _ if age < 2 * 86_400 => ("1 day ago".to_string(), 86_400),
-        _ => (format!("{} days ago", age / 86_400), 86_400),
+        0..60 => (t.just_now.clone(), 60),
+        60..3600 => (fill(&t.minutes_ago, &[("n", &n(60))]), 60),
+        3600..86_400 => (fill(&t.hours_ago, &[("n", &n(3600))]), 3600),
+        _ if age < 2 * 86_400 => (t.one_day_ago.clone(), 86_400),
+        _ => (fill(&t.days_ago, &[("n", &n(86_400))]), 86_400),
     };
     let next = at + Duration::from_secs((age / unit + 1) * unit);
     *next_change = Some(earliest(*next_change, next));
@@ -393,8 +406,8 @@ pub fn format_code(code: &str) -> String {
     }
 }
 
-/// `23 Nov 08:00` in local time (fixed offset).
-pub fn format_time(t: SystemTime, offset: UtcOffset) -> String {
+/// `23 Nov 08:00` in local time (fixed offset), with `months`' names.
+pub fn format_time(t: SystemTime, offset: UtcOffset, months: &[String; 12]) -> String {
     let secs = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
@@ -402,12 +415,9 @@ pub fn format_time(t: SystemTime, offset: UtcOffset) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (_, month, day) = civil_from_days(days);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     format!(
         "{day} {} {:02}:{:02}",
-        MONTHS[(month - 1) as usize],
+        months[(month - 1) as usize],
         sod / 3600,
         sod / 60 % 60
     )
@@ -430,18 +440,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lang::english;
 
     #[test]
     fn formats_times_and_durations() {
         // 2026-11-23T08:00:00Z
         let t = UNIX_EPOCH + Duration::from_secs(1_795_420_800);
-        assert_eq!(format_time(t, UtcOffset::UTC), "23 Nov 08:00");
         assert_eq!(
-            format_time(t, UtcOffset::from_minutes(7 * 60)),
+            format_time(t, UtcOffset::UTC, &english().months),
+            "23 Nov 08:00"
+        );
+        assert_eq!(
+            format_time(t, UtcOffset::from_minutes(7 * 60), &english().months),
             "23 Nov 15:00"
         );
         assert_eq!(
-            format_time(t, UtcOffset::from_minutes(-9 * 60)),
+            format_time(t, UtcOffset::from_minutes(-9 * 60), &english().months),
             "22 Nov 23:00"
         );
         assert_eq!(format_duration(42), "0:42");
@@ -454,25 +468,28 @@ mod tests {
     fn the_last_message_is_told_as_an_age_that_redraws_when_it_changes() {
         let at = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut next = None;
-        assert_eq!(ago(at + Duration::from_secs(30), at, &mut next), "just now");
+        assert_eq!(
+            ago(english(), at + Duration::from_secs(30), at, &mut next),
+            "just now"
+        );
         assert_eq!(next, Some(at + Duration::from_secs(60)));
         let mut next = None;
         assert_eq!(
-            ago(at + Duration::from_secs(150), at, &mut next),
+            ago(english(), at + Duration::from_secs(150), at, &mut next),
             "2 min ago"
         );
         assert_eq!(next, Some(at + Duration::from_secs(180)));
         let mut next = None;
         assert_eq!(
-            ago(at + Duration::from_secs(7300), at, &mut next),
+            ago(english(), at + Duration::from_secs(7300), at, &mut next),
             "2 h ago"
         );
         assert_eq!(
-            ago(at + Duration::from_secs(90_000), at, &mut next),
+            ago(english(), at + Duration::from_secs(90_000), at, &mut next),
             "1 day ago"
         );
         assert_eq!(
-            ago(at + Duration::from_secs(300_000), at, &mut next),
+            ago(english(), at + Duration::from_secs(300_000), at, &mut next),
             "3 days ago"
         );
     }

@@ -62,6 +62,7 @@ pub mod config;
 pub mod content;
 pub mod driver;
 pub mod frame;
+pub mod lang;
 pub mod layout;
 pub mod panel;
 pub mod present;

@@ -19,8 +19,9 @@ use embedded_graphics::primitives::{
 use embedded_graphics::text::{Baseline, Text};
 
 use crate::config::UtcOffset;
-use crate::content::{Content, HeadlineSize, Icon, SCAN_HINT, SCAN_HINT_SHORT, Tone, code_number};
+use crate::content::{Content, HeadlineSize, Icon, Tone, code_number};
 use crate::frame::{Frame, Scaled, rgb};
+use crate::lang::Strings;
 use crate::layout::{self, Face, Fonts, Line, MARGIN, QrArrangement, QrPlan, fit, wrap};
 use crate::qr::{Level, QUIET_ZONE, QrPair};
 use crate::screen::{Mark, Screen};
@@ -67,6 +68,9 @@ pub struct Rendered {
     pub qr_matrix: Option<Arc<crate::qr::QrMatrix>>,
     /// Bounding boxes of every piece of text drawn.
     pub text_boxes: Vec<Rectangle>,
+    /// Every line of text drawn, and whether it was cut short (an ellipsis
+    /// drawn after it): what the fit tests read.
+    pub lines: Vec<(String, bool)>,
 }
 
 impl Rendered {
@@ -82,6 +86,7 @@ pub struct Renderer {
     width: u32,
     height: u32,
     offset: UtcOffset,
+    strings: &'static Strings,
     qr_cache: Option<(crate::screen::QrPayload, Result<QrPair, crate::qr::QrError>)>,
 }
 
@@ -92,8 +97,15 @@ impl Renderer {
             width,
             height,
             offset,
+            strings: crate::lang::english(),
             qr_cache: None,
         }
+    }
+
+    /// The same renderer, in the language `strings` (English by default).
+    pub fn with_language(mut self, strings: &'static Strings) -> Self {
+        self.strings = strings;
+        self
     }
 
     /// Picture size.
@@ -103,7 +115,7 @@ impl Renderer {
 
     /// Renders `screen` as it looks at `now`.
     pub fn render(&mut self, screen: &Screen, now: SystemTime) -> Rendered {
-        let content = Content::of(screen, now, self.offset);
+        let content = Content::of(screen, now, self.offset, self.strings);
         self.render_content(content)
     }
 
@@ -115,6 +127,7 @@ impl Renderer {
             qr: None,
             qr_matrix: None,
             text_boxes: Vec::new(),
+            lines: Vec::new(),
         };
         let pair = match &out.content.qr {
             Some(q) => {
@@ -128,24 +141,30 @@ impl Renderer {
             }
             None => None,
         };
+        let t = out.content.strings;
         match pair {
             Some(Ok(pair)) => {
-                let plan =
-                    layout::plan_qr(self.width, self.height, &pair, SCAN_HINT, SCAN_HINT_SHORT);
+                let plan = layout::plan_qr(
+                    self.width,
+                    self.height,
+                    &pair,
+                    &t.scan_hint,
+                    &t.scan_hint_short,
+                );
                 // One pixel per module does not scan from a panel; say so instead.
                 if plan.module_px >= MIN_MODULE_PX {
                     draw_qr_screen(&mut out, &plan);
                     return out;
                 }
                 out.content.qr = None;
-                out.content.title = "Screen too small for QR".into();
+                out.content.title = t.screen_too_small.clone();
                 draw_status_screen(&mut out);
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "pairing QR cannot be encoded");
                 out.content.qr = None;
-                out.content.title = "QR code too long".into();
-                out.content.body = vec!["Ask HQ for a pairing code instead.".into()];
+                out.content.title = t.qr_too_long.clone();
+                out.content.body = vec![t.qr_too_long_advice.clone()];
                 draw_status_screen(&mut out);
             }
             None => draw_status_screen(&mut out),
@@ -210,6 +229,7 @@ fn draw_text(out: &mut Rendered, line: &Line, face: Face, color: Rgb565, top_lef
         top_left,
         Size::new(face.line_w(line), face.line_h()),
     ));
+    out.lines.push((line.text.clone(), line.ellipsis));
 }
 
 fn draw_centered(out: &mut Rendered, line: &Line, face: Face, color: Rgb565, cx: i32, y: i32) {
@@ -815,7 +835,9 @@ fn draw_qr_screen(out: &mut Rendered, plan: &QrPlan) {
     let fonts = plan.fonts;
     let side = plan.matrix.width_with_quiet_zone() * plan.module_px;
     let title_color = tone_ink(c.tone);
-    let code = c.qr.as_ref().map(code_number);
+    let code =
+        c.qr.as_ref()
+            .map(|q| code_number(q.index, q.count, c.strings));
     let qr_rect = if plan.arrangement == QrArrangement::Side {
         draw_side(out, plan, side, title_color, code.as_deref())
     } else {
@@ -909,10 +931,10 @@ fn draw_side(
     // The phone path: the first wording and face that fits the room left, without cuts.
     let room = (h as i32 - MARGIN as i32 - y).max(0) as u32;
     let options = [
-        (text, SCAN_HINT),
-        (text, SCAN_HINT_SHORT),
-        (fonts.small, SCAN_HINT),
-        (fonts.small, SCAN_HINT_SHORT),
+        (text, c.strings.scan_hint.as_str()),
+        (text, c.strings.scan_hint_short.as_str()),
+        (fonts.small, c.strings.scan_hint.as_str()),
+        (fonts.small, c.strings.scan_hint_short.as_str()),
     ];
     let fitted = options.iter().map(|&(face, hint)| {
         let max_lines = (room / face.line_h()) as usize;

@@ -69,6 +69,8 @@ pub struct TaskOptions {
     pub size: (u32, u32),
     /// Offset for times on screen.
     pub utc_offset: UtcOffset,
+    /// The screens' language.
+    pub strings: &'static crate::lang::Strings,
     /// Backlight timeout in `connected` (`None`: never).
     pub backlight_timeout: Option<Duration>,
     /// First retry delay after a fault; doubles per failure.
@@ -86,6 +88,7 @@ impl TaskOptions {
         Self {
             size: (u32::from(w), u32::from(h)),
             utc_offset: config.utc_offset,
+            strings: config.strings(),
             backlight_timeout: config.backlight_timeout(),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
@@ -402,7 +405,9 @@ fn run(
     opts: &TaskOptions,
     status: &watch::Sender<DisplayStatus>,
 ) {
-    let mut presenter = Presenter::new(Renderer::new(opts.size.0, opts.size.1, opts.utc_offset));
+    let mut presenter = Presenter::new(
+        Renderer::new(opts.size.0, opts.size.1, opts.utc_offset).with_language(opts.strings),
+    );
     let mut driver: Option<Box<dyn Driver>> = None;
     let mut screen: Option<Screen> = None;
     let mut backoff = Backoff {

@@ -71,10 +71,38 @@ fn modules_of(frame: &Frame, q: &QrPlacement, map: impl Fn(u32, u32) -> (u32, u3
 
 #[test]
 fn rendered_qr_decodes_at_every_size() {
-    for (i, (w, h)) in common::SIZES.into_iter().enumerate() {
+    for code in outlet_display::lang::codes() {
+        let t = outlet_display::lang::lookup(code).expect("listed");
+        for (i, (w, h)) in common::SIZES.into_iter().enumerate() {
+            decodes_at(w, h, i, t);
+        }
+    }
+}
+
+/// The QR is as large in every language as in English: longer words must
+/// never cost the QR its size (or a phone its scan).
+#[test]
+fn the_qr_is_as_large_in_every_language() {
+    let en = outlet_display::lang::english();
+    for code in outlet_display::lang::codes() {
+        let t = outlet_display::lang::lookup(code).expect("listed");
+        for (i, (w, h)) in common::SIZES.into_iter().enumerate() {
+            let (screen, _) = pairing(260, 300 + i as u32);
+            let size = |t| {
+                let mut r = Renderer::new(w, h, UtcOffset::UTC).with_language(t);
+                let q = r.render(&screen, common::t0()).qr.expect("a QR");
+                (q.module_px, q.rect.size)
+            };
+            assert_eq!(size(t), size(en), "{code} at {w}x{h}");
+        }
+    }
+}
+
+fn decodes_at(w: u32, h: u32, i: usize, t: &'static outlet_display::lang::Strings) {
+    {
         let (screen, payload) = pairing(260, 100 + i as u32);
         assert_eq!(payload.len(), 260);
-        let mut r = Renderer::new(w, h, UtcOffset::UTC);
+        let mut r = Renderer::new(w, h, UtcOffset::UTC).with_language(t);
         let rendered = r.render(&screen, common::t0());
         let q = rendered.qr.clone().expect("pairing screen has a QR");
         // Centred horizontally (portrait) or vertically (landscape), fully on screen.
@@ -108,15 +136,18 @@ fn rendered_qr_decodes_at_every_size() {
 /// findable on the real picture, not only at the coordinates the renderer reports.
 #[test]
 fn full_screen_decode_without_layout_knowledge() {
-    for (i, (w, h)) in common::SIZES.into_iter().enumerate() {
-        let (screen, payload) = pairing(260, 200 + i as u32);
-        let mut r = Renderer::new(w, h, UtcOffset::UTC);
-        let rendered = r.render(&screen, common::t0());
-        assert_eq!(
-            common::decode_frame(&rendered.frame),
-            vec![payload],
-            "{w}x{h}"
-        );
+    for code in outlet_display::lang::codes() {
+        let t = outlet_display::lang::lookup(code).expect("listed");
+        for (i, (w, h)) in common::SIZES.into_iter().enumerate() {
+            let (screen, payload) = pairing(260, 200 + i as u32);
+            let mut r = Renderer::new(w, h, UtcOffset::UTC).with_language(t);
+            let rendered = r.render(&screen, common::t0());
+            assert_eq!(
+                common::decode_frame(&rendered.frame),
+                vec![payload],
+                "{code} {w}x{h}"
+            );
+        }
     }
 }
 

@@ -27,6 +27,7 @@ fn options() -> TaskOptions {
     TaskOptions {
         size: (240, 320),
         utc_offset: UtcOffset::UTC,
+        strings: outlet_display::lang::english(),
         backlight_timeout: None,
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(160),

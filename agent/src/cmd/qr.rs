@@ -18,10 +18,14 @@ pub async fn run(config_path: Option<&Path>) -> CmdResult {
     for line in outlet_display::driver::terminal::half_blocks(&matrix) {
         println!("{line}");
     }
+    // Staff read this: in the screen's language (`display.language`).
+    let t = super::load_config(config_path)?.display.strings();
+    let number = |key: &str| u32::try_from(data[key].as_u64().unwrap_or(0)).unwrap_or(0);
     println!(
-        "QR {} of {} — WhatsApp › Linked devices › Link a device (expires {})",
-        data["index"],
-        data["count"],
+        "{} — {} ({} {})",
+        outlet_display::content::code_number(number("index"), number("count"), t),
+        t.scan_hint.replace('\u{a0}', " "),
+        t.expires_in,
         data["expires_at"].as_str().unwrap_or("?")
     );
     Ok(())

@@ -122,6 +122,7 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
             link.health.clone(),
             link.commands.clone(),
             config.outlet.name.clone(),
+            config.display.strings(),
         ))
     });
 

@@ -749,6 +749,7 @@ impl Supervisor {
                     }
                     let what = format!("cannot wipe the keys of the unlinked device: {e}");
                     let free_bytes = crate::disk::free_bytes(&self.config.storage.data_dir);
+                    let dir = self.config.storage.data_dir.display().to_string();
                     self.set_state(SessionState::Fault, &what, |h| {
                         h.last_error = Some(e.to_string());
                         h.fault = Some(LocalFault {
@@ -756,6 +757,7 @@ impl Supervisor {
                             what: what.clone(),
                             action: "Check the agent's log; it retries by itself".into(),
                             free_bytes,
+                            dir: Some(dir),
                         });
                     });
                     return Next::Wait {
@@ -855,6 +857,7 @@ impl Supervisor {
                 what: what.clone(),
                 action,
                 free_bytes: free,
+                dir: Some(dir.display().to_string()),
             });
         });
     }

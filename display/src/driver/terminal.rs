@@ -55,7 +55,7 @@ pub fn lines(rendered: &Rendered) -> Vec<String> {
     let c = &rendered.content;
     let mut out = vec![c.title.clone()];
     if let Some(q) = &c.qr {
-        out.push(code_number(q));
+        out.push(code_number(q.index, q.count, c.strings));
     }
     if let Some((h, _)) = &c.headline {
         out.push(h.clone());
@@ -70,15 +70,18 @@ pub fn lines(rendered: &Rendered) -> Vec<String> {
         out.push(hint.to_string());
     }
     out.extend(c.body.iter().cloned());
+    let t = c.strings;
     let mark = |m: Mark| match m {
-        Mark::Up => "up",
-        Mark::Down => "DOWN",
+        Mark::Up => t.mark_up.as_str(),
+        Mark::Down => t.mark_down.as_str(),
         Mark::Unknown => "?",
         Mark::Hidden => "-",
     };
     out.push(format!(
-        "network: {}  mqtt: {}",
+        "{}: {}  {}: {}",
+        t.network,
         mark(c.network),
+        t.mqtt,
         mark(c.mqtt)
     ));
     // No-break spaces only steer the panel's line wrapping.
