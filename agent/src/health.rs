@@ -33,6 +33,25 @@ pub enum SessionState {
 }
 
 impl SessionState {
+    /// Every state, in the order of DESIGN.md: Home Assistant's `enum`
+    /// sensor lists them (newer versions reject a state not in its list).
+    pub const ALL: [SessionState; 14] = [
+        SessionState::Starting,
+        SessionState::WaitingForClock,
+        SessionState::Connecting,
+        SessionState::Pairing,
+        SessionState::PairingCode,
+        SessionState::PairingIdle,
+        SessionState::Connected,
+        SessionState::Reconnecting,
+        SessionState::LoggedOut,
+        SessionState::Replaced,
+        SessionState::Banned,
+        SessionState::Outdated,
+        SessionState::Paused,
+        SessionState::Fault,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionState::Starting => "starting",
@@ -260,6 +279,33 @@ pub fn phone_from_jid_user(user: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn all_lists_every_state_once() {
+        // No wildcard: a new state fails to compile here until it is in ALL.
+        fn index(s: SessionState) -> usize {
+            match s {
+                SessionState::Starting => 0,
+                SessionState::WaitingForClock => 1,
+                SessionState::Connecting => 2,
+                SessionState::Pairing => 3,
+                SessionState::PairingCode => 4,
+                SessionState::PairingIdle => 5,
+                SessionState::Connected => 6,
+                SessionState::Reconnecting => 7,
+                SessionState::LoggedOut => 8,
+                SessionState::Replaced => 9,
+                SessionState::Banned => 10,
+                SessionState::Outdated => 11,
+                SessionState::Paused => 12,
+                SessionState::Fault => 13,
+            }
+        }
+        for (i, s) in SessionState::ALL.iter().enumerate() {
+            assert_eq!(index(*s), i, "{s}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -22,23 +22,22 @@ pub struct DiscoveryMessage {
     pub payload: String,
 }
 
-/// The session states, for the `enum` sensor's `options`.
-const STATES: &[&str] = &[
-    "starting",
-    "waiting_for_clock",
-    "connecting",
-    "pairing",
-    "pairing_code",
-    "pairing_idle",
-    "connected",
-    "reconnecting",
-    "logged_out",
-    "replaced",
-    "banned",
-    "outdated",
-    "paused",
-    "fault",
-];
+/// The session states, for the `enum` sensor's `options`: derived, never
+/// a hand-kept copy (Home Assistant rejects a state missing from it).
+fn states() -> Vec<&'static str> {
+    crate::health::SessionState::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect()
+}
+
+/// What the connectivity entity keeps as attributes: a deliberate few, not
+/// the whole snapshot (HA's history would record every field of every
+/// state message).
+const CONNECTIVITY_ATTRIBUTES: &str = "{{ {'state': value_json.state, 'since': value_json.since, \
+     'phone': value_json.phone, 'last_connected_at': value_json.last_connected_at, \
+     'next_retry_at': value_json.next_retry_at, 'last_message_in_at': value_json.last_message_in_at} \
+     | tojson }}";
 
 /// All discovery messages for this outlet.
 pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
@@ -75,6 +74,7 @@ pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
                 "payload_off": "OFF",
                 "expire_after": state_expiry,
                 "json_attributes_topic": topics.state(),
+                "json_attributes_template": CONNECTIVITY_ATTRIBUTES,
             }),
         ),
         (
@@ -83,7 +83,7 @@ pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
             json!({
                 "name": "Session state",
                 "device_class": "enum",
-                "options": STATES,
+                "options": states(),
                 "state_topic": topics.state(),
                 "value_template": "{{ value_json.state }}",
                 "expire_after": state_expiry,
@@ -335,13 +335,60 @@ mod tests {
     }
 
     #[test]
+    fn the_state_options_and_attributes_match_the_snapshot() {
+        let config = Config::default();
+        let topics = Topics::new("x/{outlet_id}", "a").expect("valid");
+        let all = messages(&config, &topics);
+        let find = |needle: &str| {
+            let m = all
+                .iter()
+                .find(|m| m.topic.contains(needle))
+                .expect("entity");
+            serde_json::from_str::<Value>(&m.payload).expect("json")
+        };
+        let options = find("/state/config")["options"].clone();
+        let expected: Vec<Value> = crate::health::SessionState::ALL
+            .iter()
+            .map(|s| serde_json::to_value(s).expect("state"))
+            .collect();
+        assert_eq!(options, Value::Array(expected));
+        // Every field the attribute template names is in the snapshot.
+        let health = serde_json::to_value(crate::health::Health::new(
+            "a",
+            chrono::Utc::now(),
+            chrono::Duration::seconds(60),
+        ))
+        .expect("health");
+        let template = find("binary_sensor")["json_attributes_template"]
+            .as_str()
+            .expect("a template")
+            .to_string();
+        let fields: Vec<&str> = template
+            .split("value_json.")
+            .skip(1)
+            .map(|rest| {
+                rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")
+            })
+            .collect();
+        assert!(fields.len() >= 5, "{template}");
+        for field in fields {
+            assert!(
+                health.get(field).is_some(),
+                "{field} is not in the snapshot"
+            );
+        }
+    }
+
+    #[test]
     fn message_sensors_come_with_messages() {
         let mut config = Config::default();
         let topics = Topics::new("x/{outlet_id}", "a").expect("valid");
         let has = |config: &Config| {
             messages(config, &topics)
                 .iter()
-                .any(|m| m.payload.contains("last_message_in_at"))
+                .any(|m| m.topic.ends_with("/last_message_in/config"))
         };
         assert!(has(&config));
         config.messages.enabled = false;
