@@ -502,7 +502,13 @@ async fn a_send_answered_then_sigkilled_reaches_the_customer_exactly_once() {
         )
         .await;
     assert_eq!(again["data"]["id"], json!(id));
-    wait_status(&mut hq, &outlet, &id, "read").await;
+    // Nothing left to send (a send the kill caught unacked went again, with
+    // its id), and Budi's phone shows it once. (Its `read` status may be
+    // lost: a receipt that whatsapp-rust acked just before the kill is not
+    // sent again; ARCHITECTURE.md, "Decisions".)
+    agent
+        .wait_for("an empty outbox", |s| s["outbox_pending"] == 0)
+        .await;
     assert_eq!(received_by(&server, BUDI, "Pesanan siap"), 1);
 
     // The Signal sessions continue across restarts, both ways.
