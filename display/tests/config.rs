@@ -150,3 +150,17 @@ fn relative_png_path_resolves_against_the_data_directory() {
         std::path::PathBuf::from("/var/lib/outlet-agent/display.png")
     );
 }
+
+#[test]
+fn the_language_reaches_the_display_task_and_an_unknown_one_is_refused() {
+    let c: AgentConfig = toml::from_str("[display]\nlanguage = \"id\"\n").expect("parse");
+    assert!(c.display.validate().is_ok());
+    let options = outlet_display::task::TaskOptions::from_config(&c.display);
+    assert_eq!(options.strings.code, "id");
+    assert_eq!(options.strings.months[11], "Des");
+    let c: AgentConfig = toml::from_str("[display]\nlanguage = \"fr\"\n").expect("parse");
+    assert!(matches!(
+        c.display.validate(),
+        Err(ConfigError::Language(code, _)) if code == "fr"
+    ));
+}
