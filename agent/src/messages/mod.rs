@@ -48,6 +48,9 @@ use crate::mqtt::Topics;
 const DEPTH_REFRESH: Duration = Duration::from_millis(500);
 /// And at least this often (oldest ages, pruning).
 const DEPTH_IDLE_REFRESH: Duration = Duration::from_secs(30);
+/// Queues that held at least this many messages hand their freed heap back
+/// once they are empty again.
+const TRIM_AFTER: u64 = 100;
 
 /// The messaging side of the agent, shared by its tasks, the supervisor's
 /// sessions and the command paths.
@@ -197,6 +200,8 @@ impl Messages {
 async fn report_depths(messages: Arc<Messages>) {
     let keep = chrono::Duration::days(i64::from(messages.config.messages.keep_days));
     let mut pruned_at: Option<DateTime<Utc>> = None;
+    // The largest the queues were since they were last empty.
+    let mut high_water = 0u64;
     loop {
         let now = Utc::now();
         if pruned_at.is_none_or(|at| now - at > chrono::Duration::hours(1)) {
@@ -207,6 +212,15 @@ async fn report_depths(messages: Arc<Messages>) {
         }
         match messages.store.message_depths().await {
             Ok(depths) => {
+                let pending = depths.inbox_messages + depths.outbox_messages;
+                high_water = high_water.max(pending);
+                if pending == 0 && high_water >= TRIM_AFTER {
+                    // A drained queue of thousands leaves megabytes of freed
+                    // heap that glibc keeps (the messages bench: 11.4 → 4.9 MiB
+                    // anonymous after a trim); give them back.
+                    high_water = 0;
+                    crate::memory::release_free_memory();
+                }
                 messages.report.send_if_modified(|report| {
                     let next = MessageHealth {
                         inbox_pending: depths.inbox_messages,

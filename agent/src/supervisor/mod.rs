@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod rounds;
 pub mod session;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -17,7 +17,6 @@ use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::client::Client;
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::store::traits::Backend;
-use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind};
 
 /// An event of the session numbered `generation`.
@@ -132,7 +131,9 @@ impl Session {
         }
         let bot = builder
             .with_backend_arc(params.backend)
-            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(params.endpoint))
+            .with_transport_factory(super::transport::NoDelayTransportFactory::new(
+                params.endpoint,
+            ))
             .with_http_client(NoHttp)
             .with_version(params.version)
             .with_device_props(
