@@ -99,14 +99,19 @@ impl InboundDurabilityHook for InboxHook {
 }
 
 /// Called after the broker took messages: if a full inbox refused some and
-/// there is room again, a reconnect makes WhatsApp redeliver them.
-pub(super) async fn reopen_if_drained(messages: &Messages, pending: u64, bytes: u64) {
+/// there is room again, a reconnect makes WhatsApp redeliver them. The
+/// depths are read only while a refusal is outstanding: this runs after
+/// every batch of PUBACKs.
+pub(super) async fn reopen_if_drained(messages: &Messages) {
     if !messages.inbox_refused.load(Ordering::SeqCst) {
         return;
     }
+    let Ok(depths) = messages.store.message_depths().await else {
+        return;
+    };
     let limits = messages.limits_inbox();
-    let roomy = (pending as f64) < limits.max_messages as f64 * REOPEN_AT
-        && (bytes as f64) < limits.max_bytes as f64 * REOPEN_AT;
+    let roomy = (depths.inbox_messages as f64) < limits.max_messages as f64 * REOPEN_AT
+        && (depths.inbox_bytes as f64) < limits.max_bytes as f64 * REOPEN_AT;
     if !roomy {
         return;
     }

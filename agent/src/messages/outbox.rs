@@ -230,6 +230,18 @@ async fn set_status(
     }
 }
 
+/// A queued send failed for good, and HQ hears why.
+async fn fail(messages: &Messages, message_id: &str, reason: impl Into<String>) {
+    set_status(
+        messages,
+        message_id,
+        status::TO_FAILED,
+        status::FAILED,
+        Some(reason.into()),
+    )
+    .await;
+}
+
 /// The gap before the next send.
 fn pacing_gap(max_per_minute: u32) -> Duration {
     if max_per_minute == 0 {
@@ -324,25 +336,11 @@ async fn send_while_connected(
             continue;
         };
         let Ok(jid) = entry.to_jid.parse::<Jid>() else {
-            set_status(
-                messages,
-                &entry.message_id,
-                status::TO_FAILED,
-                status::FAILED,
-                Some("invalid_recipient".into()),
-            )
-            .await;
+            fail(messages, &entry.message_id, "invalid_recipient").await;
             continue;
         };
         if jid.is_pn() && registered(messages, client, &jid).await == Some(false) {
-            set_status(
-                messages,
-                &entry.message_id,
-                status::TO_FAILED,
-                status::FAILED,
-                Some(status::NOT_ON_WHATSAPP.into()),
-            )
-            .await;
+            fail(messages, &entry.message_id, status::NOT_ON_WHATSAPP).await;
             continue;
         }
         let message = text_message(text, entry.quoted_id.clone(), &jid);
@@ -364,12 +362,10 @@ async fn send_while_connected(
             }
             Err(whatsapp_rust::send::SendError::InvalidRequest(why)) => {
                 tracing::warn!(id = %entry.message_id, %why, "messages: WhatsApp refused the send");
-                set_status(
+                fail(
                     messages,
                     &entry.message_id,
-                    status::TO_FAILED,
-                    status::FAILED,
-                    Some(format!("invalid_request: {why}")),
+                    format!("invalid_request: {why}"),
                 )
                 .await;
             }
@@ -390,14 +386,7 @@ async fn send_while_connected(
                     .unwrap_or(MAX_ATTEMPTS);
                 tracing::warn!(error = %e, id = %entry.message_id, attempts, "messages: send failed");
                 if attempts >= MAX_ATTEMPTS {
-                    set_status(
-                        messages,
-                        &entry.message_id,
-                        status::TO_FAILED,
-                        status::FAILED,
-                        Some(format!("send_failed: {e}")),
-                    )
-                    .await;
+                    fail(messages, &entry.message_id, format!("send_failed: {e}")).await;
                 } else {
                     tokio::select! {
                         _ = clients.changed() => return,
@@ -464,12 +453,10 @@ async fn fail_all_if_unlinked(
         return;
     };
     for entry in queued {
-        set_status(
+        fail(
             messages,
             &entry.message_id,
-            status::TO_FAILED,
-            status::FAILED,
-            Some(format!("{}: the device was unlinked", status::NOT_LINKED)),
+            format!("{}: the device was unlinked", status::NOT_LINKED),
         )
         .await;
     }
@@ -489,12 +476,10 @@ pub(super) async fn track(
                     set_status(&messages, &ack.id, status::TO_SENT, status::SENT, None).await;
                 }
                 Some(code) => {
-                    set_status(
+                    fail(
                         &messages,
                         &ack.id,
-                        status::TO_FAILED,
-                        status::FAILED,
-                        Some(format!("refused_by_server: error {code}")),
+                        format!("refused_by_server: error {code}"),
                     )
                     .await;
                 }

@@ -212,14 +212,7 @@ impl Publisher {
         match self.messages.store.delete_publications(batch.clone()).await {
             Ok(()) => {
                 self.messages.depth_wake.notify_one();
-                if let Ok(depths) = self.messages.store.message_depths().await {
-                    super::inbox::reopen_if_drained(
-                        &self.messages,
-                        depths.inbox_messages,
-                        depths.inbox_bytes,
-                    )
-                    .await;
-                }
+                super::inbox::reopen_if_drained(&self.messages).await;
             }
             Err(e) => {
                 // Kept: published again after the next connect, at worst.
