@@ -124,6 +124,35 @@ async fn wait_status(hq: &mut Subscriber, outlet: &Outlet, id: &str, status: &st
     .json()
 }
 
+/// A private Mosquitto that keeps its sessions across a restart (SIGTERM
+/// saves them), so HQ's persistent session outlives a broker outage.
+async fn persistent_broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let store = dir.join("broker-db");
+    std::fs::create_dir_all(&store).unwrap();
+    make_readable(&dir);
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    Broker::start(&format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+        store.display()
+    ))
+    .await
+}
+
+/// The ids of the first `n` distinct messages on `topic`, in arrival
+/// order (a message published again after a reconnect counts once).
+async fn distinct_ids(hq: &mut Subscriber, topic: &str, n: usize, what: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = hq.wait_for(what, WAIT, |m| m.topic == topic).await;
+        let id = m.json()["id"].as_str().unwrap_or_default().to_string();
+        if !got.contains(&id) {
+            got.push(id);
+        }
+    }
+    got
+}
+
 /// What `number`'s phone shows from the outlet with `text`.
 fn received_by(server: &FakeServer, number: &str, text: &str) -> usize {
     server
@@ -371,16 +400,7 @@ async fn refusals_are_clear_errors_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_messages_during_a_broker_outage_arrive_in_order_after_it() {
     let server = server().await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let store = dir.join("broker-db");
-    std::fs::create_dir_all(&store).unwrap();
-    make_readable(&dir);
-    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut broker = Broker::start(&format!(
-        "allow_anonymous true\npersistence true\npersistence_location {}/\n",
-        store.display()
-    ))
-    .await;
+    let mut broker = persistent_broker().await;
     let outlet = Outlet::new("outage", &broker.url(false));
     let hq_id = unique("hq");
     // HQ keeps a persistent session: the broker holds its messages while
@@ -407,16 +427,7 @@ async fn fifty_messages_during_a_broker_outage_arrive_in_order_after_it() {
         Subscriber::connect_persistent(&outlet.broker, &hq_id, &[&outlet.topic("message/in")])
             .await;
     let topic = outlet.topic("message/in");
-    let mut got = Vec::new();
-    while got.len() < 50 {
-        let m = hq
-            .wait_for("the 50 messages", WAIT, |m| m.topic == topic)
-            .await;
-        let id = m.json()["id"].as_str().unwrap_or_default().to_string();
-        if !got.contains(&id) {
-            got.push(id);
-        }
-    }
+    let got = distinct_ids(&mut hq, &topic, 50, "the 50 messages").await;
     assert_eq!(got, ids, "in the order Budi sent them");
     agent
         .wait_for("an empty inbox", |s| s["inbox_pending"] == 0)
@@ -540,16 +551,7 @@ async fn full_queues_push_back_and_nothing_is_dropped() {
         .contacts()
         .set_on_whatsapp(SARI, false)
         .expect("Sari");
-    let dir = tempfile::tempdir().unwrap().keep();
-    let store = dir.join("broker-db");
-    std::fs::create_dir_all(&store).unwrap();
-    make_readable(&dir);
-    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut broker = Broker::start(&format!(
-        "allow_anonymous true\npersistence true\npersistence_location {}/\n",
-        store.display()
-    ))
-    .await;
+    let mut broker = persistent_broker().await;
     let outlet = Outlet::new("full", &broker.url(false));
     let hq_id = unique("hq");
     let filters = [outlet.topic("message/#"), outlet.topic("response/+")];
@@ -582,16 +584,7 @@ async fn full_queues_push_back_and_nothing_is_dropped() {
     broker.spawn().await;
     let mut hq = Subscriber::connect_persistent(&outlet.broker, &hq_id, &filters).await;
     let topic = outlet.topic("message/in");
-    let mut got: Vec<String> = Vec::new();
-    while got.len() < 10 {
-        let m = hq
-            .wait_for("all 10 messages", WAIT, |m| m.topic == topic)
-            .await;
-        let id = m.json()["id"].as_str().unwrap_or_default().to_string();
-        if !got.contains(&id) {
-            got.push(id);
-        }
-    }
+    let mut got = distinct_ids(&mut hq, &topic, 10, "all 10 messages").await;
     let mut want = ids.clone();
     want.sort();
     got.sort();
