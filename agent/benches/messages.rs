@@ -31,6 +31,7 @@
 mod common;
 #[path = "../tests/common/mqtt.rs"]
 mod mqtt;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -39,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use common::Agent;
 use fake_whatsapp::{FakeServer, ServerEvent};
-use mqtt::{Broker, Msg, make_readable, unique};
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
-use serde_json::{Value, json};
+use mqtt::{Broker, Msg, Subscriber, make_readable, unique};
+use serde_json::json;
+use support::{cpu_ticks, env_u64, proc_field};
 
 const WAIT: Duration = Duration::from_secs(90);
 const BUDI: &str = "6281111111111";
@@ -50,45 +51,6 @@ const SARI: &str = "6282222222222";
 /// refused `busy`): HQ keeps this many `send`s outstanding.
 const WINDOW: usize = 8;
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of every thread, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
-}
 
 /// VmRSS, RssAnon and VmHWM in KiB.
 #[derive(Debug, Clone, Copy)]
@@ -208,134 +170,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// HQ: a persistent MQTT session (`clean_session = false`, so the broker
-/// keeps its messages across the broker's own restart) that records
-/// everything it receives, with the instant it arrived. Nagle is off on its
-/// socket, as on the agent's: otherwise a request published right after a
-/// PUBACK waits for the broker's delayed ACK (~40 ms), which is HQ's client
-/// and not the agent.
-struct Hq {
-    client: AsyncClient,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Option<Msg>>,
-    /// Everything received so far, in order.
-    seen: Vec<Msg>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Hq {
-    async fn connect(broker: &str, client_id: &str, filters: &[&str]) -> Hq {
-        let config = outlet_agent::config::MqttConfig {
-            broker: broker.to_string(),
-            ..Default::default()
-        };
-        let mut options = outlet_agent::mqtt::options::client_options(&config, client_id, None)
-            .expect("HQ's options");
-        options.set_keep_alive(Duration::from_secs(5));
-        options.set_clean_session(false);
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        eventloop.set_network_options(outlet_agent::mqtt::options::network_options());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                let seen = match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => None,
-                    Ok(Event::Incoming(Packet::Publish(p))) => Some(Msg {
-                        topic: p.topic.clone(),
-                        payload: p.payload.to_vec(),
-                        retain: p.retain,
-                        at: Instant::now(),
-                        wall: chrono::Utc::now(),
-                    }),
-                    Ok(_) => continue,
-                    Err(_) => {
-                        // The broker is away (the inbox test stops it):
-                        // poll again, which reconnects.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                if tx.send(seen).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut hq = Hq {
-            client,
-            rx,
-            seen: Vec::new(),
-            task,
-        };
-        let filters: Vec<SubscribeFilter> = filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce))
-            .collect();
-        hq.client.subscribe_many(filters).await.expect("subscribe");
-        loop {
-            match tokio::time::timeout(WAIT, hq.rx.recv()).await {
-                Ok(Some(None)) => return hq,
-                Ok(Some(Some(m))) => hq.seen.push(m),
-                Ok(None) | Err(_) => panic!("no SUBACK from the broker"),
-            }
-        }
-    }
-
-    async fn publish(&self, topic: &str, payload: String) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish");
-    }
-
-    fn mark(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// The next message (after those already seen) matching `pick`.
-    async fn wait_for(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        mut pick: impl FnMut(&Msg) -> bool,
-    ) -> Msg {
-        let until = Instant::now() + deadline;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(Some(m))) => {
-                    self.seen.push(m.clone());
-                    if pick(&m) {
-                        return m;
-                    }
-                }
-                Ok(Some(None)) => {}
-                Ok(None) | Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
-            }
-        }
-    }
-
-    /// Whatever arrives within `window`.
-    async fn drain(&mut self, window: Duration) {
-        let until = Instant::now() + window;
-        while let Ok(Some(seen)) = tokio::time::timeout(
-            until.saturating_duration_since(Instant::now()),
-            self.rx.recv(),
-        )
-        .await
-        {
-            if let Some(m) = seen {
-                self.seen.push(m);
-            }
-        }
-    }
-}
-
-impl Drop for Hq {
-    fn drop(&mut self) {
-        let _ = self.client.try_disconnect();
-        self.task.abort();
-    }
-}
-
 /// When each contact's phone decrypted each message from the outlet, by
 /// message id (from the server's `Decrypted` events).
 #[derive(Default)]
@@ -444,7 +278,7 @@ struct Sent {
 /// HQ queues `n` sends to `to`, keeping [`WINDOW`] outstanding; `busy`
 /// answers are retried. Any other refusal is a failure of the bench.
 async fn queue_sends(
-    hq: &mut Hq,
+    hq: &mut Subscriber,
     prefix: &str,
     to: &str,
     tag: &str,
@@ -471,7 +305,7 @@ async fn queue_sends(
         while outstanding.len() < WINDOW && next < n {
             let transaction = format!("{tag}-tx-{}", next + 1);
             let published = Instant::now();
-            hq.publish(&request_topic, payload(next, &transaction))
+            hq.publish(&request_topic, payload(next, &transaction), false)
                 .await;
             outstanding.insert(transaction, (next, published));
             next += 1;
@@ -502,7 +336,8 @@ async fn queue_sends(
         {
             busy += 1;
             let transaction = format!("{tag}-tx-{}-again{busy}", i + 1);
-            hq.publish(&request_topic, payload(i, &transaction)).await;
+            hq.publish(&request_topic, payload(i, &transaction), false)
+                .await;
             outstanding.insert(transaction, (i, Instant::now()));
         } else {
             check_alive(agent, tag);
@@ -517,34 +352,6 @@ async fn queue_sends(
         out.into_iter().map(|s| s.expect("answered")).collect(),
         busy,
     )
-}
-
-/// Polls the agent's health until `pick` accepts it.
-async fn wait_health(
-    agent: &mut Agent,
-    what: &str,
-    deadline: Duration,
-    pick: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    loop {
-        if let Some(h) = agent.status().await {
-            if pick(&h) {
-                return h;
-            }
-            last = h;
-        }
-        check_alive(agent, what);
-        if started.elapsed() > deadline {
-            panic!(
-                "timed out after {deadline:?} waiting for {what}; last health {last}\n\
-                 --- agent log (tail) ---\n{}",
-                tail(&agent.log(), 40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The ids HQ has received on `topic` among `seen[from..]`, with the
@@ -567,7 +374,7 @@ fn arrivals(seen: &[Msg], topic: &str, status: Option<&str>) -> HashMap<String, 
 /// `status`, for statuses); returns the instant of the last one.
 #[allow(clippy::too_many_arguments)]
 async fn wait_hq(
-    hq: &mut Hq,
+    hq: &mut Subscriber,
     from: usize,
     topic: &str,
     status: Option<&str>,
@@ -682,7 +489,9 @@ async fn run() {
     let prefix = format!("outlet/{id}");
     let topic = |leaf: &str| format!("{prefix}/{leaf}");
     let limit = (outbox_n.max(inbox_n).max(broadcast_n) * 2 + 1000).to_string();
-    let mut hq = Hq::connect(
+    // HQ: a persistent session (the broker keeps its messages across its own
+    // restart), Nagle off like the agent's.
+    let mut hq = Subscriber::connect_persistent(
         &url,
         &unique("hq"),
         &[&topic("message/#"), &topic("response/+")],
@@ -768,7 +577,7 @@ async fn run() {
             let started = Instant::now();
             let text = format!("latency out {mode} {}", i + 1);
             let request = json!({"to": BUDI, "text": text, "transaction": transaction});
-            hq.publish(&send_topic, request.to_string()).await;
+            hq.publish(&send_topic, request.to_string(), false).await;
             let answer = hq
                 .wait_for("the send's answer", WAIT, |m| {
                     m.topic == response_topic && m.json()["transaction"] == json!(transaction)
@@ -854,10 +663,11 @@ async fn run() {
         "the broadcast's read statuses",
     )
     .await;
-    wait_health(&mut agent, "the broadcast's queues empty", WAIT, |h| {
-        h["outbox_pending"] == 0 && h["statuses_pending"] == 0
-    })
-    .await;
+    agent
+        .wait_for("the broadcast's queues empty", |h| {
+            h["outbox_pending"] == 0 && h["statuses_pending"] == 0
+        })
+        .await;
     let after = usage(&agent);
     // Which statuses HQ saw for the broadcast's sends.
     let mut status_counts: Vec<(&str, usize)> = Vec::new();
@@ -882,7 +692,9 @@ async fn run() {
     let inbox_idle = memory(agent_pid);
     let inbox_before = usage(&agent);
     broker.stop();
-    wait_health(&mut agent, "the broker gone", WAIT, |h| h["mqtt"] != "ok").await;
+    agent
+        .wait_for("the broker gone", |h| h["mqtt"] != "ok")
+        .await;
     let burst_started = Instant::now();
     let inbox_ids = server
         .contacts()
@@ -890,13 +702,13 @@ async fn run() {
         .await
         .expect("Budi sends the burst");
     let burst_secs = burst_started.elapsed().as_secs_f64();
-    wait_health(
-        &mut agent,
-        "the burst in the inbox",
-        WAIT + Duration::from_millis(50) * inbox_n as u32,
-        |h| h["inbox_pending"].as_u64() == Some(inbox_n as u64),
-    )
-    .await;
+    agent
+        .wait_for_within(
+            "the burst in the inbox",
+            WAIT + Duration::from_millis(50) * inbox_n as u32,
+            |h| h["inbox_pending"].as_u64() == Some(inbox_n as u64),
+        )
+        .await;
     let committed_secs = burst_started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let inbox_full = memory(agent_pid);
@@ -917,10 +729,9 @@ async fn run() {
     )
     .await;
     let inbox_drain_secs = (last_in - reopened).as_secs_f64();
-    wait_health(&mut agent, "an empty inbox", WAIT, |h| {
-        h["inbox_pending"] == 0
-    })
-    .await;
+    agent
+        .wait_for("an empty inbox", |h| h["inbox_pending"] == 0)
+        .await;
     let inbox_after = usage(&agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let inbox_drained = memory(agent_pid);
@@ -932,18 +743,18 @@ async fn run() {
     let outbox_idle = memory(agent_pid);
     server.set_refuse(true);
     server.drop_connections();
-    wait_health(&mut agent, "reconnecting", WAIT, |h| {
-        h["state"] == "reconnecting"
-    })
-    .await;
+    agent
+        .wait_for("reconnecting", |h| h["state"] == "reconnecting")
+        .await;
     let queue_started = Instant::now();
     let (queued, queued_busy) =
         queue_sends(&mut hq, &prefix, BUDI, "waiting out", outbox_n, &mut agent).await;
     let queue_secs = queue_started.elapsed().as_secs_f64();
-    let outbox_health = wait_health(&mut agent, "the outbox full", WAIT, |h| {
-        h["outbox_pending"].as_u64() == Some(outbox_n as u64)
-    })
-    .await;
+    let outbox_health = agent
+        .wait_for("the outbox full", |h| {
+            h["outbox_pending"].as_u64() == Some(outbox_n as u64)
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outbox_full = memory(agent_pid);
     let mut outbox_drain = None;
@@ -976,10 +787,11 @@ async fn run() {
         )
         .await;
         let read_secs = reopened.elapsed().as_secs_f64();
-        wait_health(&mut agent, "the queues empty", WAIT, |h| {
-            h["outbox_pending"] == 0 && h["statuses_pending"] == 0
-        })
-        .await;
+        agent
+            .wait_for("the queues empty", |h| {
+                h["outbox_pending"] == 0 && h["statuses_pending"] == 0
+            })
+            .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         outbox_drain = Some((sent_secs, read_secs, memory(agent_pid)));
     }
@@ -1201,4 +1013,8 @@ async fn run() {
     assert_eq!(panics, 0, "the agent panicked:\n{}", tail(&log, 40));
     drop(hq);
     broker.kill();
+}
+
+fn main() {
+    support::block_on(run());
 }

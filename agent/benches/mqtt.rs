@@ -17,6 +17,7 @@
 mod common;
 #[path = "../tests/common/mqtt.rs"]
 mod mqtt;
+mod support;
 
 use std::time::Duration;
 
@@ -24,24 +25,9 @@ use chrono::{DateTime, Utc};
 use common::Agent;
 use mqtt::{Broker, Msg, Subscriber, unique};
 use serde_json::json;
+use support::env_u64;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn run() {
     let cycles = env_u64("BENCH_CYCLES", 30);
@@ -261,4 +247,8 @@ fn mosquitto_version() -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "mosquitto".into())
+}
+
+fn main() {
+    support::block_on(run());
 }

@@ -7,11 +7,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
+use support::{cpu_ticks, proc_field};
 
 const RUNS: usize = 5;
 /// Restarts are counted more often: every one must be fast, not the median
@@ -32,29 +34,6 @@ async fn until(agent: &Agent, pick: impl Fn(&serde_json::Value) -> bool) -> Inst
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
 }
 
 /// Where the resident memory of `pid` is, by kind, from `/proc/<pid>/smaps`

@@ -281,7 +281,18 @@ impl Agent {
     }
 
     /// Polls the health until `pick` accepts it.
-    pub async fn wait_for(&mut self, what: &str, mut pick: impl FnMut(&Value) -> bool) -> Value {
+    pub async fn wait_for(&mut self, what: &str, pick: impl FnMut(&Value) -> bool) -> Value {
+        self.wait_for_within(what, DEADLINE, pick).await
+    }
+
+    /// [`Self::wait_for`] with a deadline of its own (a bench's 10 000
+    /// messages take longer than any test waits).
+    pub async fn wait_for_within(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut pick: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         let mut last = Value::Null;
         loop {
@@ -299,7 +310,7 @@ impl Agent {
                     self.log()
                 );
             }
-            if start.elapsed() > DEADLINE {
+            if start.elapsed() > deadline {
                 panic!(
                     "timed out waiting for {what}; last health {last:#}\n--- agent log ---\n{}",
                     self.log()

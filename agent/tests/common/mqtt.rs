@@ -111,6 +111,10 @@ impl Subscriber {
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_session(!persistent);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        // Nagle off, as on the agent's own sockets: otherwise a request
+        // published right after a PUBACK waits for the broker's delayed ACK
+        // (~40 ms), which a bench would charge to the agent.
+        eventloop.set_network_options(outlet_agent::mqtt::options::network_options());
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
