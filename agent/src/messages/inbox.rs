@@ -10,7 +10,6 @@
 //! recognised by (chat, sender, id) and acked without a second publish.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use whatsapp_rust::InboundDurabilityHook;
 use whatsapp_rust::client::Client;
@@ -79,7 +78,12 @@ impl InboundDurabilityHook for InboxHook {
                 Ok(())
             }
             Ok(outlet_store::InboundCommit::Full { messages: n, bytes }) => {
-                if !messages.inbox_refused.swap(true, Ordering::SeqCst) {
+                // `inbox_full` is both what the snapshot says and the flag
+                // that asks for a reconnect once there is room again.
+                let first = messages
+                    .report
+                    .send_if_modified(|r| !std::mem::replace(&mut r.inbox_full, true));
+                if first {
                     tracing::warn!(
                         pending = n,
                         bytes,
@@ -87,7 +91,6 @@ impl InboundDurabilityHook for InboxHook {
                          WhatsApp keeps new ones until there is room"
                     );
                 }
-                messages.report.send_modify(|r| r.inbox_full = true);
                 anyhow::bail!("inbox full: {n} messages, {bytes} bytes wait for the broker")
             }
             Err(e) => {
@@ -103,7 +106,7 @@ impl InboundDurabilityHook for InboxHook {
 /// depths are read only while a refusal is outstanding: this runs after
 /// every batch of PUBACKs.
 pub(super) async fn reopen_if_drained(messages: &Messages) {
-    if !messages.inbox_refused.load(Ordering::SeqCst) {
+    if !messages.report.borrow().inbox_full {
         return;
     }
     let Ok(depths) = messages.store.message_depths().await else {
@@ -115,8 +118,13 @@ pub(super) async fn reopen_if_drained(messages: &Messages) {
     if !roomy {
         return;
     }
-    messages.inbox_refused.store(false, Ordering::SeqCst);
-    messages.report.send_modify(|r| r.inbox_full = false);
+    // Only one caller clears it, so only one reconnect is asked for.
+    if !messages
+        .report
+        .send_if_modified(|r| std::mem::take(&mut r.inbox_full))
+    {
+        return;
+    }
     tracing::info!("messages: the inbox has room again; reconnecting so WhatsApp redelivers");
     if let Err(e) = messages.commands.send(Command::Reconnect).await {
         tracing::warn!(error = %e, "messages: the reconnect after a full inbox was refused");

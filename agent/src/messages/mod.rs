@@ -31,7 +31,6 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,9 +72,6 @@ pub struct Messages {
     /// Receipts and server acks of the running session, for the outbox.
     session_events: mpsc::UnboundedSender<Arc<Event>>,
     commands: Commands,
-    /// A full inbox left messages unacked: when it drains, reconnect so
-    /// WhatsApp redelivers them (it does so only on a new connection).
-    inbox_refused: AtomicBool,
     /// Which numbers have WhatsApp, as last looked up (see `outbox`).
     registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
 }
@@ -138,7 +134,6 @@ impl Messages {
             depth_wake: Notify::new(),
             session_events,
             commands,
-            inbox_refused: AtomicBool::new(false),
             registrations: std::sync::Mutex::default(),
         });
         let publisher = publisher::spawn(messages.clone());
