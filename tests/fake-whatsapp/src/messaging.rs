@@ -1042,14 +1042,15 @@ fn record_inbox(shared: &Shared, target: &Jid, mut entry: InboxEntry, message: &
                 .get_mut(target.user.as_str())
                 .map(|c| &mut c.inbox)
         };
-        let Some(inbox) = inbox else { return };
-        if inbox
-            .iter()
-            .any(|e| e.id == entry.id && e.from == entry.from && e.device == entry.device)
-        {
-            return;
+        if let Some(inbox) = inbox {
+            if inbox
+                .iter()
+                .any(|e| e.id == entry.id && e.from == entry.from && e.device == entry.device)
+            {
+                return;
+            }
+            inbox.push(entry.clone());
         }
-        inbox.push(entry.clone());
     }
     shared.emit(ServerEvent::Decrypted {
         by: target.to_string(),
