@@ -54,6 +54,7 @@ pub(crate) async fn serve(
             device: None,
             purpose: None,
             device_name: None,
+            closed_at_ms: None,
         });
     }
     shared.emit(ServerEvent::Accepted {
@@ -74,6 +75,13 @@ pub(crate) async fn serve(
             reason
         }
     };
+    {
+        let mut state = shared.state();
+        let at_ms = shared.elapsed_ms();
+        if let Some(attempt) = state.attempts.iter_mut().find(|a| a.connection == conn) {
+            attempt.closed_at_ms = Some(at_ms);
+        }
+    }
     shared.emit(ServerEvent::Closed {
         connection: conn,
         reason,

@@ -80,6 +80,11 @@ pub struct Attempt {
     /// What a registering client calls itself (`DeviceProps.os`): the name
     /// the phone lists under "Linked devices".
     pub device_name: Option<String>,
+    /// When the server was done with the connection (milliseconds since it
+    /// started); `None` while it is still being served. A connection whose
+    /// client already hung up can still be logging in here, which is why
+    /// "no live connection" is not the same as "nothing open".
+    pub closed_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -271,6 +276,14 @@ impl Stats {
     /// The largest number of simultaneous connections any one device had.
     pub fn max_concurrent(&self) -> u32 {
         self.devices.iter().map(|d| d.stats.max).max().unwrap_or(0)
+    }
+
+    /// Connections the server is still serving, logged in or not.
+    pub fn open_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.closed_at_ms.is_none())
+            .count()
     }
 
     /// The summary for a device by its JID (`PHONE:DEV@s.whatsapp.net`).

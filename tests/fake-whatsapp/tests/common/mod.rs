@@ -183,8 +183,13 @@ pub async fn linked_client(server: &FakeServer) -> Paired {
         })
         .await;
     pairing.stop().await;
-    wait_until(server, "the pairing client's connections closed", |s| {
-        s.live_connections == 0
+    // Every connection the pairing client opened must be finished on the
+    // server's side, not merely gone from its live list: its post-515
+    // reconnect can hang up with its login still unread by the server, and
+    // on a loaded machine the server then reads that login after the fresh
+    // client's and replaces the fresh client with a dead connection.
+    wait_until(server, "the pairing client's connections finished", |s| {
+        s.open_attempts() == 0
     })
     .await;
     server.reset_concurrency_peaks();
