@@ -148,11 +148,12 @@ fn start_subscriber(
     seen: Arc<Mutex<Seen>>,
 ) -> tokio::task::JoinHandle<()> {
     let config = outlet_agent::config::MqttConfig {
-        broker: broker_url.to_string(),
+        broker: outlet_agent::config::Brokers::one(broker_url),
         ..Default::default()
     };
-    let mut options = outlet_agent::mqtt::options::client_options(&config, &unique("soak"), None)
-        .expect("subscriber options");
+    let mut options =
+        outlet_agent::mqtt::options::client_options(&config, broker_url, &unique("soak"), None)
+            .expect("subscriber options");
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let state_topic = format!("{prefix}/state");

@@ -349,8 +349,9 @@ pub struct MqttConfig {
     /// Off: no MQTT at all (no connection attempts, no warning).
     pub enabled: bool,
     /// `mqtt://host[:port]` (plain, default port 1883) or
-    /// `mqtts://host[:port]` (TLS, default port 8883).
-    pub broker: String,
+    /// `mqtts://host[:port]` (TLS, default port 8883); or a list of them,
+    /// the nodes of one clustered broker, tried in turn (see [`Brokers`]).
+    pub broker: Brokers,
     /// MQTT client id. Empty: `outlet-agent-<outlet.id>`.
     pub client_id: String,
     /// Topic prefix; `{outlet_id}` is replaced by `outlet.id`.
@@ -386,11 +387,75 @@ pub struct MqttConfig {
     pub discovery_prefix: String,
 }
 
+/// `mqtt.broker`: the URLs of one broker, as a TOML string or array.
+///
+/// Several URLs are meant as the nodes of one clustered broker (NATS,
+/// EMQX, HiveMQ…), which share retained messages, sessions and wills: the
+/// link stays on a node while it works and moves to the next when it
+/// fails. Independent brokers would each hold a different truth. A string
+/// may also list URLs separated by commas, which is what an environment
+/// override (`OUTLET_AGENT__MQTT__BROKER=mqtt://a,mqtt://b`) can carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Brokers(Vec<String>);
+
+impl Brokers {
+    pub fn one(url: &str) -> Self {
+        Self(vec![url.to_string()])
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The first URL: where a one-shot client (`fleet`, the demo) goes.
+    pub fn first(&self) -> &str {
+        self.0.first().map(String::as_str).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Brokers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let urls: Vec<String> = match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a URL or a list of URLs (\"mqtt://host:1883\")")
+        })? {
+            Raw::One(text) => text.split(',').map(str::to_string).collect(),
+            Raw::Many(urls) => urls,
+        };
+        Ok(Self(
+            urls.into_iter()
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+impl Serialize for Brokers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_str(one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            broker: "mqtt://localhost:1883".into(),
+            broker: Brokers::one("mqtt://localhost:1883"),
             client_id: String::new(),
             topic_prefix: "outlet/{outlet_id}".into(),
             username: String::new(),
@@ -637,8 +702,13 @@ impl Config {
         invalid: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let mqtt = &self.mqtt;
-        crate::mqtt::BrokerAddress::parse(&mqtt.broker)
-            .map_err(|e| invalid("mqtt.broker", e.to_string()))?;
+        if mqtt.broker.urls().is_empty() {
+            return Err(invalid("mqtt.broker", "at least one URL".into()));
+        }
+        for url in mqtt.broker.urls() {
+            crate::mqtt::BrokerAddress::parse(url)
+                .map_err(|e| invalid("mqtt.broker", e.to_string()))?;
+        }
         crate::mqtt::Topics::new(&mqtt.topic_prefix, &self.outlet.id)
             .map_err(|e| invalid("mqtt.topic_prefix", e.to_string()))?;
         crate::mqtt::topics::validate_prefix(&mqtt.discovery_prefix)

@@ -65,7 +65,7 @@ impl Outlet {
 
     async fn clean_up(&self) {
         let config = outlet_agent::config::MqttConfig {
-            broker: self.broker.clone(),
+            broker: outlet_agent::config::Brokers::one(&self.broker),
             ..Default::default()
         };
         clear_retained(&config, &[&format!("{}/#", self.prefix)]).await;
@@ -179,7 +179,7 @@ async fn wait_received(server: &FakeServer, number: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customers_message_reaches_hq_and_hq_replies_with_statuses() {
     let server = server().await;
-    let outlet = Outlet::new("msg", SHARED_BROKER);
+    let outlet = Outlet::new("msg", &shared_broker());
     let (agent, mut hq) = linked(&server, &outlet, &[]).await;
 
     let id = server
@@ -305,7 +305,7 @@ async fn refusals_are_clear_errors_and_nothing_is_sent() {
         .contacts()
         .set_on_whatsapp(SARI, false)
         .expect("Sari");
-    let outlet = Outlet::new("refuse", SHARED_BROKER);
+    let outlet = Outlet::new("refuse", &shared_broker());
     let mut hq = outlet.hq().await;
     // A retained send waits on the broker for the agent: it is refused
     // like any retained request (it would run again on every reconnect).
@@ -439,7 +439,7 @@ async fn fifty_messages_during_a_broker_outage_arrive_in_order_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_during_a_burst_of_200_loses_no_message() {
     let server = server().await;
-    let outlet = Outlet::new("burst", SHARED_BROKER);
+    let outlet = Outlet::new("burst", &shared_broker());
     let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
     let contacts = server.contacts();
     let burst = tokio::spawn(async move { contacts.send_burst(BUDI, 200, "burst").await });
@@ -487,7 +487,7 @@ async fn a_sigkill_during_a_burst_of_200_loses_no_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_answered_then_sigkilled_reaches_the_customer_exactly_once() {
     let server = server().await;
-    let outlet = Outlet::new("once", SHARED_BROKER);
+    let outlet = Outlet::new("once", &shared_broker());
     let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
     let answer = hq
         .request(
@@ -635,7 +635,7 @@ async fn full_queues_push_back_and_nothing_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_messages_off_the_session_runs_and_send_is_refused() {
     let server = server().await;
-    let outlet = Outlet::new("off", SHARED_BROKER);
+    let outlet = Outlet::new("off", &shared_broker());
     let mut hq = outlet.hq().await;
     let mut agent = Agent::start(
         &server,

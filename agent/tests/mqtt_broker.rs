@@ -226,7 +226,7 @@ async fn tls_with_a_client_certificate_and_a_password() {
 
     // A dashboard with its own login watches…
     let dashboard = MqttConfig {
-        broker: url.clone(),
+        broker: outlet_agent::config::Brokers::one(&url),
         username: "dashboard".into(),
         password_file: Some(dir.join("dashboard-password")),
         ca_file: Some(pki.ca.clone()),
@@ -319,7 +319,7 @@ async fn fleet_lists_outlets_and_flags_stale_ones() {
         })
         .to_string()
     };
-    let publisher = Subscriber::connect(SHARED_BROKER, &[]).await;
+    let publisher = Subscriber::connect(&shared_broker(), &[]).await;
     for (id, availability, s, valid_for) in [
         ("jkt-01", "online", "connected", 60),
         ("sby-02", "offline", "connected", -600),
@@ -342,14 +342,14 @@ async fn fleet_lists_outlets_and_flags_stale_ones() {
     }
     // The broker stores a retained message before it forwards it: once a
     // subscriber saw all three (live or retained), fleet will too.
-    let mut check = Subscriber::connect(SHARED_BROKER, &[&format!("{prefix}/+/wa/state")]).await;
+    let mut check = Subscriber::connect(&shared_broker(), &[&format!("{prefix}/+/wa/state")]).await;
     for _ in 0..3 {
         check.wait_for("the states", WAIT, |_| true).await;
     }
 
     // Outlets configured with `mqtt.topic_prefix = "<prefix>/{outlet_id}/wa"`.
     let template = format!("{prefix}/{{outlet_id}}/wa");
-    let args = ["fleet", "--broker", SHARED_BROKER, "--prefix", &template];
+    let args = ["fleet", "--broker", &shared_broker(), "--prefix", &template];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -22,6 +22,7 @@ struct Outlet {
     id: String,
     prefix: String,
     discovery: String,
+    broker: String,
 }
 
 impl Outlet {
@@ -31,13 +32,14 @@ impl Outlet {
             prefix: format!("outlet/{id}"),
             discovery: format!("ha-{id}"),
             id,
+            broker: shared_broker(),
         }
     }
 
     fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         let mut env = vec![
             ("OUTLET_AGENT__OUTLET__ID", self.id.as_str()),
-            ("OUTLET_AGENT__MQTT__BROKER", SHARED_BROKER),
+            ("OUTLET_AGENT__MQTT__BROKER", self.broker.as_str()),
             (
                 "OUTLET_AGENT__MQTT__DISCOVERY_PREFIX",
                 self.discovery.as_str(),
@@ -69,7 +71,7 @@ async fn hq_links_an_outlet_by_a_code_it_asked_for_over_mqtt() {
     let server = server().await;
     let mut agent = Agent::start(&server, &outlet.env(&[]));
     let mut sub = Subscriber::connect(
-        SHARED_BROKER,
+        &shared_broker(),
         &[&outlet.topic("response/+"), &outlet.topic("state")],
     )
     .await;
@@ -140,7 +142,7 @@ async fn a_dashboard_sees_the_retained_truth_and_every_transition_in_order() {
     let outlet = Outlet::new("truth");
     let server = server().await;
     // Subscribed before the agent starts: it must see every transition.
-    let mut live = Subscriber::connect(SHARED_BROKER, &[&format!("{}/#", outlet.prefix)]).await;
+    let mut live = Subscriber::connect(&shared_broker(), &[&format!("{}/#", outlet.prefix)]).await;
     let mut agent = Agent::start(&server, &outlet.env(&[]));
 
     live.wait_topic(&outlet.topic("availability"), WAIT, |m| {
@@ -202,7 +204,7 @@ async fn a_dashboard_sees_the_retained_truth_and_every_transition_in_order() {
 
     // A dashboard that connects now gets the truth from retained messages.
     let mut fresh = Subscriber::connect(
-        SHARED_BROKER,
+        &shared_broker(),
         &[
             &format!("{}/#", outlet.prefix),
             &format!("{}/#", outlet.discovery),
@@ -268,7 +270,7 @@ async fn a_killed_or_frozen_agent_is_marked_offline_by_its_last_will() {
     let outlet = Outlet::new("will");
     let server = server().await;
     let availability = outlet.topic("availability");
-    let mut sub = Subscriber::connect(SHARED_BROKER, &[&availability]).await;
+    let mut sub = Subscriber::connect(&shared_broker(), &[&availability]).await;
     let mut agent = Agent::start(
         &server,
         &outlet.env(&[
@@ -321,7 +323,7 @@ async fn every_command_works_end_to_end() {
     server.set_registered_numbers(["6281111111111".to_string()]);
     let mut agent = Agent::start(&server, &outlet.env(&[]));
     let mut sub = Subscriber::connect(
-        SHARED_BROKER,
+        &shared_broker(),
         &[&outlet.topic("response/+"), &outlet.topic("state")],
     )
     .await;
@@ -454,7 +456,7 @@ async fn every_command_works_end_to_end() {
 async fn retained_requests_are_refused_and_home_assistant_gets_discovery_again() {
     let outlet = Outlet::new("ha");
     let server = server().await;
-    let hq = Subscriber::connect(SHARED_BROKER, &[]).await;
+    let hq = Subscriber::connect(&shared_broker(), &[]).await;
     // Left behind by a careless dashboard before the agent came up.
     hq.publish(
         &outlet.topic("request/status"),
@@ -463,7 +465,7 @@ async fn retained_requests_are_refused_and_home_assistant_gets_discovery_again()
     )
     .await;
     let mut sub = Subscriber::connect(
-        SHARED_BROKER,
+        &shared_broker(),
         &[
             &format!("{}/#", outlet.prefix),
             &format!("{}/#", outlet.discovery),
@@ -539,7 +541,7 @@ async fn a_flood_of_bad_requests_changes_nothing() {
     let server = server().await;
     let mut agent = Agent::start(&server, &outlet.env(&[]));
     let mut sub = Subscriber::connect(
-        SHARED_BROKER,
+        &shared_broker(),
         &[
             &outlet.topic("response/+"),
             &outlet.topic("event"),

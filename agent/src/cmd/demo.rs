@@ -93,7 +93,7 @@ pub async fn run() -> CmdResult {
     // Held until the agent has stopped: dropping it stops a private broker.
     let broker = match find_broker().await {
         Ok(broker) => {
-            config.mqtt.broker = broker.url.clone();
+            config.mqtt.broker = crate::config::Brokers::one(&broker.url);
             Some(broker)
         }
         Err(why) => {
@@ -460,7 +460,8 @@ impl Hq {
     /// connection: the session is clean, so a reconnect forgets them.
     fn connect(mqtt: &MqttConfig, prefix: &str, log: Log) -> anyhow::Result<Hq> {
         let client_id = format!("outlet-demo-hq-{}", std::process::id());
-        let options = crate::mqtt::options::client_options(mqtt, &client_id, None)?;
+        let options =
+            crate::mqtt::options::client_options(mqtt, mqtt.broker.first(), &client_id, None)?;
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, heard) = mpsc::unbounded_channel();
         let filters = [

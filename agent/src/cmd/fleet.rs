@@ -118,7 +118,7 @@ pub async fn run(
     let mut config = super::load_config(config_path)?;
     if let Some(broker) = broker {
         BrokerAddress::parse(&broker).or_exit_with(EXIT_CONFIG, "--broker")?;
-        config.mqtt.broker = broker;
+        config.mqtt.broker = crate::config::Brokers::one(&broker);
     }
     let (what, prefix) = match prefix {
         Some(prefix) => ("--prefix", prefix),
@@ -159,9 +159,12 @@ pub async fn collect(
     pattern: &PrefixPattern,
     quiet: Duration,
 ) -> Result<BTreeMap<String, Outlet>, FleetError> {
-    let broker = BrokerAddress::parse(&mqtt.broker)?.to_string();
+    // The first node: every node of a cluster holds the same retained
+    // messages, and a one-shot listing that fails is simply run again.
+    let url = mqtt.broker.first();
+    let broker = BrokerAddress::parse(url)?.to_string();
     let client_id = format!("outlet-fleet-{}", std::process::id());
-    let options = options::client_options(mqtt, &client_id, None)?;
+    let options = options::client_options(mqtt, url, &client_id, None)?;
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     let filters = ["state", "availability"]
         .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce));

@@ -290,10 +290,11 @@ async fn drive(
         stable_after_secs: 10,
         connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
     });
+    let mut failover = options::Failover::new(config, &client_id);
     let mut connection = 0u64;
     loop {
         connection += 1;
-        let error = match options::client_options(config, &client_id, None) {
+        let error = match options::client_options(config, failover.url(), &client_id, None) {
             Ok(mut opts) => {
                 opts.set_inflight(INFLIGHT);
                 let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CHANNEL);
@@ -345,6 +346,8 @@ async fn drive(
             }
             Err(e) => e.to_string(),
         };
+        let error = format!("{}: {error}", failover.shown());
+        failover.failed();
         if tx
             .send(DriverEvent::Failed { connection, error })
             .await

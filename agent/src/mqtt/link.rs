@@ -33,7 +33,7 @@ use crate::command::Commands;
 use crate::config::{Config, MqttConfig, ReconnectConfig};
 use crate::health::{Health, SessionState, Transition};
 use crate::mqtt::discovery::DiscoveryMessage;
-use crate::mqtt::options::{self, BrokerAddress};
+use crate::mqtt::options;
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{MqttStatus, redact, requests, telemetry};
 use crate::supervisor::backoff::Backoff;
@@ -82,9 +82,12 @@ pub(super) struct LinkParams {
 enum DriverEvent {
     /// The client exists (options were valid).
     Ready(AsyncClient),
-    Connected,
+    /// CONNACK from the broker at this URL (as the logs show it).
+    Connected(String),
     Message(Publish),
     Failed {
+        /// The URL that failed (as the logs show it).
+        broker: String,
         failure: Failure,
         retry_in: Duration,
         was_connected: bool,
@@ -287,9 +290,7 @@ pub(super) async fn run(
         commands,
         started,
     } = params;
-    let broker = BrokerAddress::parse(&config.mqtt.broker)
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| config.mqtt.broker.clone());
+    let broker = options::Failover::new(&config.mqtt, &client_id).shown();
     let (driver_tx, mut driver_rx) = mpsc::channel(256);
     let driver = tokio::spawn(drive(
         config.mqtt.clone(),
@@ -394,7 +395,8 @@ impl Link {
     fn on_driver(&mut self, event: DriverEvent) -> bool {
         match event {
             DriverEvent::Ready(client) => self.client = Some(client),
-            DriverEvent::Connected => {
+            DriverEvent::Connected(broker) => {
+                self.broker = broker;
                 self.connected = true;
                 self.log.connected(&self.broker, &self.client_id);
                 self.republish_all();
@@ -402,6 +404,7 @@ impl Link {
             }
             DriverEvent::Message(publish) => self.on_message(&publish),
             DriverEvent::Failed {
+                broker,
                 failure,
                 retry_in,
                 was_connected,
@@ -413,8 +416,7 @@ impl Link {
                 if self.stopping {
                     return true;
                 }
-                self.log
-                    .report(&self.broker, &failure, retry_in, was_connected);
+                self.log.report(&broker, &failure, retry_in, was_connected);
                 self.status
                     .send_modify(|s| s.last_error = Some(failure.message));
             }
@@ -769,8 +771,9 @@ async fn drive(
         connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
     });
     let will = options::offline_will(&availability);
+    let mut failover = options::Failover::new(&config, &client_id);
     let mut eventloop: EventLoop = loop {
-        match options::client_options(&config, &client_id, Some(will.clone())) {
+        match options::client_options(&config, failover.url(), &client_id, Some(will.clone())) {
             Ok(opts) => {
                 let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CHANNEL);
                 eventloop.set_network_options(options::network_options());
@@ -785,8 +788,11 @@ async fn drive(
                     kind: FailureKind::Setup,
                     message: e.to_string(),
                 };
+                let broker = failover.shown();
+                failover.failed();
                 if tx
                     .send(DriverEvent::Failed {
+                        broker,
                         failure,
                         retry_in,
                         was_connected: false,
@@ -805,7 +811,7 @@ async fn drive(
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
-                DriverEvent::Connected
+                DriverEvent::Connected(failover.shown())
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => DriverEvent::Message(publish),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
@@ -820,8 +826,10 @@ async fn drive(
                 }
                 let retry_in = backoff.next_delay();
                 let failure = Failure::from_connection(&e, was_connected);
+                let broker = failover.shown();
                 if tx
                     .send(DriverEvent::Failed {
+                        broker,
                         failure,
                         retry_in,
                         was_connected,
@@ -832,6 +840,7 @@ async fn drive(
                     return;
                 }
                 tokio::time::sleep(retry_in).await;
+                move_on(&mut eventloop, &config, &mut failover, &client_id, &will);
                 refresh_password(&mut eventloop, &config);
                 continue;
             }
@@ -839,6 +848,31 @@ async fn drive(
         if tx.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// After a failure the next attempt goes to the next node, if there is
+/// one: the same options (TLS, login, will), another address. The event
+/// loop and its client stay, so the link keeps its one client and queue.
+fn move_on(
+    eventloop: &mut EventLoop,
+    config: &MqttConfig,
+    failover: &mut options::Failover,
+    client_id: &str,
+    will: &rumqttc::LastWill,
+) {
+    let mut next = failover.clone();
+    if !next.failed() {
+        return;
+    }
+    match options::client_options(config, next.url(), client_id, Some(will.clone())) {
+        Ok(opts) => {
+            eventloop.mqtt_options = opts;
+            *failover = next;
+        }
+        // Checked at startup; a file read again (a CA) may have gone since.
+        // Stay on the node we have rather than drop the link.
+        Err(e) => tracing::warn!("MQTT: cannot move to {}: {e}", next.shown()),
     }
 }
 

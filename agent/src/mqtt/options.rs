@@ -124,15 +124,70 @@ impl fmt::Display for BrokerAddress {
     }
 }
 
-/// Client options for `config`: a clean session (nothing is queued for us
-/// while we are away: after a reconnect we republish the current truth),
-/// the keepalive, TLS, the login and the last will.
+/// Which of `mqtt.broker`'s URLs a connection attempt uses: the same one
+/// while it works, the next after it failed, round and round, so a dead
+/// node of a cluster costs one failed attempt and the usual backoff.
+///
+/// Each client starts at a node chosen by its client id, not at the first:
+/// a fleet that restarts together spreads over the cluster instead of
+/// landing on one node and moving on together when that node dies.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    urls: Vec<String>,
+    current: usize,
+}
+
+impl Failover {
+    pub fn new(config: &MqttConfig, client_id: &str) -> Self {
+        let urls = config.broker.urls().to_vec();
+        // FNV-1a: stable across builds and runs, unlike std's hasher.
+        let hash = client_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let current = match u64::try_from(urls.len()) {
+            Ok(n) if n > 0 => usize::try_from(hash % n).unwrap_or_default(),
+            _ => 0,
+        };
+        Self { urls, current }
+    }
+
+    /// The URL of the next attempt.
+    pub fn url(&self) -> &str {
+        self.urls
+            .get(self.current)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The attempt on [`Self::url`] failed, or its connection was lost:
+    /// the next attempt goes to the next node. Returns whether it changed.
+    pub fn failed(&mut self) -> bool {
+        if self.urls.len() < 2 {
+            return false;
+        }
+        self.current = (self.current + 1) % self.urls.len();
+        true
+    }
+
+    /// The URL as the logs and `state` show it (`mqtt://host:port`).
+    pub fn shown(&self) -> String {
+        BrokerAddress::parse(self.url())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| self.url().to_string())
+    }
+}
+
+/// Client options for `config` on the broker at `url`: a clean session
+/// (nothing is queued for us while we are away: after a reconnect we
+/// republish the current truth), the keepalive, TLS, the login and the
+/// last will.
 pub fn client_options(
     config: &MqttConfig,
+    url: &str,
     client_id: &str,
     last_will: Option<LastWill>,
 ) -> Result<MqttOptions, OptionsError> {
-    let address = BrokerAddress::parse(&config.broker)?;
+    let address = BrokerAddress::parse(url)?;
     let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
     options
         .set_keep_alive(Duration::from_secs(config.keepalive_secs.clamp(1, 65_535)))
@@ -302,11 +357,71 @@ mod tests {
     #[test]
     fn a_missing_ca_file_is_named() {
         let config = MqttConfig {
-            broker: "mqtts://localhost".into(),
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..MqttConfig::default()
         };
-        let err = client_options(&config, "id", None).expect_err("no CA file");
+        let err = client_options(&config, "mqtts://localhost", "id", None).expect_err("no CA file");
         assert!(err.to_string().contains("mqtt.ca_file"), "{err}");
+    }
+
+    fn brokers(toml_value: &str) -> MqttConfig {
+        toml::from_str(&format!("broker = {toml_value}")).expect("parses")
+    }
+
+    #[test]
+    fn a_broker_list_is_a_string_an_array_or_comma_separated() {
+        let one = brokers("\"mqtt://a:1883\"");
+        assert_eq!(one.broker.urls(), ["mqtt://a:1883"]);
+        let array = brokers("[\"mqtt://a:1883\", \"mqtts://b\"]");
+        assert_eq!(array.broker.urls(), ["mqtt://a:1883", "mqtts://b"]);
+        let commas = brokers("\"mqtt://a:1883, mqtts://b ,\"");
+        assert_eq!(commas.broker, array.broker);
+        assert!(toml::from_str::<MqttConfig>("broker = 5").is_err());
+        // Written back as it came: one URL as a string, several as an array.
+        let text = toml::to_string(&one).expect("serializes");
+        assert!(text.contains("broker = \"mqtt://a:1883\""), "{text}");
+        let text = toml::to_string(&array).expect("serializes");
+        assert!(
+            text.contains("broker = [\"mqtt://a:1883\", \"mqtts://b\"]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn failover_moves_to_the_next_node_round_and_round() {
+        let config = brokers("[\"mqtt://a\", \"mqtt://b\", \"mqtt://c\"]");
+        let mut failover = Failover::new(&config, "outlet-agent-jkt-01");
+        let first = failover.url().to_string();
+        let mut seen = vec![first.clone()];
+        for _ in 0..3 {
+            assert!(failover.failed());
+            seen.push(failover.url().to_string());
+        }
+        assert_eq!(seen[3], first, "back to the start after every node");
+        seen.truncate(3);
+        seen.sort();
+        assert_eq!(seen, ["mqtt://a", "mqtt://b", "mqtt://c"], "each node once");
+        assert_eq!(failover.shown(), format!("{}:1883", failover.url()));
+
+        let mut single = Failover::new(&brokers("\"mqtt://a\""), "x");
+        assert!(!single.failed(), "one broker: nothing to move to");
+        assert_eq!(single.url(), "mqtt://a");
+    }
+
+    #[test]
+    fn a_fleet_starts_spread_over_the_nodes() {
+        let config = brokers("[\"mqtt://a\", \"mqtt://b\", \"mqtt://c\"]");
+        let mut per_node = std::collections::HashMap::new();
+        for n in 0..300 {
+            let failover = Failover::new(&config, &format!("outlet-agent-{n:03}"));
+            *per_node.entry(failover.url().to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(per_node.len(), 3, "{per_node:?}");
+        assert!(per_node.values().all(|&n| n >= 60), "{per_node:?}");
+        let again = Failover::new(&config, "outlet-agent-007");
+        assert_eq!(
+            again.url(),
+            Failover::new(&config, "outlet-agent-007").url()
+        );
     }
 }

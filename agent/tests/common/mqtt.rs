@@ -13,13 +13,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use outlet_agent::config::MqttConfig;
+use outlet_agent::config::{Brokers, MqttConfig};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 /// The broker CI provides.
-pub const SHARED_BROKER: &str = "mqtt://127.0.0.1:1883";
+/// The broker most MQTT tests share: the Mosquitto `tests/run` starts, or
+/// the one `OUTLET_TEST_BROKER` names (how the suite was run once against
+/// NATS's MQTT listener; ARCHITECTURE.md, "Decisions").
+pub fn shared_broker() -> String {
+    std::env::var("OUTLET_TEST_BROKER").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// A unique id for outlets, prefixes and client ids, so tests can share
@@ -77,7 +82,7 @@ impl Subscriber {
     /// A plain connection to `broker` (`mqtt://host:port`).
     pub async fn connect(broker: &str, filters: &[&str]) -> Subscriber {
         let config = MqttConfig {
-            broker: broker.to_string(),
+            broker: Brokers::one(broker),
             ..MqttConfig::default()
         };
         Self::connect_with(&config, filters).await
@@ -94,7 +99,7 @@ impl Subscriber {
     /// while it is away, across broker restarts when the broker persists.
     pub async fn connect_persistent(broker: &str, client_id: &str, filters: &[&str]) -> Subscriber {
         let config = MqttConfig {
-            broker: broker.to_string(),
+            broker: Brokers::one(broker),
             ..MqttConfig::default()
         };
         Self::connect_as(&config, client_id, true, filters).await
@@ -106,8 +111,13 @@ impl Subscriber {
         persistent: bool,
         filters: &[&str],
     ) -> Subscriber {
-        let mut options = outlet_agent::mqtt::options::client_options(config, client_id, None)
-            .expect("subscriber options");
+        let mut options = outlet_agent::mqtt::options::client_options(
+            config,
+            config.broker.first(),
+            client_id,
+            None,
+        )
+        .expect("subscriber options");
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_session(!persistent);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
@@ -611,7 +621,7 @@ pub async fn clear_retained(config: &MqttConfig, filters: &[&str]) {
 /// The MQTT settings a test subscriber uses for the shared broker.
 pub fn shared() -> MqttConfig {
     MqttConfig {
-        broker: SHARED_BROKER.to_string(),
+        broker: Brokers::one(&shared_broker()),
         ..MqttConfig::default()
     }
 }

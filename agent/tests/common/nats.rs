@@ -1,0 +1,170 @@
+//! A three-node NATS cluster with JetStream and its MQTT listener on
+//! loopback, for the failover tests: a clustered broker of the kind a fleet
+//! moves to when one Mosquitto is not enough.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::mqtt::{Subscriber, free_port};
+
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+pub struct Node {
+    pub name: String,
+    pub mqtt_port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.mqtt_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("node log");
+        let child = Command::new(NATS_SERVER)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the node dies with its clients' connections.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the nodes on free ports and waits until every node's MQTT
+    /// listener takes a retained message the others serve: JetStream has
+    /// elected its leaders and the MQTT streams exist.
+    pub async fn start(size: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_urls: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let mqtt_port = free_port();
+            let conf = dir.join(format!("{name}.conf"));
+            let text = format!(
+                "server_name: {name}\n\
+                 listen: 127.0.0.1:{client}\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n\
+                 cluster {{\n  name: outlet-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
+                 mqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+                client = free_port(),
+                store = dir.join(&name).display(),
+                routes = route_urls.join(", "),
+            );
+            std::fs::write(&conf, text).expect("write node config");
+            let log = dir.join(format!("{name}.log"));
+            let mut node = Node {
+                name,
+                mqtt_port,
+                conf,
+                log,
+                child: None,
+            };
+            node.spawn();
+            nodes.push(node);
+        }
+        let cluster = Cluster { nodes, dir };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for node in &self.nodes {
+            while std::net::TcpStream::connect(("127.0.0.1", node.mqtt_port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} does not listen for MQTT:\n{}",
+                    node.name,
+                    node.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // A retained message through the first node, read on every node.
+        let topic = format!("cluster-ready/{}", std::process::id());
+        let first = Subscriber::connect(&self.nodes[0].url(), &[]).await;
+        first.publish(&topic, "ready", true).await;
+        for node in &self.nodes {
+            let mut sub = Subscriber::connect(&node.url(), &[&topic]).await;
+            sub.seen_or_wait(
+                &format!("the retained probe on {}", node.name),
+                deadline.saturating_duration_since(Instant::now()),
+                |m| m.topic == topic,
+            )
+            .await;
+        }
+        first.publish(&topic, "", true).await;
+    }
+
+    /// The node whose URL the last "MQTT connected to" line in `text` (the
+    /// agent's log) names.
+    pub fn node_named_last_in(&self, text: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                text.rfind(&format!("MQTT connected to {} as ", n.url()))
+                    .map(|at| (at, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.name, n.log()))
+            .collect()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::url).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

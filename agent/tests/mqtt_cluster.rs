@@ -1,0 +1,127 @@
+//! `mqtt.broker` as a list: the agent on a three-node NATS cluster (its
+//! JetStream MQTT listener), losing the node it is connected to.
+
+mod common;
+#[path = "common/mqtt.rs"]
+mod mqtt;
+#[path = "common/nats.rs"]
+mod nats;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mqtt::*;
+use nats::Cluster;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The node the agent's log says it connected to last, once it says so
+/// after `from` (a byte offset into the log).
+async fn node_after(agent: &Agent, cluster: &Cluster, from: usize, what: &str) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = agent.log();
+        if let Some(node) = cluster.node_named_last_in(log.get(from..).unwrap_or_default()) {
+            return node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no \"MQTT connected to\" in the agent's log\n{log}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// State and availability are right on every node; killing the node the
+/// agent is on moves it to another, where it says `online` again; and a
+/// dead agent is marked `offline` by its will wherever HQ listens.
+///
+/// Not "retained" in the checks: NATS 2.9 hands a node's first QoS 1
+/// subscriber the subject's earlier messages as live ones, without the
+/// retained copy (ARCHITECTURE.md, "Decisions"); the latest value is right
+/// either way, and that is what HQ reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_moves_to_another_node_when_its_node_dies() {
+    let mut cluster = Cluster::start(3).await;
+    let id = unique("cluster");
+    let prefix = format!("outlet/{id}");
+    let state = format!("{prefix}/state");
+    let availability = format!("{prefix}/availability");
+    let brokers = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let brokers = format!("[{brokers}]");
+    let server = server().await;
+    let mut agent = Agent::start(
+        &server,
+        &[
+            ("OUTLET_AGENT__OUTLET__ID", &id),
+            ("OUTLET_AGENT__MQTT__BROKER", &brokers),
+            ("OUTLET_AGENT__MQTT__KEEPALIVE_SECS", "2"),
+            ("OUTLET_AGENT__MQTT__RECONNECT_FIRST_DELAY_MS", "100"),
+            ("OUTLET_AGENT__MQTT__RECONNECT_MAX_DELAY_SECS", "1"),
+        ],
+    );
+    agent.pair(&server).await;
+
+    for node in &cluster.nodes {
+        let mut sub = Subscriber::connect(&node.url(), &[&state, &availability]).await;
+        sub.seen_or_wait(&format!("connected, on {}", node.name), WAIT, |m| {
+            m.topic == state && m.json()["state"] == "connected"
+        })
+        .await;
+        sub.seen_or_wait(&format!("online, on {}", node.name), WAIT, |m| {
+            m.topic == availability && m.payload == b"online"
+        })
+        .await;
+    }
+
+    let on = node_after(&agent, &cluster, 0, "the first connection").await;
+    let mut survivors = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if i != on {
+            let sub = Subscriber::connect(&node.url(), &[&state, &availability]).await;
+            survivors.push((node.name.clone(), sub));
+        }
+    }
+    let marks: Vec<usize> = survivors.iter().map(|(_, s)| s.mark()).collect();
+    let log_len = agent.log().len();
+    let killed = Instant::now();
+    cluster.nodes[on].kill();
+
+    let moved = node_after(&agent, &cluster, log_len, "after the node died").await;
+    eprintln!(
+        "killed {}; the agent was on {} {:.1} s later",
+        cluster.nodes[on].name,
+        cluster.nodes[moved].name,
+        killed.elapsed().as_secs_f64()
+    );
+    assert_ne!(moved, on, "it cannot be on the dead node");
+    for ((name, sub), mut mark) in survivors.iter_mut().zip(marks) {
+        sub.wait_after(&mut mark, &format!("online again, on {name}"), WAIT, |m| {
+            m.topic == availability && m.payload == b"online"
+        })
+        .await;
+    }
+    let health = agent.status().await.expect("the agent answers");
+    assert_eq!(health["state"], "connected", "WhatsApp never noticed");
+
+    // The agent dies: the node it is on now publishes its will, and HQ
+    // hears it on every surviving node.
+    let marks: Vec<usize> = survivors.iter().map(|(_, s)| s.mark()).collect();
+    agent.signal("KILL");
+    agent.wait_exit().await;
+    for ((name, sub), mut mark) in survivors.iter_mut().zip(marks) {
+        sub.wait_after(
+            &mut mark,
+            &format!("offline (the will), on {name}"),
+            WAIT,
+            |m| m.topic == availability && m.payload == b"offline",
+        )
+        .await;
+    }
+}
