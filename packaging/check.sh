@@ -17,40 +17,18 @@
 # in a temporary directory it removes. Exits non-zero on any failure and ends
 # with "N passed, N failed".
 #
-# The ARM packages are built with cross (docs/deploy.md); this machine cannot
-# run those builds, so the host package stands in for them here.
+# The Raspberry Pi builds have a script of their own, packaging/check-pi.sh
+# (Debian's Rust and qemu); this one checks the package on this machine's
+# own architecture, where the unit and the service's behaviour can run.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target-pkg}"
 
-# The version the timings in packaging/README.md were measured with; any
-# 3.x understands the sysusers/tmpfile handling the metadata relies on.
-CARGO_DEB_VERSION=3.8.0
-GLIBC_MAX=2.36
+# shellcheck source=packaging/lib.sh
+source packaging/lib.sh
 SECURITY_MAX=3.0
-
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok     %s\n' "$*"; }
-bad() { failed=$((failed + 1)); printf 'FAIL   %s\n' "$*"; }
-# check NAME COMMAND...: one counted check. The command runs inside `if`, so
-# `set -e` does not apply there: each check function returns its status.
-check() {
-    local name="$1"
-    shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
-log() { printf '\n=== %s\n' "$*"; }
-# A step everything after depends on failed: count it, close, stop.
-abort() {
-    bad "$*"
-    echo "$passed passed, $failed failed"
-    exit 1
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 work="$(mktemp -d -t outlet-pkg-check.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
@@ -59,7 +37,7 @@ trap 'rm -rf "$work"' EXIT
 log "tools"
 need_apt=()
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need_apt+=(dpkg-dev)      # cargo-deb's $auto depends
-command -v objdump >/dev/null 2>&1 || need_apt+=(binutils)             # glibc symbol versions
+command -v readelf >/dev/null 2>&1 || need_apt+=(binutils)             # glibc symbol versions
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)      # verify, security, sysusers, tmpfiles
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)              # the notify and syscall tests
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)                # system calls of a real run
@@ -77,13 +55,7 @@ fi
 systemd_version="$(systemd-analyze --version | awk 'NR == 1 { print $2 }')"
 ((systemd_version >= 250)) || abort "tools: systemd-analyze $systemd_version lacks --offline (need 250+)"
 
-cargo_deb_major="$(cargo deb --version 2>/dev/null | awk '{ split($2, v, "."); print v[1] }' || true)"
-if [[ -z "$cargo_deb_major" || "$cargo_deb_major" -lt 3 ]]; then
-    # About 4 minutes on 2 cores (see packaging/README.md).
-    t0="$(now)"
-    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked || abort "tools: cargo install cargo-deb"
-    echo "cargo-deb installed in $(elapsed "$t0" "$(now)") s"
-fi
+need_cargo_deb
 echo "$(cargo deb --version), systemd $systemd_version, $(cargo --version)"
 
 # --- The installed config ----------------------------------------------------
@@ -255,9 +227,8 @@ pbin="$root/usr/bin/outlet-agent"
 "$pbin" version || true
 check "version: certificate-chain verification enforced" bash -c \
     '"$1" version | grep -qx "certificate-chain verification: enforced"' _ "$pbin"
-glibc_max="$(objdump -T "$pbin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)"
-glibc_ok() { [[ -n "$glibc_max" && "$(printf '%s\n%s\n' "$glibc_max" "$GLIBC_MAX" | sort -V | tail -n 1)" == "$GLIBC_MAX" ]]; }
-check "objdump -T: newest glibc symbol ${glibc_max:-?} <= $GLIBC_MAX" glibc_ok
+glibc_max="$(glibc_max_of "$pbin")"
+check "readelf: newest glibc symbol ${glibc_max:-?} <= $GLIBC_MAX" glibc_at_most "$glibc_max"
 not_in_build() {
     local out
     out="$(cargo tree -p outlet-agent -e normal,build --target all -i "$1" 2>&1)" && { echo "$out" | head -n 5; return 1; }

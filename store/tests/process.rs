@@ -88,8 +88,20 @@ struct ChildProc {
     lines: mpsc::Receiver<String>,
 }
 
+/// This test binary again, as a child. Under `OUTLET_TEST_RUNNER` (the
+/// emulator `packaging/check-pi.sh` runs ARM builds with, where the kernel
+/// cannot exec them itself) through that runner.
 fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> ChildProc {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let me = std::env::current_exe().unwrap();
+    let runner = std::env::var("OUTLET_TEST_RUNNER").unwrap_or_default();
+    let mut cmd = match runner.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(&me);
+            cmd
+        }
+        None => Command::new(&me),
+    };
     cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(DIR, dir)

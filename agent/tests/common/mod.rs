@@ -15,7 +15,28 @@ use serde_json::{Value, json};
 pub const DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(100);
 
-pub const AGENT: &str = env!("CARGO_BIN_EXE_outlet-agent");
+/// The agent binary these tests run: the one cargo built beside them, or
+/// the one `OUTLET_AGENT_TEST_BIN` names. The override is how
+/// `packaging/check-pi.sh` runs the same end-to-end tests, on this host's
+/// fake server and broker, against an ARM build of the agent under qemu.
+pub fn agent_binary() -> PathBuf {
+    std::env::var_os("OUTLET_AGENT_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_outlet-agent")))
+}
+
+/// A command that runs the agent binary: directly, or under the emulator
+/// `OUTLET_TEST_RUNNER` names (`qemu-aarch64-static`), after `wrapper`
+/// (a program and its arguments the agent runs under; empty for none).
+pub fn agent_command(wrapper: &[String]) -> Command {
+    let runner = std::env::var("OUTLET_TEST_RUNNER").unwrap_or_default();
+    let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+    argv.extend(runner.split_whitespace().map(Into::into));
+    argv.push(agent_binary().into());
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+}
 
 pub async fn server() -> FakeServer {
     server_with(ServerConfig::default()).await
@@ -205,14 +226,7 @@ impl Agent {
             .env
             .iter()
             .any(|(k, _)| k.starts_with("OUTLET_AGENT__MQTT__"));
-        let mut command = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(AGENT);
-                command
-            }
-            None => Command::new(AGENT),
-        };
+        let mut command = agent_command(&self.wrapper);
         if !mqtt_test {
             command.env("OUTLET_AGENT__MQTT__ENABLED", "false");
         }
@@ -420,7 +434,7 @@ impl Drop for Agent {
 
 /// Runs the agent binary to completion with arguments; returns (code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(AGENT)
+    let output = agent_command(&[])
         .args(args)
         .envs(env.iter().copied())
         .output()

@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# packaging/check-pi.sh - builds and tests outlet-agent for the Raspberry Pi
+# on this x86_64 Debian bookworm machine, with no Docker: Debian's own Rust
+# (rustc-web, with the ARM standard libraries through multiarch), Debian's
+# cross compilers and qemu user emulation. For each target it
+#
+#   * builds the release binary (same Cargo.lock, same release profile,
+#     default features) and the Debian package;
+#   * checks the binary's ELF machine and float ABI, its size, and that no
+#     glibc symbol is newer than 2.36 (Raspberry Pi OS bookworm);
+#   * runs `version` and `check-config` under qemu, and checks the package's
+#     Architecture;
+#   * runs the store's and the display's test suites under qemu (armv7 is
+#     32-bit: pointer width, 64-bit atomics, time arithmetic, alignment);
+#   * runs the end-to-end pairing tests of the host's harness (this
+#     machine's fake WhatsApp server) against a test build of the ARM agent
+#     under qemu: the QR links it, and restarts reconnect without a QR.
+#
+# Usage: packaging/check-pi.sh [TARGET...]
+#   TARGET: aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf
+#   (default: both). arm-unknown-linux-gnueabihf (ARMv6, Pi Zero/1) has no
+#   Debian standard library; it stays on `cross` (docs/deploy.md).
+#
+# Runs as root on a fresh machine (installs what is missing with apt-get).
+# Builds into $CARGO_TARGET_DIR (default: target-pi/, shared by both targets
+# so the build scripts and proc macros are compiled once); the host harness
+# builds into the default target/. Ends with "N passed, N failed" and the
+# time of each step (docs/deploy.md, "Build without Docker", has the
+# figures).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+# shellcheck source=packaging/lib.sh
+source packaging/lib.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target-pi}"
+
+# The Debian Rust the builds use. bookworm-security carries it; bookworm
+# itself has 1.85, too old for this workspace's dependencies.
+DEBIAN_RUSTC=/usr/bin/rustc
+DEBIAN_CARGO=/usr/bin/cargo
+RUST_MIN=1.96
+# A Pi binary larger than this has grown by accident (10-11 MB when this was
+# written): the SD card image and the fleet's downloads pay for it.
+SIZE_MAX_MB=16
+
+# What this script builds, and what only `cross` can (no Debian std).
+BUILT_HERE=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+CROSS_ONLY=(arm-unknown-linux-gnueabihf)
+
+targets=("$@")
+((${#targets[@]})) || targets=("${BUILT_HERE[@]}")
+
+# Per target: Debian architecture, GNU triple, qemu, ELF machine (readelf).
+declare -A deb_arch gnu qemu machine
+for t in "${targets[@]}"; do
+    case "$t" in
+    aarch64-unknown-linux-gnu)
+        deb_arch[$t]=arm64 gnu[$t]=aarch64-linux-gnu qemu[$t]=qemu-aarch64-static machine[$t]=AArch64
+        ;;
+    armv7-unknown-linux-gnueabihf)
+        deb_arch[$t]=armhf gnu[$t]=arm-linux-gnueabihf qemu[$t]=qemu-arm-static machine[$t]=ARM
+        ;;
+    arm-unknown-linux-gnueabihf)
+        echo "arm-unknown-linux-gnueabihf (ARMv6): Debian has no standard library for it; build it with cross (docs/deploy.md)" >&2
+        exit 2
+        ;;
+    *)
+        echo "unknown target $t (want aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+work="$(mktemp -d -t outlet-pi-check.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+declare -A seconds
+timed() { # timed NAME COMMAND...: runs COMMAND, records its wall time under NAME
+    local name="$1" t0 status=0
+    shift
+    t0="$(now)"
+    "$@" || status=$?
+    seconds[$name]="$(elapsed "$t0" "$(now)")"
+    return "$status"
+}
+
+# --- Cross.toml --------------------------------------------------------------
+log "Cross.toml"
+# Developers with Docker build with cross; both paths must know the same Pis.
+in_step() {
+    local cross ours
+    cross="$(grep -oE '^\[target\.[a-z0-9_-]+\]' Cross.toml | sed -E 's/^\[target\.(.*)\]$/\1/' | sort)"
+    ours="$(printf '%s\n' "${BUILT_HERE[@]}" "${CROSS_ONLY[@]}" | sort)"
+    [[ "$cross" == "$ours" ]] || { diff <(echo "$cross") <(echo "$ours") | sed 's/^/  /'; return 1; }
+}
+check "Cross.toml's targets are this script's plus the cross-only ARMv6" in_step
+
+# --- Tools -------------------------------------------------------------------
+log "tools"
+installed() { [[ "$(dpkg-query -W -f '${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends "$@" >"$work/apt.log" 2>&1 ||
+        { tail -n 20 "$work/apt.log"; return 1; }
+}
+# An index that failed to download on one architecture ("File has unexpected
+# size ... Mirror sync in progress?") leaves apt offering that
+# architecture's older std; the .gz indexes avoided it here, and the version
+# check below catches it either way.
+apt_update() {
+    apt-get update -qq -o Acquire::CompressionTypes::Order::=gz >"$work/apt-update.log" 2>&1 ||
+        { tail -n 20 "$work/apt-update.log"; return 1; }
+}
+tools() {
+    local need=() arches t
+    for p in rustc-web cargo-web qemu-user-static binutils dpkg-dev; do installed "$p" || need+=("$p"); done
+    for t in "${targets[@]}"; do
+        for p in "gcc-${gnu[$t]}" "libc6-dev-${deb_arch[$t]}-cross" "libc6:${deb_arch[$t]}"; do
+            installed "$p" || need+=("$p")
+        done
+    done
+    arches="$(dpkg --print-foreign-architectures)"
+    for t in "${targets[@]}"; do
+        grep -qx "${deb_arch[$t]}" <<<"$arches" || { dpkg --add-architecture "${deb_arch[$t]}" && need+=(update); }
+    done
+    if ((${#need[@]})); then
+        [[ $EUID -eq 0 ]] || { echo "  missing ${need[*]}; run as root or install them"; return 1; }
+        echo "installing ${need[*]}"
+        apt_update || return 1
+        local pkgs=()
+        for p in "${need[@]}"; do [[ "$p" == update ]] || pkgs+=("$p"); done
+        ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}" || return 1
+    fi
+    # The ARM standard library must be exactly the compiler's version; ask for
+    # that version by name, so apt says so plainly if an index lacks it.
+    local rustc_deb std
+    rustc_deb="$(dpkg-query -W -f '${Version}' rustc-web)"
+    for t in "${targets[@]}"; do
+        std="libstd-rust-web-dev:${deb_arch[$t]}"
+        if [[ "$(dpkg-query -W -f '${Version}' "$std" 2>/dev/null)" != "$rustc_deb" ]]; then
+            echo "installing $std=$rustc_deb"
+            apt_install "$std=$rustc_deb" || {
+                echo "  $std $rustc_deb (the version of rustc-web) cannot be installed: apt offers"
+                apt-cache policy "$std" | sed 's/^/    /'
+                echo "  The ${deb_arch[$t]} package index is older than the amd64 one (an interrupted"
+                echo "  'apt-get update'?). Run: apt-get update -o Acquire::CompressionTypes::Order::=gz"
+                return 1
+            }
+        fi
+    done
+}
+timed tools tools || abort "tools"
+rustc_version="$("$DEBIAN_RUSTC" --version | awk '{ print $2 }')"
+rust_ok() { [[ "$(printf '%s\n%s\n' "$RUST_MIN" "$rustc_version" | sort -V | head -n 1)" == "$RUST_MIN" ]]; }
+rust_ok || abort "tools: $DEBIAN_RUSTC is $rustc_version, need $RUST_MIN+ (rustc-web from bookworm-security)"
+for t in "${targets[@]}"; do
+    std_version="$(dpkg-query -W -f '${Version}' "libstd-rust-web-dev:${deb_arch[$t]}")"
+    [[ "$std_version" == "$(dpkg-query -W -f '${Version}' rustc-web)" ]] ||
+        abort "tools: libstd-rust-web-dev:${deb_arch[$t]} is $std_version, rustc-web $(dpkg-query -W -f '${Version}' rustc-web)"
+done
+need_cargo_deb
+echo "$("$DEBIAN_RUSTC" --version), $("$DEBIAN_CARGO" --version), $(qemu-aarch64-static --version | head -n 1)"
+
+# Debian's compiler and cargo for every ARM build; the cross gcc links and
+# compiles the C (SQLite, ring). The ARM binaries run under qemu without -L:
+# the loader and libc both come from multiarch libc6:<arch>. Tests that run
+# a program of their own (the store's second process, the harness's agent)
+# run it under OUTLET_TEST_RUNNER: no binfmt_misc here. The cross
+# package's loader under -L with the multiarch libc hangs in
+# pthread_create (aarch64) or crashes (armv7).
+pi_cargo() { # pi_cargo TARGET ARGS...
+    local t="$1" up
+    shift
+    up="$(tr 'a-z-' 'A-Z_' <<<"$t")"
+    env RUSTC="$DEBIAN_RUSTC" RUSTDOC=/usr/bin/rustdoc \
+        "CARGO_TARGET_${up}_LINKER=${gnu[$t]}-gcc" \
+        "CARGO_TARGET_${up}_RUNNER=${qemu[$t]}" "OUTLET_TEST_RUNNER=${qemu[$t]}" \
+        "CC_${t//-/_}=${gnu[$t]}-gcc" "AR_${t//-/_}=${gnu[$t]}-ar" \
+        "$DEBIAN_CARGO" "$@" --locked --target "$t"
+}
+
+for t in "${targets[@]}"; do
+    a="${deb_arch[$t]}"
+    # --- Release build and package ----------------------------------------------
+    log "$t: release build"
+    timed "$a release build" pi_cargo "$t" build --release -p outlet-agent --bin outlet-agent ||
+        abort "$t: cargo build --release"
+    bin="$CARGO_TARGET_DIR/$t/release/outlet-agent"
+
+    log "$t: binary"
+    header="$(readelf -h "$bin")"
+    machine_ok() { grep -qE "Machine: +${machine[$t]}\$" <<<"$header" || { grep Machine <<<"$header"; return 1; }; }
+    check "$t: ELF machine ${machine[$t]}" machine_ok
+    if [[ "$a" == armhf ]]; then
+        check "$t: hard-float ABI (armhf)" grep -q "hard-float ABI" <<<"$header"
+    fi
+    size_mb="$(du -m "$bin" | cut -f1)"
+    check "$t: binary ${size_mb} MB <= $SIZE_MAX_MB MB" test "$size_mb" -le "$SIZE_MAX_MB"
+    glibc_max="$(glibc_max_of "$bin")"
+    check "$t: newest glibc symbol ${glibc_max:-?} <= $GLIBC_MAX" glibc_at_most "$glibc_max"
+    "${qemu[$t]}" "$bin" version || true
+    check "$t: version under qemu: certificate-chain verification enforced" bash -c \
+        '"$1" "$2" version | grep -qx "certificate-chain verification: enforced"' _ "${qemu[$t]}" "$bin"
+    config_ok() {
+        local out
+        out="$("${qemu[$t]}" "$bin" check-config --config packaging/agent.toml 2>&1)" || { echo "$out"; return 1; }
+        grep -qx 'data_dir = "/var/lib/outlet-agent"' <<<"$out" || { echo "$out"; return 1; }
+    }
+    check "$t: check-config under qemu accepts the shipped config" config_ok
+    bad_config_refused() {
+        local out status=0
+        printf '[mqtt]\nkeepalive_secs = "soon"\n' >"$work/bad.toml"
+        out="$("${qemu[$t]}" "$bin" check-config --config "$work/bad.toml" 2>&1)" || status=$?
+        ((status == 2)) && grep -q "configuration error: $work/bad.toml" <<<"$out" ||
+            { echo "  exit $status: $out"; return 1; }
+    }
+    check "$t: check-config under qemu refuses a broken config" bad_config_refused
+
+    log "$t: cargo deb"
+    mkdir -p "$CARGO_TARGET_DIR/debian"
+    t0="$(now)"
+    deb="$(cargo deb -p outlet-agent --target "$t" --no-build --no-strip \
+        --output "$CARGO_TARGET_DIR/debian/" | tail -n 1)" || abort "$t: cargo deb"
+    seconds["$a cargo deb"]="$(elapsed "$t0" "$(now)")"
+    echo "$deb"
+    [[ -f "$deb" ]] || abort "$t: cargo deb did not report a .deb ($deb)"
+    field_is() { [[ "$(dpkg-deb -f "$deb" "$1")" == "$2" ]] || { echo "  $1: $(dpkg-deb -f "$deb" "$1") (want $2)"; return 1; }; }
+    check "$t: package Architecture: $a" field_is Architecture "$a"
+    check "$t: package file name ends in _$a.deb" test "${deb%_"$a".deb}" != "$deb"
+    packaged_same() {
+        dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/outlet-agent | cmp -s - "$bin"
+    }
+    check "$t: packaged binary is the release build" packaged_same
+    depends_libc() { dpkg-deb -f "$deb" Depends | grep -qE '(^|, )libc6( |,|$)' || { echo "  Depends: $(dpkg-deb -f "$deb" Depends)"; return 1; }; }
+    check "$t: Depends: libc6 (dpkg-shlibdeps read the multiarch libc)" depends_libc
+
+    # --- Tests under qemu --------------------------------------------------------
+    log "$t: store and display tests under qemu"
+    # The test profile (unoptimised): building is what costs here, and these
+    # suites run in seconds even emulated.
+    unit_tests() {
+        local status=0
+        pi_cargo "$t" test --no-fail-fast -p outlet-store -p outlet-display >"$work/unit-$a.log" 2>&1 || status=$?
+        grep -E '^(test result|     Running|   Doc-tests)' "$work/unit-$a.log" || true
+        ((status == 0)) || { tail -n 60 "$work/unit-$a.log"; return 1; }
+    }
+    timed "$a store+display tests" check "$t: store and display test suites pass under qemu" unit_tests
+
+    log "$t: end-to-end pairing of the emulated agent"
+    # A test build (`demo`: the agent accepts the fake server's endpoint on
+    # loopback only), driven by the host's own harness.
+    timed "$a agent test build" pi_cargo "$t" build -p outlet-agent --bin outlet-agent --features demo ||
+        abort "$t: cargo build --features demo"
+    e2e() {
+        OUTLET_AGENT_TEST_BIN="$CARGO_TARGET_DIR/$t/debug/outlet-agent" \
+            OUTLET_TEST_RUNNER="${qemu[$t]}" CARGO_TARGET_DIR="$repo/target" \
+            cargo nextest run -p outlet-agent --test e2e_pairing --no-fail-fast \
+            -E 'test(=the_qr_on_the_screen_links_the_outlet_and_its_number_is_known) | test(=restarts_after_sigterm_and_sigkill_reconnect_without_a_qr)'
+    }
+    timed "$a e2e pairing" check "$t: emulated agent pairs, reaches connected, restarts without a QR" e2e
+done
+
+# --- Summary -----------------------------------------------------------------
+log "summary"
+for t in "${targets[@]}"; do
+    a="${deb_arch[$t]}"
+    bin="$CARGO_TARGET_DIR/$t/release/outlet-agent"
+    [[ -f "$bin" ]] && echo "$t: $(du -h "$bin" | cut -f1), newest glibc symbol $(glibc_max_of "$bin")"
+done
+for name in tools "${!seconds[@]}"; do
+    [[ -n "${seconds[$name]:-}" ]] && printf '%-26s %8s s\n' "$name" "${seconds[$name]}"
+done | sort -u
+echo "$passed passed, $failed failed"
+((failed == 0))
