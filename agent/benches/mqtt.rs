@@ -111,7 +111,7 @@ async fn run() {
         } else {
             "optimised"
         },
-        mosquitto_version()
+        mqtt::mosquitto_version()
     );
     println!("### State change → subscriber latency ({cycles} pause/resume cycles)\n");
     println!("| payload | samples | min | p50 | p95 | p99 | max |");
@@ -233,20 +233,6 @@ fn socket_bytes(pid: u32, port: u16) -> Option<(u64, u64)> {
         }
     }
     None
-}
-
-fn mosquitto_version() -> String {
-    std::process::Command::new(mqtt::MOSQUITTO)
-        .arg("-h")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "mosquitto".into())
 }
 
 fn main() {

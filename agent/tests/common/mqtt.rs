@@ -459,6 +459,26 @@ impl Broker {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
+
+    /// The running process's id, for benches that read its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// Mosquitto's version line, for bench reports.
+pub fn mosquitto_version() -> String {
+    Command::new(MOSQUITTO)
+        .arg("-h")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "mosquitto".into())
 }
 
 impl Drop for Broker {
