@@ -137,18 +137,14 @@ async fn run() {
     let secs = idle_secs as f64;
     let messages: u64 = by_leaf.values().map(|v| v.0).sum();
     let bytes: u64 = by_leaf.values().map(|v| v.1).sum();
-    let broker_cpu = ticks as f64 / clock_ticks() / secs;
+    let broker_cpu = ticks as f64 / support::clock_ticks_per_sec() / secs;
 
     println!("## Fleet simulation ({n} agents)\n");
     println!(
         "agent: {} build; one fake WhatsApp server; one private Mosquitto ({}); \
          keepalive 10 s, telemetry every 60 s, MQTT backoff 0.5 s doubling to 60 s, ±20 % jitter; \
          {PAIRING_AT_ONCE} pairings at a time\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "optimised"
-        },
+        support::build_kind(),
         mqtt::mosquitto_version()
     );
     println!("| phase | result |");
@@ -234,12 +230,6 @@ fn connects_per_second(log: &str, since: i64) -> BTreeMap<i64, u64> {
         *out.entry((at - since).max(0)).or_default() += 1;
     }
     out
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
 fn main() {

@@ -50,7 +50,6 @@ const SARI: &str = "6282222222222";
 /// The agent answers at most this many MQTT requests at once (more are
 /// refused `busy`): HQ keeps this many `send`s outstanding.
 const WINDOW: usize = 8;
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// VmRSS, RssAnon and VmHWM in KiB.
 #[derive(Debug, Clone, Copy)]
@@ -812,7 +811,7 @@ async fn run() {
 
     // The report.
     let n = broadcast_n as f64;
-    let cpu_ms = (after.ticks - before.ticks) as f64 / CLOCK_TICKS_PER_SEC * 1000.0;
+    let cpu_ms = (after.ticks - before.ticks) as f64 / support::clock_ticks_per_sec() * 1000.0;
     let window = (after.at - before.at).as_secs_f64();
     let write_bytes = after.write_bytes.saturating_sub(before.write_bytes);
     let wchar = after.wchar.saturating_sub(before.wchar);
@@ -823,11 +822,7 @@ async fn run() {
          server in the bench process; private Mosquitto (set_tcp_nodelay true, persistence \
          on); HQ a persistent session with Nagle off; contact Budi {BUDI} (one device). \
          Wall time {:.1} min.\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "optimised"
-        },
+        support::build_kind(),
         total_secs / 60.0
     );
     println!("### Latency (one message at a time)\n");
@@ -982,7 +977,8 @@ async fn run() {
     let per_in = inbox_n.max(1) as f64;
     println!(
         "| inbound, per message over the whole inbox test (commit, outage, publish, delete): agent CPU / write_bytes / wchar | {:.2} ms / {:.0} B / {:.0} B |",
-        (inbox_after.ticks - inbox_before.ticks) as f64 / CLOCK_TICKS_PER_SEC * 1000.0 / per_in,
+        (inbox_after.ticks - inbox_before.ticks) as f64 / support::clock_ticks_per_sec() * 1000.0
+            / per_in,
         inbox_after
             .write_bytes
             .saturating_sub(inbox_before.write_bytes) as f64

@@ -106,11 +106,7 @@ async fn run() {
     println!(
         "agent: {} build, fake WhatsApp server, private Mosquitto ({}, set_tcp_nodelay \
          {nodelay}), keepalive 10 s, telemetry 60 s, health ttl 60 s\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "optimised"
-        },
+        support::build_kind(),
         mqtt::mosquitto_version()
     );
     println!("### State change → subscriber latency ({cycles} pause/resume cycles)\n");

@@ -173,7 +173,7 @@ async fn main() {
     let rss_end = proc_field(pid, "status", "VmRSS:");
     let threads = proc_field(pid, "status", "Threads:");
     let breakdown = memory_breakdown(pid);
-    let ticks_per_sec = 100.0;
+    let ticks_per_sec = support::clock_ticks_per_sec();
     let cpu = (cpu_ticks(pid) - cpu_start) as f64 / ticks_per_sec / elapsed * 100.0;
     let written = proc_field(pid, "io", "write_bytes:") - written_start;
     let per_hour = written as f64 * 3600.0 / elapsed;

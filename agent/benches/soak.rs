@@ -23,6 +23,7 @@
 mod common;
 #[path = "../tests/common/mqtt.rs"]
 mod mqtt;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -1097,11 +1098,7 @@ async fn run() {
     println!("## Reliability soak report\n");
     println!(
         "agent: {} build; SOAK_SCALE {}; deadline per wait {:?}; wall time {:.1} min\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "optimised"
-        },
+        support::build_kind(),
         p.scale,
         p.deadline,
         started.elapsed().as_secs_f64() / 60.0

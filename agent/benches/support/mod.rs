@@ -44,3 +44,19 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     };
     get(11) + get(12)
 }
+
+/// "debug" or "optimised": which build a report's figures come from.
+pub fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "optimised"
+    }
+}
+
+/// The kernel's clock ticks per second, the unit of [`cpu_ticks`].
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
