@@ -253,7 +253,6 @@ impl FailureLog {
 struct Link {
     config: Arc<Config>,
     topics: Topics,
-    broker: String,
     client_id: String,
     discovery: Vec<DiscoveryMessage>,
     ha_status_topic: Option<String>,
@@ -290,7 +289,6 @@ pub(super) async fn run(
         commands,
         started,
     } = params;
-    let broker = options::Failover::new(&config.mqtt, &client_id).shown();
     let (driver_tx, mut driver_rx) = mpsc::channel(256);
     let driver = tokio::spawn(drive(
         config.mqtt.clone(),
@@ -302,7 +300,6 @@ pub(super) async fn run(
     let mut health_rx = health.clone();
     let mut link = Link {
         topics,
-        broker,
         client_id,
         discovery,
         ha_status_topic,
@@ -396,9 +393,8 @@ impl Link {
         match event {
             DriverEvent::Ready(client) => self.client = Some(client),
             DriverEvent::Connected(broker) => {
-                self.broker = broker;
                 self.connected = true;
-                self.log.connected(&self.broker, &self.client_id);
+                self.log.connected(&broker, &self.client_id);
                 self.republish_all();
                 self.out.goodbye = self.stopping;
             }
