@@ -168,23 +168,34 @@ echo "$("$DEBIAN_RUSTC" --version), $("$DEBIAN_CARGO" --version), $(qemu-aarch64
 # run it under OUTLET_TEST_RUNNER: no binfmt_misc here. The cross
 # package's loader under -L with the multiarch libc hangs in
 # pthread_create (aarch64) or crashes (armv7).
-pi_cargo() { # pi_cargo TARGET ARGS...
-    local t="$1" up
-    shift
-    up="$(tr 'a-z-' 'A-Z_' <<<"$t")"
-    env RUSTC="$DEBIAN_RUSTC" RUSTDOC=/usr/bin/rustdoc \
-        "CARGO_TARGET_${up}_LINKER=${gnu[$t]}-gcc" \
-        "CARGO_TARGET_${up}_RUNNER=${qemu[$t]}" "OUTLET_TEST_RUNNER=${qemu[$t]}" \
-        "CC_${t//-/_}=${gnu[$t]}-gcc" "AR_${t//-/_}=${gnu[$t]}-ar" \
-        "$DEBIAN_CARGO" "$@" --locked --target "$t"
+pi_cargo() { # [PI_TARGETS="T..."] pi_cargo ARGS...: cargo for those targets (default: all) at once
+    local t up envs=() args=()
+    local -a ts
+    read -r -a ts <<<"${PI_TARGETS:-${targets[*]}}"
+    for t in "${ts[@]}"; do
+        up="$(tr 'a-z-' 'A-Z_' <<<"$t")"
+        envs+=("CARGO_TARGET_${up}_LINKER=${gnu[$t]}-gcc" "CARGO_TARGET_${up}_RUNNER=${qemu[$t]}"
+            "CC_${t//-/_}=${gnu[$t]}-gcc" "AR_${t//-/_}=${gnu[$t]}-ar")
+        args+=(--target "$t")
+    done
+    # One target at a time: its programs run their own children under qemu.
+    ((${#ts[@]} == 1)) && envs+=("OUTLET_TEST_RUNNER=${qemu[${ts[0]}]}")
+    env RUSTC="$DEBIAN_RUSTC" RUSTDOC=/usr/bin/rustdoc CARGO_PROFILE_DEV_DEBUG=line-tables-only "${envs[@]}" \
+        "$DEBIAN_CARGO" "$@" --locked "${args[@]}"
 }
+# Both targets build in one cargo run: one job queue for the two cores, so
+# while one target compiles a long crate on one core (the release profile
+# has codegen-units = 1 and a fat LTO link, both serial) the other target's
+# crates fill the second core, and the host's build scripts and proc macros
+# are compiled once.
+
+# --- Release builds and packages ------------------------------------------------
+log "release build: ${targets[*]}"
+timed "release build" pi_cargo build --release -p outlet-agent --bin outlet-agent ||
+    abort "cargo build --release (${targets[*]})"
 
 for t in "${targets[@]}"; do
     a="${deb_arch[$t]}"
-    # --- Release build and package ----------------------------------------------
-    log "$t: release build"
-    timed "$a release build" pi_cargo "$t" build --release -p outlet-agent --bin outlet-agent ||
-        abort "$t: cargo build --release"
     bin="$CARGO_TARGET_DIR/$t/release/outlet-agent"
 
     log "$t: binary"
@@ -233,29 +244,45 @@ for t in "${targets[@]}"; do
     check "$t: packaged binary is the release build" packaged_same
     depends_libc() { dpkg-deb -f "$deb" Depends | grep -qE '(^|, )libc6( |,|$)' || { echo "  Depends: $(dpkg-deb -f "$deb" Depends)"; return 1; }; }
     check "$t: Depends: libc6 (dpkg-shlibdeps read the multiarch libc)" depends_libc
+done
 
-    # --- Tests under qemu --------------------------------------------------------
+# --- Test builds -------------------------------------------------------------
+# The dev profile (unoptimised): compiling is what costs here, and the suites
+# run in about two minutes even emulated. Line tables only, no full debug
+# info: a panic still names file and line, and the builds and links are
+# lighter (pi_cargo sets CARGO_PROFILE_DEV_DEBUG; the host's target/ keeps
+# the workspace's own profile, so `tests/run`'s build is reused).
+log "test builds: store and display suites, the agent's demo build"
+timed "store+display test build" pi_cargo test --no-run -p outlet-store -p outlet-display >"$work/unit-build.log" 2>&1 ||
+    { tail -n 60 "$work/unit-build.log"; abort "cargo test --no-run -p outlet-store -p outlet-display"; }
+# A test build (`demo`: the agent accepts the fake server's endpoint on
+# loopback only), driven by the host's own harness below.
+timed "agent demo build" pi_cargo build -p outlet-agent --bin outlet-agent --features demo ||
+    abort "cargo build --features demo (${targets[*]})"
+
+# The host harness, built as `tests/run` builds it (the whole workspace, so
+# the same features and, after `tests/run`, nothing to rebuild).
+log "host harness"
+timed "host harness build" env CARGO_TARGET_DIR="$repo/target" cargo nextest run --workspace --no-run ||
+    abort "cargo nextest run --workspace --no-run"
+
+for t in "${targets[@]}"; do
+    a="${deb_arch[$t]}"
     log "$t: store and display tests under qemu"
-    # The test profile (unoptimised): building is what costs here, and these
-    # suites run in seconds even emulated.
     unit_tests() {
         local status=0
-        pi_cargo "$t" test --no-fail-fast -p outlet-store -p outlet-display >"$work/unit-$a.log" 2>&1 || status=$?
+        PI_TARGETS="$t" pi_cargo test --no-fail-fast -p outlet-store -p outlet-display >"$work/unit-$a.log" 2>&1 ||
+            status=$?
         grep -E '^(test result|     Running|   Doc-tests)' "$work/unit-$a.log" || true
         ((status == 0)) || { tail -n 60 "$work/unit-$a.log"; return 1; }
     }
     timed "$a store+display tests" check "$t: store and display test suites pass under qemu" unit_tests
 
     log "$t: end-to-end pairing of the emulated agent"
-    # A test build (`demo`: the agent accepts the fake server's endpoint on
-    # loopback only), driven by the host's own harness.
-    timed "$a agent test build" pi_cargo "$t" build -p outlet-agent --bin outlet-agent --features demo ||
-        abort "$t: cargo build --features demo"
     e2e() {
         OUTLET_AGENT_TEST_BIN="$CARGO_TARGET_DIR/$t/debug/outlet-agent" \
             OUTLET_TEST_RUNNER="${qemu[$t]}" CARGO_TARGET_DIR="$repo/target" \
-            cargo nextest run -p outlet-agent --test e2e_pairing --no-fail-fast \
-            -E 'test(=the_qr_on_the_screen_links_the_outlet_and_its_number_is_known) | test(=restarts_after_sigterm_and_sigkill_reconnect_without_a_qr)'
+            cargo nextest run --workspace --no-fail-fast -E 'binary(e2e_pairing) & (test(=the_qr_on_the_screen_links_the_outlet_and_its_number_is_known) | test(=restarts_after_sigterm_and_sigkill_reconnect_without_a_qr))'
     }
     timed "$a e2e pairing" check "$t: emulated agent pairs, reaches connected, restarts without a QR" e2e
 done
