@@ -142,13 +142,21 @@ async fn persistent_broker() -> Broker {
 /// The ids of the first `n` distinct messages on `topic`, in arrival
 /// order (a message published again after a reconnect counts once).
 async fn distinct_ids(hq: &mut Subscriber, topic: &str, n: usize, what: &str) -> Vec<String> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let m = hq.wait_for(what, WAIT, |m| m.topic == topic).await;
+    fn add(got: &mut Vec<String>, m: &Msg) {
         let id = m.json()["id"].as_str().unwrap_or_default().to_string();
         if !got.contains(&id) {
             got.push(id);
         }
+    }
+    // A persistent session's queued messages can arrive before the SUBACK
+    // of the reconnect's subscription: those are in `seen` already.
+    let mut got = Vec::new();
+    for m in hq.seen.iter().filter(|m| m.topic == topic) {
+        add(&mut got, m);
+    }
+    while got.len() < n {
+        let m = hq.wait_for(what, WAIT, |m| m.topic == topic).await;
+        add(&mut got, &m);
     }
     got
 }
