@@ -143,6 +143,17 @@ pub enum CliCommand {
         /// Stop after no retained message arrived for this long.
         #[arg(long, default_value_t = 500)]
         quiet_ms: u64,
+        /// Serve the live web dashboard instead of printing once, on ADDR
+        /// (default 127.0.0.1:8080; port 0 picks a free one). An address
+        /// other than loopback needs --token-file.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1,
+              default_missing_value = "127.0.0.1:8080")]
+        serve: Option<std::net::SocketAddr>,
+        /// The dashboard's access token (one line, at least 16
+        /// characters; keep the file 0600): required for the feed, the
+        /// outlets and every action.
+        #[arg(long, value_name = "PATH", requires = "serve")]
+        token_file: Option<PathBuf>,
     },
     /// Demo without WhatsApp: a fake server and phone on loopback, the real
     /// agent with the terminal screen. Built only with `--features demo`.
@@ -189,7 +200,19 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                 broker,
                 prefix,
                 quiet_ms,
+                serve: None,
+                ..
             } => crate::cmd::fleet::run(config_path, broker, prefix, quiet_ms).await,
+            CliCommand::Fleet {
+                broker,
+                prefix,
+                serve: Some(addr),
+                token_file,
+                ..
+            } => {
+                crate::cmd::fleet::serve(config_path, broker, prefix, addr, token_file.as_deref())
+                    .await
+            }
             CliCommand::Version => crate::cmd::version::run(),
             CliCommand::CheckConfig => crate::cmd::check_config::run(config_path),
         }

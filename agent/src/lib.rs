@@ -17,6 +17,8 @@
 //! - [`command`]: what the control socket, MQTT and the button can ask of
 //!   the supervisor.
 //! - [`control`]: the local Unix control socket.
+//! - [`dashboard`]: `fleet --serve`, HQ's live web page of the fleet (the
+//!   page embedded, fed from the broker over server-sent events).
 //! - [`mqtt`]: availability, state, events, telemetry and commands over
 //!   MQTT, Home Assistant discovery.
 //! - [`messages`]: customers' chats to HQ and HQ's sends to customers,
@@ -48,6 +50,7 @@ pub mod cmd;
 pub mod command;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod disk;
 pub mod health;
 pub mod logging;

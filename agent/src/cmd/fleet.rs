@@ -72,13 +72,29 @@ impl PrefixPattern {
         })
     }
 
-    /// The subscription for one leaf of every outlet.
-    fn filter(&self, leaf: &str) -> String {
+    /// The subscription for one leaf of every outlet (`leaf` may itself
+    /// hold levels and wildcards: `response/+`).
+    pub fn filter(&self, leaf: &str) -> String {
         format!("{}+{}/{leaf}", self.levels_before, self.levels_after)
     }
 
-    /// The outlet id and the leaf of a topic under the pattern.
+    /// One outlet's topic for `leaf` (`outlet/jkt-01/request/pause`).
+    pub fn topic(&self, id: &str, leaf: &str) -> String {
+        format!(
+            "{}{}{id}{}{}/{leaf}",
+            self.levels_before, self.id_prefix, self.id_suffix, self.levels_after
+        )
+    }
+
+    /// The outlet id and the one-level leaf of a topic under the pattern.
     fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        self.split_leaves(topic)
+            .filter(|(_, leaf)| !leaf.contains('/'))
+    }
+
+    /// The outlet id and the rest of a topic under the pattern, which may
+    /// span levels (`response/pause`).
+    pub fn split_leaves<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
         let rest = topic.strip_prefix(self.levels_before.as_str())?;
         let (level, rest) = rest.split_once('/')?;
         let id = level
@@ -88,7 +104,7 @@ impl PrefixPattern {
             None => rest,
             Some(after) => rest.strip_prefix(after)?.strip_prefix('/')?,
         };
-        (!id.is_empty() && !leaf.contains('/')).then_some((id, leaf))
+        (!id.is_empty() && !leaf.is_empty()).then_some((id, leaf))
     }
 }
 
@@ -115,6 +131,64 @@ pub async fn run(
     prefix: Option<String>,
     quiet_ms: u64,
 ) -> CmdResult {
+    let (config, pattern) = fleet_config(config_path, broker, prefix)?;
+    let outlets = collect(&config.mqtt, &pattern, Duration::from_millis(quiet_ms))
+        .await
+        .or_exit(EXIT_FAILURE)?;
+    if outlets.is_empty() {
+        eprintln!(
+            "outlet-agent: no outlet has retained state under {}",
+            pattern.filter("state")
+        );
+    }
+    let now = Utc::now();
+    let width = outlets.keys().map(String::len).max().unwrap_or(0);
+    for (id, outlet) in &outlets {
+        println!("{}", line(id, outlet, now, width));
+    }
+    Ok(())
+}
+
+/// `fleet --serve`: the live web dashboard (`crate::dashboard`), until
+/// stopped. Logs go to stderr as the agent's do.
+pub async fn serve(
+    config_path: Option<&Path>,
+    broker: Option<String>,
+    prefix: Option<String>,
+    addr: std::net::SocketAddr,
+    token_file: Option<&Path>,
+) -> CmdResult {
+    let (config, pattern) = fleet_config(config_path, broker, prefix)?;
+    crate::logging::init(&config.log);
+    let filter = pattern.filter("state");
+    let result =
+        crate::dashboard::serve(&config.mqtt, pattern, addr, token_file, |bound, token| {
+            let access = if token {
+                "token required"
+            } else {
+                "loopback, no token"
+            };
+            // The one line a person (or a test) needs: where to point the browser.
+            println!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
+            tracing::info!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
+        })
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e @ crate::dashboard::DashboardError::Access(_)) => {
+            Err(Failure::new(EXIT_CONFIG, e.to_string()))
+        }
+        Err(e) => Err(Failure::new(EXIT_FAILURE, e.to_string())),
+    }
+}
+
+/// The config with `--broker` applied, and the outlets' topic pattern from
+/// `--prefix` or `mqtt.topic_prefix`.
+fn fleet_config(
+    config_path: Option<&Path>,
+    broker: Option<String>,
+    prefix: Option<String>,
+) -> Result<(crate::config::Config, PrefixPattern), Failure> {
     let mut config = super::load_config(config_path)?;
     if let Some(broker) = broker {
         BrokerAddress::parse(&broker).or_exit_with(EXIT_CONFIG, "--broker")?;
@@ -135,21 +209,7 @@ pub async fn run(
         None => ("mqtt.topic_prefix", config.mqtt.topic_prefix.clone()),
     };
     let pattern = PrefixPattern::parse(&prefix).or_exit_with(EXIT_CONFIG, what)?;
-    let outlets = collect(&config.mqtt, &pattern, Duration::from_millis(quiet_ms))
-        .await
-        .or_exit(EXIT_FAILURE)?;
-    if outlets.is_empty() {
-        eprintln!(
-            "outlet-agent: no outlet has retained state under {}",
-            pattern.filter("state")
-        );
-    }
-    let now = Utc::now();
-    let width = outlets.keys().map(String::len).max().unwrap_or(0);
-    for (id, outlet) in &outlets {
-        println!("{}", line(id, outlet, now, width));
-    }
-    Ok(())
+    Ok((config, pattern))
 }
 
 /// Subscribes and gathers retained messages until `quiet` passes without

@@ -1,0 +1,297 @@
+//! What the dashboard knows of every outlet: the last retained `state`,
+//! `availability` and `telemetry`, and the recent `event`s, as the broker
+//! delivered them.
+//!
+//! The model keeps what the agents published, minus what a browser at HQ
+//! must not see: the QR string (it carries the pairing secret) and the full
+//! phone number. Whether an outlet is stale is decided by the page against
+//! its own clock, so a snapshot goes stale on screen even when nothing
+//! arrives at all.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::{Value, json};
+
+use crate::cmd::fleet::PrefixPattern;
+use crate::health::mask_phone;
+
+/// Transitions kept per outlet for its detail view.
+pub const EVENTS_KEPT: usize = 20;
+
+/// One outlet, as the broker last told it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutletView {
+    pub availability: Option<String>,
+    pub state: Option<Value>,
+    pub telemetry: Option<Value>,
+    /// Newest last.
+    pub events: VecDeque<Value>,
+}
+
+impl OutletView {
+    pub fn to_json(&self, id: &str) -> Value {
+        json!({
+            "id": id,
+            "availability": self.availability,
+            "state": self.state,
+            "telemetry": self.telemetry,
+            "events": self.events,
+        })
+    }
+}
+
+/// What a message changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// An outlet's view (send it to the pages).
+    Outlet(String),
+    /// An outlet's retained messages were all cleared: it is gone.
+    Removed(String),
+    /// An agent's answer to a request (`transaction`, the whole response).
+    Response { outlet: String, response: Value },
+}
+
+/// Every outlet under one prefix pattern.
+#[derive(Debug)]
+pub struct FleetModel {
+    pattern: PrefixPattern,
+    outlets: BTreeMap<String, OutletView>,
+}
+
+impl FleetModel {
+    pub fn new(pattern: PrefixPattern) -> Self {
+        Self {
+            pattern,
+            outlets: BTreeMap::new(),
+        }
+    }
+
+    pub fn pattern(&self) -> &PrefixPattern {
+        &self.pattern
+    }
+
+    pub fn len(&self) -> usize {
+        self.outlets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outlets.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&OutletView> {
+        self.outlets.get(id)
+    }
+
+    /// Every outlet's view, in id order.
+    pub fn snapshot(&self) -> Vec<Value> {
+        self.outlets
+            .iter()
+            .map(|(id, view)| view.to_json(id))
+            .collect()
+    }
+
+    /// Applies one message from the broker. Payloads that are not what an
+    /// agent publishes are ignored (logged by the caller, never fatal): a
+    /// broken outlet must not take the page down for the others.
+    pub fn apply(&mut self, topic: &str, payload: &[u8]) -> Result<Option<Change>, String> {
+        let Some((id, leaf)) = self.pattern.split_leaves(topic) else {
+            return Ok(None);
+        };
+        if let Some(command) = leaf.strip_prefix("response/") {
+            let mut response: Value =
+                serde_json::from_slice(payload).map_err(|e| format!("{topic}: not JSON: {e}"))?;
+            if let Some(data) = response.get_mut("data") {
+                redact(data);
+            }
+            response["command"] = json!(command);
+            return Ok(Some(Change::Response {
+                outlet: id.to_string(),
+                response,
+            }));
+        }
+        if !matches!(leaf, "state" | "availability" | "telemetry" | "event") {
+            return Ok(None);
+        }
+        if payload.is_empty() {
+            // A cleared retained message: the outlet was decommissioned
+            // (or its state removed by hand). Gone once nothing is left.
+            let Some(view) = self.outlets.get_mut(id) else {
+                return Ok(None);
+            };
+            match leaf {
+                "state" => view.state = None,
+                "availability" => view.availability = None,
+                "telemetry" => view.telemetry = None,
+                _ => return Ok(None),
+            }
+            if view.state.is_none() && view.availability.is_none() && view.telemetry.is_none() {
+                self.outlets.remove(id);
+                return Ok(Some(Change::Removed(id.to_string())));
+            }
+            return Ok(Some(Change::Outlet(id.to_string())));
+        }
+        match leaf {
+            "availability" => {
+                let text = std::str::from_utf8(payload)
+                    .map_err(|_| format!("{topic}: not UTF-8"))?
+                    .trim();
+                if text.len() > 32 {
+                    return Err(format!(
+                        "{topic}: not an availability ({} bytes)",
+                        text.len()
+                    ));
+                }
+                let view = self.outlets.entry(id.to_string()).or_default();
+                view.availability = Some(text.to_string());
+            }
+            _ => {
+                let mut value: Value = serde_json::from_slice(payload)
+                    .map_err(|e| format!("{topic}: not JSON: {e}"))?;
+                if !value.is_object() {
+                    return Err(format!("{topic}: not a JSON object"));
+                }
+                redact(&mut value);
+                let view = self.outlets.entry(id.to_string()).or_default();
+                match leaf {
+                    "state" => view.state = Some(value),
+                    "telemetry" => view.telemetry = Some(value),
+                    _ => {
+                        view.events.push_back(value);
+                        while view.events.len() > EVENTS_KEPT {
+                            view.events.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Some(Change::Outlet(id.to_string())))
+    }
+}
+
+/// Removes what a browser must not get: the QR string (the pairing secret)
+/// and full phone numbers. The pairing code itself stays: showing it is
+/// what "pair by code" is for.
+fn redact(value: &mut Value) {
+    if let Some(qr) = value.get_mut("qr").and_then(Value::as_object_mut) {
+        qr.remove("code");
+    }
+    if let Some(phone) = value.get("phone").and_then(Value::as_str) {
+        let masked = mask_phone(phone);
+        value["phone"] = json!(masked);
+    }
+    if let Some(pair) = value.get_mut("pair_code").and_then(Value::as_object_mut)
+        && let Some(phone) = pair.get("phone").and_then(Value::as_str)
+    {
+        let masked = mask_phone(phone);
+        pair.insert("phone".into(), json!(masked));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> FleetModel {
+        FleetModel::new(PrefixPattern::parse("outlet").expect("prefix"))
+    }
+
+    #[test]
+    fn keeps_each_outlets_latest_messages_and_recent_events() {
+        let mut m = model();
+        assert_eq!(
+            m.apply("outlet/a/availability", b"online"),
+            Ok(Some(Change::Outlet("a".into())))
+        );
+        m.apply("outlet/a/state", br#"{"state":"connected"}"#)
+            .expect("state");
+        m.apply("outlet/a/telemetry", br#"{"uptime_secs":5}"#)
+            .expect("telemetry");
+        for i in 0..(EVENTS_KEPT + 5) {
+            m.apply("outlet/a/event", format!(r#"{{"n":{i}}}"#).as_bytes())
+                .expect("event");
+        }
+        let a = m.get("a").expect("outlet a");
+        assert_eq!(a.availability.as_deref(), Some("online"));
+        assert_eq!(
+            a.state.as_ref().map(|s| s["state"].clone()),
+            Some(json!("connected"))
+        );
+        assert_eq!(a.events.len(), EVENTS_KEPT);
+        assert_eq!(
+            a.events.back().map(|e| e["n"].clone()),
+            Some(json!(EVENTS_KEPT + 4))
+        );
+        assert_eq!(m.apply("other/b/state", b"{}"), Ok(None));
+        assert_eq!(m.apply("outlet/a/message/in", b"{}"), Ok(None));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn bad_payloads_are_refused_and_change_nothing() {
+        let mut m = model();
+        m.apply("outlet/a/state", br#"{"state":"connected"}"#)
+            .expect("state");
+        assert!(m.apply("outlet/a/state", b"not json").is_err());
+        assert!(m.apply("outlet/a/state", b"[1,2]").is_err());
+        assert!(m.apply("outlet/a/availability", &[0xff, 0xfe]).is_err());
+        assert!(m.apply("outlet/a/response/pause", b"{").is_err());
+        let a = m.get("a").expect("outlet a");
+        assert_eq!(
+            a.state.as_ref().map(|s| s["state"].clone()),
+            Some(json!("connected"))
+        );
+    }
+
+    #[test]
+    fn the_qr_string_and_full_numbers_never_reach_the_page() {
+        let mut m = model();
+        m.apply(
+            "outlet/a/state",
+            br#"{"state":"waiting_for_scan","phone":"+6281234567890",
+                "qr":{"index":1,"count":6,"code":"2@secret"},
+                "pair_code":{"phone":"+6281234567890","code":"ABCD-EFGH"}}"#,
+        )
+        .expect("state");
+        let text = m.snapshot()[0].to_string();
+        assert!(!text.contains("2@secret"), "{text}");
+        assert!(!text.contains("6281234567890"), "{text}");
+        assert!(text.contains("+*********7890"), "{text}");
+        assert!(text.contains("ABCD-EFGH"), "{text}");
+    }
+
+    #[test]
+    fn responses_are_passed_on_with_their_command() {
+        let mut m = model();
+        let change = m
+            .apply(
+                "outlet/a/response/pair_code",
+                br#"{"status":"ok","transaction":"t1","data":{"code":"ABCD-EFGH","phone":"+6281234567890"}}"#,
+            )
+            .expect("response");
+        let Some(Change::Response { outlet, response }) = change else {
+            panic!("not a response: {change:?}");
+        };
+        assert_eq!(outlet, "a");
+        assert_eq!(response["command"], "pair_code");
+        assert_eq!(response["transaction"], "t1");
+        assert_eq!(response["data"]["phone"], "+*********7890");
+    }
+
+    #[test]
+    fn an_outlet_whose_retained_messages_are_cleared_is_removed() {
+        let mut m = model();
+        m.apply("outlet/a/availability", b"online")
+            .expect("availability");
+        m.apply("outlet/a/state", b"{}").expect("state");
+        assert_eq!(
+            m.apply("outlet/a/state", b""),
+            Ok(Some(Change::Outlet("a".into())))
+        );
+        assert_eq!(
+            m.apply("outlet/a/availability", b""),
+            Ok(Some(Change::Removed("a".into())))
+        );
+        assert!(m.is_empty());
+        assert_eq!(m.apply("outlet/z/state", b""), Ok(None));
+    }
+}

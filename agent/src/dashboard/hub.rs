@@ -1,0 +1,309 @@
+//! The dashboard's one MQTT connection and what every page shares: the
+//! fleet model, the live feed, and the requests waiting for their answers.
+//!
+//! The connection subscribes to every outlet's retained `state`,
+//! `availability` and `telemetry`, its `event`s and its `response/+`, and
+//! feeds them into the [`FleetModel`]. Each change goes to every open page
+//! as one pre-rendered server-sent event, so a thousand pages cost one
+//! serialisation per change, not a thousand. It reconnects by itself (with
+//! backoff, moving along `mqtt.broker`'s nodes) and says so on the pages:
+//! a dashboard whose broker is gone must not look like a quiet fleet.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
+
+use super::fleet_model::{Change, FleetModel};
+use super::http::sse_event;
+use crate::cmd::fleet::PrefixPattern;
+use crate::config::MqttConfig;
+use crate::mqtt::options::{self, Failover};
+
+/// Changes buffered per page; a page that falls further behind gets a
+/// fresh snapshot instead (see `server::events`).
+const FEED_BUFFER: usize = 4096;
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// The commands the page may send, and whether each carries arguments.
+pub const ACTIONS: &[&str] = &[
+    "reconnect",
+    "refresh_qr",
+    "pair_code",
+    "pause",
+    "resume",
+    "logout",
+    "status",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerStatus {
+    pub connected: bool,
+    pub broker: String,
+    pub since: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+impl BrokerStatus {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "connected": self.connected,
+            "broker": self.broker,
+            "since": self.since,
+            "last_error": self.last_error,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("unknown action {0:?}")]
+    Unknown(String),
+    #[error("no outlet {0:?} on this broker")]
+    NoSuchOutlet(String),
+    #[error("the dashboard is not connected to the broker")]
+    BrokerDown,
+    #[error("the request could not be queued: {0}")]
+    Queue(String),
+    #[error("no response from {outlet} within {secs} s (is it online?)")]
+    Timeout { outlet: String, secs: u64 },
+}
+
+pub struct Hub {
+    model: Mutex<FleetModel>,
+    broker: Mutex<BrokerStatus>,
+    feed: broadcast::Sender<Arc<str>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    client: AsyncClient,
+    transactions: AtomicU64,
+    /// Tells this dashboard's requests from another's.
+    instance: String,
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still whole
+/// enough to show.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// Connects (in the background) and returns the hub and the task that
+    /// keeps the connection.
+    pub fn start(
+        mqtt: &MqttConfig,
+        pattern: PrefixPattern,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), options::OptionsError> {
+        let instance = format!("dash-{}-{:x}", std::process::id(), rand::random::<u32>());
+        let client_id = format!("outlet-{instance}");
+        let failover = Failover::new(mqtt, &client_id);
+        let opts = options::client_options(mqtt, failover.url(), &client_id, None)?;
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        eventloop.set_network_options(options::network_options());
+        let (feed, _) = broadcast::channel(FEED_BUFFER);
+        let hub = Arc::new(Self {
+            model: Mutex::new(FleetModel::new(pattern)),
+            broker: Mutex::new(BrokerStatus {
+                connected: false,
+                broker: failover.shown(),
+                since: Utc::now(),
+                last_error: None,
+            }),
+            feed,
+            pending: Mutex::new(HashMap::new()),
+            client,
+            transactions: AtomicU64::new(1),
+            instance,
+        });
+        let task = tokio::spawn(drive(
+            Arc::clone(&hub),
+            eventloop,
+            mqtt.clone(),
+            failover,
+            client_id,
+        ));
+        Ok((hub, task))
+    }
+
+    /// Every outlet and the broker link, as one JSON document.
+    pub fn snapshot(&self) -> Value {
+        let outlets = lock(&self.model).snapshot();
+        json!({
+            "now": Utc::now(),
+            "broker": lock(&self.broker).to_json(),
+            "outlets": outlets,
+        })
+    }
+
+    pub fn outlet_count(&self) -> usize {
+        lock(&self.model).len()
+    }
+
+    pub fn broker_status(&self) -> BrokerStatus {
+        lock(&self.broker).clone()
+    }
+
+    /// The live feed: pre-rendered server-sent events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.feed.subscribe()
+    }
+
+    fn publish_event(&self, name: &str, data: &Value) {
+        // No page open is no error.
+        let _ = self
+            .feed
+            .send(Arc::from(sse_event(name, &data.to_string())));
+    }
+
+    /// Sends `command` to `outlet` and waits for its response.
+    pub async fn act(
+        &self,
+        outlet: &str,
+        command: &str,
+        mut args: serde_json::Map<String, Value>,
+        wait: Duration,
+    ) -> Result<Value, ActionError> {
+        if !ACTIONS.contains(&command) {
+            return Err(ActionError::Unknown(command.to_string()));
+        }
+        let topic = {
+            let model = lock(&self.model);
+            if model.get(outlet).is_none() {
+                return Err(ActionError::NoSuchOutlet(outlet.to_string()));
+            }
+            model.pattern().topic(outlet, &format!("request/{command}"))
+        };
+        if !lock(&self.broker).connected {
+            return Err(ActionError::BrokerDown);
+        }
+        let transaction = format!(
+            "{}-{}",
+            self.instance,
+            self.transactions.fetch_add(1, Ordering::Relaxed)
+        );
+        args.insert("transaction".into(), json!(transaction));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(transaction.clone(), tx);
+        let sent = self
+            .client
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                Value::Object(args).to_string(),
+            )
+            .await;
+        if let Err(e) = sent {
+            lock(&self.pending).remove(&transaction);
+            return Err(ActionError::Queue(e.to_string()));
+        }
+        tracing::info!(outlet, command, "dashboard: request sent");
+        let answer = tokio::time::timeout(wait, rx).await;
+        lock(&self.pending).remove(&transaction);
+        match answer {
+            Ok(Ok(response)) => Ok(response),
+            _ => Err(ActionError::Timeout {
+                outlet: outlet.to_string(),
+                secs: wait.as_secs(),
+            }),
+        }
+    }
+
+    fn on_message(&self, topic: &str, payload: &[u8]) {
+        let change = lock(&self.model).apply(topic, payload);
+        match change {
+            Ok(None) => {}
+            Ok(Some(Change::Outlet(id))) => {
+                let view = lock(&self.model).get(&id).map(|v| v.to_json(&id));
+                if let Some(view) = view {
+                    self.publish_event("outlet", &view);
+                }
+            }
+            Ok(Some(Change::Removed(id))) => self.publish_event("removed", &json!({ "id": id })),
+            Ok(Some(Change::Response { outlet, response })) => {
+                let waiting = response["transaction"]
+                    .as_str()
+                    .and_then(|t| lock(&self.pending).remove(t));
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(response);
+                } else {
+                    tracing::debug!(outlet, "dashboard: a response for another client");
+                }
+            }
+            Err(e) => tracing::warn!("dashboard: ignored a message: {e}"),
+        }
+    }
+
+    fn set_broker(&self, connected: bool, broker: String, error: Option<String>) {
+        let status = {
+            let mut status = lock(&self.broker);
+            if status.connected != connected || status.broker != broker {
+                status.since = Utc::now();
+            }
+            status.connected = connected;
+            status.broker = broker;
+            if error.is_some() || connected {
+                status.last_error = error;
+            }
+            status.to_json()
+        };
+        self.publish_event("broker", &status);
+    }
+}
+
+/// Keeps the connection: subscribes after every CONNACK (clean sessions:
+/// the retained messages come again, which is the fresh truth), feeds the
+/// model, backs off and moves along the nodes on errors.
+async fn drive(
+    hub: Arc<Hub>,
+    mut eventloop: EventLoop,
+    mqtt: MqttConfig,
+    mut failover: Failover,
+    client_id: String,
+) {
+    let filters: Vec<SubscribeFilter> = {
+        let model = lock(&hub.model);
+        let pattern = model.pattern();
+        ["state", "availability", "telemetry", "event", "response/+"]
+            .iter()
+            .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce))
+            .collect()
+    };
+    let mut delay = RECONNECT_FIRST;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = RECONNECT_FIRST;
+                if let Err(e) = hub.client.try_subscribe_many(filters.clone()) {
+                    tracing::warn!("dashboard: subscribe: {e}");
+                }
+                tracing::info!("dashboard: MQTT connected to {}", failover.shown());
+                hub.set_broker(true, failover.shown(), None);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => hub.on_message(&p.topic, &p.payload),
+            Ok(_) => {}
+            Err(e) => {
+                let was = failover.shown();
+                tracing::warn!("dashboard: MQTT {was}: {e}; again in {delay:?}");
+                hub.set_broker(false, was, Some(e.to_string()));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECONNECT_MAX);
+                let mut next = failover.clone();
+                if next.failed() {
+                    match options::client_options(&mqtt, next.url(), &client_id, None) {
+                        Ok(opts) => {
+                            eventloop.mqtt_options = opts;
+                            failover = next;
+                        }
+                        Err(e) => tracing::warn!("dashboard: cannot move to {}: {e}", next.shown()),
+                    }
+                }
+            }
+        }
+    }
+}
