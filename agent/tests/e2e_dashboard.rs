@@ -4,118 +4,18 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/dashboard.rs"]
+mod dashboard;
 #[path = "common/mqtt.rs"]
 mod mqtt;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 
 use browser::Browser;
 use common::*;
+use dashboard::Dashboard;
 use mqtt::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A running `fleet --serve`.
-struct Dashboard {
-    child: Child,
-    /// `http://127.0.0.1:<port>/`, whatever address it was bound to.
-    url: String,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Dashboard {
-    fn start(args: &[&str]) -> Dashboard {
-        let dir = tempfile::tempdir().expect("a dir");
-        let log = dir.path().join("dashboard.log");
-        let mut command = agent_command(&[]);
-        command
-            .arg("fleet")
-            .arg("--serve")
-            .args(args)
-            .env("OUTLET_AGENT__MQTT__BROKER", shared_broker())
-            .env("OUTLET_AGENT__LOG__FORMAT", "text")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"));
-        let mut child = command.spawn().expect("the dashboard starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no \"dashboard on\" line: {}", read(&log)));
-        let addr = line
-            .strip_prefix("dashboard on http://")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let port: u16 = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("a port");
-        Dashboard {
-            child,
-            url: format!("http://127.0.0.1:{port}/"),
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// One raw HTTP request; the status and the body.
-    async fn http(&self, request: &str) -> (u16, String, String) {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("connect to the dashboard");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut response = Vec::new();
-        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
-            .await
-            .expect("an answer in time")
-            .unwrap_or_else(|e| {
-                let shown: String = request.chars().take(200).collect();
-                panic!("reading the answer to {shown:?}: {e}")
-            });
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {head:?}"));
-        (status, head.to_string(), body.to_string())
-    }
-
-    fn get(&self, path: &str, extra: &str) -> String {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Connection: close\r\n\r\n",
-            self.port
-        )
-    }
-
-    fn post(&self, path: &str, extra: &str, body: &str) -> String {
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -236,7 +136,7 @@ async fn the_page_follows_the_fleet_live_and_its_buttons_reach_the_agents() {
     let mut bdg = start_outlet(&server, &fleet, "bdg-03");
     bdg.wait_state("pairing").await;
 
-    let dashboard = Dashboard::start(&["127.0.0.1:0", "--prefix", &fleet]);
+    let dashboard = Dashboard::start(&shared_broker(), &["127.0.0.1:0", "--prefix", &fleet]);
     let mut browser = Browser::open(&dashboard.url, 1500, 820).await;
     browser
         .wait_until(
@@ -394,8 +294,10 @@ async fn beyond_loopback_the_dashboard_needs_its_token() {
     let token = "hq-dashboard-token-0123456789";
     std::fs::write(&token_file, format!("{token}\n")).expect("token");
     let token_path = token_file.display().to_string();
-    let dashboard =
-        Dashboard::start(&["0.0.0.0:0", "--prefix", &fleet, "--token-file", &token_path]);
+    let dashboard = Dashboard::start(
+        &shared_broker(),
+        &["0.0.0.0:0", "--prefix", &fleet, "--token-file", &token_path],
+    );
 
     let (status, _, body) = dashboard.http(&dashboard.get("/", "")).await;
     assert_eq!(status, 200, "the page itself loads");
@@ -475,7 +377,7 @@ async fn beyond_loopback_the_dashboard_needs_its_token() {
     drop(dashboard);
 
     // Loopback without a token: only its own Host is served.
-    let local = Dashboard::start(&["127.0.0.1:0", "--prefix", &fleet]);
+    let local = Dashboard::start(&shared_broker(), &["127.0.0.1:0", "--prefix", &fleet]);
     let (status, _, _) = local.http(&local.get("/api/outlets", "")).await;
     assert_eq!(status, 200, "loopback needs no token");
     let rebound = format!(

@@ -68,14 +68,7 @@ pub async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Result<Reque
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| HttpError::Io(e.to_string()))?;
-        if n == 0 {
-            return Err(HttpError::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut chunk, &mut buf).await?;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&buf) {
@@ -123,14 +116,7 @@ pub async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Result<Reque
                 }
                 let mut body = buf.split_off(head_len);
                 while body.len() < length {
-                    let n = stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|e| HttpError::Io(e.to_string()))?;
-                    if n == 0 {
-                        return Err(HttpError::Closed);
-                    }
-                    body.extend_from_slice(&chunk[..n]);
+                    read_more(stream, &mut chunk, &mut body).await?;
                 }
                 body.truncate(length);
                 request.body = body;
@@ -138,6 +124,24 @@ pub async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Result<Reque
             }
         }
     }
+}
+
+/// Appends what the next read brings; a closed connection is an error,
+/// since a whole request has not arrived yet.
+async fn read_more(
+    stream: &mut (impl AsyncRead + Unpin),
+    chunk: &mut [u8],
+    into: &mut Vec<u8>,
+) -> Result<(), HttpError> {
+    let n = stream
+        .read(chunk)
+        .await
+        .map_err(|e| HttpError::Io(e.to_string()))?;
+    if n == 0 {
+        return Err(HttpError::Closed);
+    }
+    into.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// A whole response (everything but the event stream).

@@ -2,6 +2,8 @@
 //! driven over the DevTools protocol (a WebSocket, with the WebSocket
 //! client the agent already uses). `tests/run` installs `chromium`.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
