@@ -49,6 +49,11 @@ impl Browser {
                 "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--disable-extensions",
+                // Timers at full rate: a tab the DevTools opened counts as
+                // hidden, and hidden tabs' timers are slowed.
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 &format!("--window-size={width},{height}"),
