@@ -168,9 +168,11 @@ pub async fn serve(
             } else {
                 "loopback, no token"
             };
-            // The one line a person (or a test) needs: where to point the browser.
-            println!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
-            tracing::info!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
+            // The one line a person (or a test) needs, on stdout: where to
+            // point the browser. The journal gets it too.
+            let where_ = format!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
+            println!("{where_}");
+            tracing::info!("{where_}");
         })
         .await;
     match result {

@@ -53,15 +53,26 @@ pub enum Verdict {
 }
 
 impl Access {
-    /// `bound` is the address the listener actually has (its port too).
-    pub fn new(bound: SocketAddr, token_file: Option<&Path>) -> Result<Self, AccessError> {
+    /// The rules for a dashboard asked to listen on `addr`; decided (and
+    /// the token read) before anything binds. With port 0, call
+    /// [`Self::listening_on`] with the bound address.
+    pub fn new(addr: SocketAddr, token_file: Option<&Path>) -> Result<Self, AccessError> {
         let token = match token_file {
             Some(path) => Some(read_token(path)?),
-            None if bound.ip().is_loopback() => None,
-            None => return Err(AccessError::TokenRequired(bound)),
+            None if addr.ip().is_loopback() => None,
+            None => return Err(AccessError::TokenRequired(addr)),
         };
+        Ok(Self {
+            token,
+            loopback_hosts: Vec::new(),
+        }
+        .listening_on(addr))
+    }
+
+    /// The `Host` values a loopback listener on `bound` answers to.
+    pub fn listening_on(mut self, bound: SocketAddr) -> Self {
         let port = bound.port();
-        let loopback_hosts = if bound.ip().is_loopback() {
+        self.loopback_hosts = if bound.ip().is_loopback() {
             vec![
                 format!("127.0.0.1:{port}"),
                 format!("localhost:{port}"),
@@ -71,10 +82,7 @@ impl Access {
         } else {
             Vec::new()
         };
-        Ok(Self {
-            token,
-            loopback_hosts,
-        })
+        self
     }
 
     pub fn token_required(&self) -> bool {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
@@ -28,10 +28,9 @@ use crate::mqtt::options::{self, Failover};
 /// Changes buffered per page; a page that falls further behind gets a
 /// fresh snapshot instead (see `server::events`).
 const FEED_BUFFER: usize = 4096;
-const RECONNECT_FIRST: Duration = Duration::from_millis(500);
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
-/// The commands the page may send, and whether each carries arguments.
+/// The commands the page may send (of the agent's `mqtt::requests::COMMANDS`;
+/// `send` and `check_number` are for HQ's systems, not a button).
 pub const ACTIONS: &[&str] = &[
     "reconnect",
     "refresh_qr",
@@ -138,14 +137,6 @@ impl Hub {
             "broker": lock(&self.broker).to_json(),
             "outlets": outlets,
         })
-    }
-
-    pub fn outlet_count(&self) -> usize {
-        lock(&self.model).len()
-    }
-
-    pub fn broker_status(&self) -> BrokerStatus {
-        lock(&self.broker).clone()
     }
 
     /// The live feed: pre-rendered server-sent events.
@@ -258,7 +249,8 @@ impl Hub {
 
 /// Keeps the connection: subscribes after every CONNACK (clean sessions:
 /// the retained messages come again, which is the fresh truth), feeds the
-/// model, backs off and moves along the nodes on errors.
+/// model, backs off as the agent's link does and moves along the nodes on
+/// errors.
 async fn drive(
     hub: Arc<Hub>,
     mut eventloop: EventLoop,
@@ -274,11 +266,12 @@ async fn drive(
             .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce))
             .collect()
     };
-    let mut delay = RECONNECT_FIRST;
+    let mut backoff = crate::mqtt::link::reconnect_backoff(&mqtt);
+    let mut connected_at: Option<Instant> = None;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                delay = RECONNECT_FIRST;
+                connected_at = Some(Instant::now());
                 if let Err(e) = hub.client.try_subscribe_many(filters.clone()) {
                     tracing::warn!("dashboard: subscribe: {e}");
                 }
@@ -288,22 +281,33 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(p))) => hub.on_message(&p.topic, &p.payload),
             Ok(_) => {}
             Err(e) => {
+                if let Some(at) = connected_at.take() {
+                    backoff.connection_ended(at.elapsed());
+                }
+                let delay = backoff.next_delay();
                 let was = failover.shown();
                 tracing::warn!("dashboard: MQTT {was}: {e}; again in {delay:?}");
                 hub.set_broker(false, was, Some(e.to_string()));
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX);
-                let mut next = failover.clone();
-                if next.failed() {
-                    match options::client_options(&mqtt, next.url(), &client_id, None) {
-                        Ok(opts) => {
-                            eventloop.mqtt_options = opts;
-                            failover = next;
-                        }
-                        Err(e) => tracing::warn!("dashboard: cannot move to {}: {e}", next.shown()),
-                    }
-                }
+                options::move_on(&mut eventloop, &mqtt, &mut failover, &client_id, None);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_is_a_command_the_agent_knows() {
+        for action in ACTIONS {
+            assert!(
+                crate::mqtt::requests::COMMANDS
+                    .iter()
+                    .any(|(command, _)| command == action),
+                "{action} is not in mqtt::requests::COMMANDS"
+            );
         }
     }
 }

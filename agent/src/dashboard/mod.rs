@@ -60,9 +60,7 @@ pub async fn serve(
 ) -> Result<(), DashboardError> {
     // The token decision first: a LAN address without one must not even
     // bind, let alone reach the broker.
-    if token_file.is_none() && !addr.ip().is_loopback() {
-        return Err(access::AccessError::TokenRequired(addr).into());
-    }
+    let access = access::Access::new(addr, token_file)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| DashboardError::Bind {
@@ -73,7 +71,7 @@ pub async fn serve(
         addr,
         message: e.to_string(),
     })?;
-    let access = access::Access::new(bound, token_file)?;
+    let access = access.listening_on(bound);
     let token_required = access.token_required();
     let (hub, _mqtt_task) = hub::Hub::start(mqtt, pattern)?;
     let server = Arc::new(server::Server { hub, access });

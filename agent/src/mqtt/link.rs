@@ -759,13 +759,7 @@ async fn drive(
     availability: String,
     tx: mpsc::Sender<DriverEvent>,
 ) {
-    let mut backoff = Backoff::new(&ReconnectConfig {
-        first_delay_ms: config.reconnect_first_delay_ms,
-        max_delay_secs: config.reconnect_max_delay_secs,
-        jitter: 0.2,
-        stable_after_secs: STABLE_AFTER_SECS,
-        connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
-    });
+    let mut backoff = reconnect_backoff(&config);
     let will = options::offline_will(&availability);
     let mut failover = options::Failover::new(&config, &client_id);
     let mut eventloop: EventLoop = loop {
@@ -836,7 +830,13 @@ async fn drive(
                     return;
                 }
                 tokio::time::sleep(retry_in).await;
-                move_on(&mut eventloop, &config, &mut failover, &client_id, &will);
+                options::move_on(
+                    &mut eventloop,
+                    &config,
+                    &mut failover,
+                    &client_id,
+                    Some(&will),
+                );
                 refresh_password(&mut eventloop, &config);
                 continue;
             }
@@ -847,29 +847,17 @@ async fn drive(
     }
 }
 
-/// After a failure the next attempt goes to the next node, if there is
-/// one: the same options (TLS, login, will), another address. The event
-/// loop and its client stay, so the link keeps its one client and queue.
-fn move_on(
-    eventloop: &mut EventLoop,
-    config: &MqttConfig,
-    failover: &mut options::Failover,
-    client_id: &str,
-    will: &rumqttc::LastWill,
-) {
-    let mut next = failover.clone();
-    if !next.failed() {
-        return;
-    }
-    match options::client_options(config, next.url(), client_id, Some(will.clone())) {
-        Ok(opts) => {
-            eventloop.mqtt_options = opts;
-            *failover = next;
-        }
-        // Checked at startup; a file read again (a CA) may have gone since.
-        // Stay on the node we have rather than drop the link.
-        Err(e) => tracing::warn!("MQTT: cannot move to {}: {e}", next.shown()),
-    }
+/// The backoff of an MQTT connection that must stay up (the link, the
+/// dashboard's): `mqtt.reconnect_*`, ±20 % jitter, reset only by a
+/// connection that lasted.
+pub fn reconnect_backoff(config: &MqttConfig) -> Backoff {
+    Backoff::new(&ReconnectConfig {
+        first_delay_ms: config.reconnect_first_delay_ms,
+        max_delay_secs: config.reconnect_max_delay_secs,
+        jitter: 0.2,
+        stable_after_secs: STABLE_AFTER_SECS,
+        connect_timeout_secs: options::CONNECT_TIMEOUT_SECS,
+    })
 }
 
 /// A rotated password is picked up at the next attempt, without a restart.

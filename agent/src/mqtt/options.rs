@@ -177,6 +177,32 @@ impl Failover {
     }
 }
 
+/// After a failure the next attempt goes to the next node, if there is
+/// one: the same options (TLS, login, will), another address. The event
+/// loop and its client stay, so the connection keeps its one client and
+/// queue.
+pub fn move_on(
+    eventloop: &mut rumqttc::EventLoop,
+    config: &MqttConfig,
+    failover: &mut Failover,
+    client_id: &str,
+    will: Option<&LastWill>,
+) {
+    let mut next = failover.clone();
+    if !next.failed() {
+        return;
+    }
+    match client_options(config, next.url(), client_id, will.cloned()) {
+        Ok(opts) => {
+            eventloop.mqtt_options = opts;
+            *failover = next;
+        }
+        // Checked at startup; a file read again (a CA) may have gone since.
+        // Stay on the node we have rather than drop the connection.
+        Err(e) => tracing::warn!("MQTT: cannot move to {}: {e}", next.shown()),
+    }
+}
+
 /// Client options for `config` on the broker at `url`: a clean session
 /// (nothing is queued for us while we are away: after a reconnect we
 /// republish the current truth), the keepalive, TLS, the login and the
