@@ -15,6 +15,7 @@ pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 pub struct Node {
     pub name: String,
     pub mqtt_port: u16,
+    route_port: u16,
     conf: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -42,6 +43,12 @@ impl Node {
         self.child = Some(child);
     }
 
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: the node dies with its clients' connections.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -66,7 +73,28 @@ impl Cluster {
     /// Starts the nodes on free ports and waits until every node's MQTT
     /// listener takes a retained message the others serve: JetStream has
     /// elected its leaders and the MQTT streams exist.
+    ///
+    /// Route and MQTT ports must be known before the nodes start (each node
+    /// names the others' routes), so they come from free_port(), and another
+    /// test can take one before the node binds it. A node that exits while
+    /// the cluster starts therefore makes the whole cluster start again on
+    /// fresh ports.
     pub async fn start(size: usize) -> Cluster {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut cluster = Cluster::spawn(size);
+            match cluster.wait_ready().await {
+                Ok(()) => return cluster,
+                Err(why) => {
+                    eprintln!("the NATS cluster starts again: {why}");
+                    failures.push(why);
+                }
+            }
+        }
+        panic!("the NATS cluster did not start:\n{}", failures.join("\n"));
+    }
+
+    fn spawn(size: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let route_urls: Vec<String> = routes
@@ -78,13 +106,14 @@ impl Cluster {
             let name = format!("n{}", i + 1);
             let mqtt_port = free_port();
             let conf = dir.join(format!("{name}.conf"));
+            // The client port is nobody's business here: -1 lets the node
+            // pick one itself.
             let text = format!(
                 "server_name: {name}\n\
-                 listen: 127.0.0.1:{client}\n\
+                 listen: 127.0.0.1:-1\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
                  cluster {{\n  name: outlet-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
                  mqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
-                client = free_port(),
                 store = dir.join(&name).display(),
                 routes = route_urls.join(", "),
             );
@@ -93,6 +122,7 @@ impl Cluster {
             let mut node = Node {
                 name,
                 mqtt_port,
+                route_port: *route,
                 conf,
                 log,
                 child: None,
@@ -100,20 +130,33 @@ impl Cluster {
             node.spawn();
             nodes.push(node);
         }
-        let cluster = Cluster { nodes, dir };
-        cluster.wait_ready().await;
-        cluster
+        Cluster { nodes, dir }
     }
 
-    async fn wait_ready(&self) {
+    /// Err when a node exits before the cluster is ready (a port it could
+    /// not bind, most likely; its log says).
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        for node in &self.nodes {
-            while std::net::TcpStream::connect(("127.0.0.1", node.mqtt_port)).is_err() {
+        for i in 0..self.nodes.len() {
+            // Its own MQTT listener, not whatever else holds the port.
+            let listening = format!(
+                "Listening for MQTT clients on mqtt://127.0.0.1:{}",
+                self.nodes[i].mqtt_port
+            );
+            // The route listener comes last, after "Server is ready"; a
+            // node that cannot bind its port exits instead.
+            let routes = format!(
+                "Listening for route connections on 127.0.0.1:{}",
+                self.nodes[i].route_port
+            );
+            let ready = |log: &str| log.contains(&listening) && log.contains(&routes);
+            while !ready(&self.nodes[i].log()) {
+                self.all_running()?;
                 assert!(
                     Instant::now() < deadline,
                     "{} does not listen for MQTT:\n{}",
-                    node.name,
-                    node.log()
+                    self.nodes[i].name,
+                    self.nodes[i].log()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -132,6 +175,15 @@ impl Cluster {
             .await;
         }
         first.publish(&topic, "", true).await;
+        self.all_running()
+    }
+
+    fn all_running(&mut self) -> Result<(), String> {
+        if self.nodes.iter_mut().all(Node::running) {
+            Ok(())
+        } else {
+            Err(format!("a node exited:\n{}", self.logs()))
+        }
     }
 
     /// The node whose URL the last "MQTT connected to" line in `text` (the
