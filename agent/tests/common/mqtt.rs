@@ -202,8 +202,23 @@ impl Subscriber {
         &mut self,
         what: &str,
         deadline: Duration,
-        mut pick: impl FnMut(&Msg) -> bool,
+        pick: impl FnMut(&Msg) -> bool,
     ) -> Msg {
+        match self.try_wait_for(deadline, pick).await {
+            Some(m) => m,
+            None => panic!(
+                "timed out after {deadline:?} waiting for {what}; seen:\n{}",
+                self.describe()
+            ),
+        }
+    }
+
+    /// Like [`Subscriber::wait_for`], but None at the deadline.
+    pub async fn try_wait_for(
+        &mut self,
+        deadline: Duration,
+        mut pick: impl FnMut(&Msg) -> bool,
+    ) -> Option<Msg> {
         let until = Instant::now() + deadline;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -211,14 +226,11 @@ impl Subscriber {
                 Ok(Some(Seen::Msg(m))) => {
                     self.seen.push(m.clone());
                     if pick(&m) {
-                        return m;
+                        return Some(m);
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => panic!(
-                    "timed out after {deadline:?} waiting for {what}; seen:\n{}",
-                    self.describe()
-                ),
+                Ok(None) | Err(_) => return None,
             }
         }
     }
