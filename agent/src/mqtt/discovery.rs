@@ -33,8 +33,10 @@ fn states() -> Vec<&'static str> {
 
 /// What the connectivity entity keeps as attributes: a deliberate few, not
 /// the whole snapshot (HA's history would record every field of every
-/// state message).
-const CONNECTIVITY_ATTRIBUTES: &str = "{{ {'state': value_json.state, 'since': value_json.since, \
+/// state message). `session_state`, not `state`: HA silently drops
+/// attributes named like an entity's own properties (`state`, `icon`,
+/// `name`, …; its MQTT_ATTRIBUTES_BLOCKED), as a real HA showed.
+const CONNECTIVITY_ATTRIBUTES: &str = "{{ {'session_state': value_json.state, 'since': value_json.since, \
      'phone': value_json.phone, 'last_connected_at': value_json.last_connected_at, \
      'next_retry_at': value_json.next_retry_at, 'last_message_in_at': value_json.last_message_in_at} \
      | tojson }}";
@@ -373,6 +375,33 @@ mod tests {
             })
             .collect();
         assert!(fields.len() >= 5, "{template}");
+        // The attribute names: none HA would drop as one of an entity's
+        // own properties.
+        let blocked = [
+            "assumed_state",
+            "available",
+            "device_class",
+            "device_info",
+            "entity_category",
+            "entity_picture",
+            "extra_state_attributes",
+            "force_update",
+            "icon",
+            "name",
+            "should_poll",
+            "state",
+            "supported_features",
+            "unique_id",
+            "unit_of_measurement",
+        ];
+        let names: Vec<&str> = template.split('\'').skip(1).step_by(2).collect();
+        assert!(names.len() >= 5, "{template}");
+        for name in names {
+            assert!(
+                !blocked.contains(&name),
+                "HA drops an attribute named {name}"
+            );
+        }
         for field in fields {
             assert!(
                 health.get(field).is_some(),
