@@ -17,10 +17,6 @@ use dashboard::Dashboard;
 use mqtt::*;
 use serde_json::{Value, json};
 
-fn read(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 /// An agent publishing under `<fleet>/<id>`.
 fn outlet_env(fleet: &str, id: &str) -> Vec<(String, String)> {
     vec![
@@ -257,7 +253,7 @@ async fn the_page_follows_the_fleet_live_and_its_buttons_reach_the_agents() {
         .await;
 
     assert!(
-        !read(&dashboard.log).contains("6281234567890"),
+        !dashboard.log_text().contains("6281234567890"),
         "a full number in the dashboard's log"
     );
     drop(browser);

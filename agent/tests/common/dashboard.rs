@@ -65,6 +65,11 @@ impl Dashboard {
         }
     }
 
+    /// What the dashboard logged so far.
+    pub fn log_text(&self) -> String {
+        read(&self.log)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
