@@ -56,7 +56,7 @@ struct Announced {
 async fn check(version: &str) {
     let broker = Broker::start("allow_anonymous true").await;
     let url = broker.url(false);
-    let ha = HomeAssistant::start(version, broker.port).await;
+    let mut ha = HomeAssistant::start(version, broker.port).await;
 
     let id = unique("ha");
     let prefix = format!("outlet/{id}");
@@ -75,7 +75,8 @@ async fn check(version: &str) {
     // What the agent announces, read back from the broker as HA reads it.
     let node = format!("outlet-agent-{id}");
     let expected = outlet_agent::mqtt::discovery::messages(&agent_config(&id), &topics(&id)).len();
-    let mut sub = Subscriber::connect(&url, &[&format!("homeassistant/+/{node}/+/config")]).await;
+    let discovery = format!("homeassistant/+/{node}/+/config");
+    let mut sub = Subscriber::connect(&url, &[&discovery]).await;
     let deadline = Instant::now() + WAIT;
     while sub.seen.iter().filter(|m| !m.payload.is_empty()).count() < expected {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -177,6 +178,22 @@ async fn check(version: &str) {
     }
     wait_states(&ha, &entities, "connected again", |s| {
         s[&entities["connectivity"]]["state"] == "on"
+    })
+    .await;
+
+    // HA restarts, as after a power cut at HQ: its birth message
+    // (`homeassistant/status` = `online`) makes the agent announce itself
+    // again, live, and the new HA shows the outlet as it is.
+    let mut announcements = Subscriber::connect(&url, &[&discovery]).await;
+    ha.restart().await;
+    announcements
+        .wait_for("the agent's announcements after HA's birth", WAIT, |m| {
+            !m.retain
+        })
+        .await;
+    wait_states(&ha, &entities, "connected after HA's restart", |s| {
+        s[&entities["connectivity"]]["state"] == "on"
+            && s[&entities["state"]]["state"] == "connected"
     })
     .await;
 

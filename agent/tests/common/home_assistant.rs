@@ -67,28 +67,33 @@ impl HomeAssistant {
             ),
         )
         .expect("write configuration.yaml");
-        let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
-        let child = Command::new(launcher())
-            .arg(version)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(stdout.try_clone().expect("log"))
-            .stderr(stdout)
-            // Its own group: Drop stops the launcher and all it started.
-            .process_group(0)
-            .spawn()
-            .expect("tests/home-assistant/hass starts");
         let mut ha = HomeAssistant {
             version: version.to_string(),
             port,
+            child: spawn(version, &dir),
             dir,
-            child,
             token: String::new(),
         };
         ha.wait_for_api().await;
         ha.onboard().await;
         ha.set_up_mqtt(broker_port).await;
         ha
+    }
+
+    /// Stops HA (SIGKILL, as a power cut would) and starts it again on the
+    /// same configuration: the owner, the token and the MQTT entry persist.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.version, &self.dir);
+        self.wait_for_api().await;
+        self.wait_for_mqtt().await;
+    }
+
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
     }
 
     async fn wait_for_api(&mut self) {
@@ -178,6 +183,11 @@ impl HomeAssistant {
             )
             .await;
         assert_eq!(done["type"], "create_entry", "the MQTT flow: {done}");
+        self.wait_for_mqtt().await;
+    }
+
+    /// Until the MQTT entry is loaded: connected to the broker.
+    async fn wait_for_mqtt(&self) {
         let deadline = Instant::now() + START;
         loop {
             let entries = self.get("/api/config/config_entries/entry").await;
@@ -345,12 +355,28 @@ impl HomeAssistant {
     }
 }
 
+/// The launcher on `dir`, in a process group of its own: killing the group
+/// stops the launcher and all it started.
+fn spawn(version: &str, dir: &Path) -> Child {
+    let stdout = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .expect("stdout log");
+    Command::new(launcher())
+        .arg(version)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().expect("log"))
+        .stderr(stdout)
+        .process_group(0)
+        .spawn()
+        .expect("tests/home-assistant/hass starts")
+}
+
 impl Drop for HomeAssistant {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
