@@ -41,6 +41,20 @@ const CONNECTIVITY_ATTRIBUTES: &str = "{{ {'session_state': value_json.state, 's
      'next_retry_at': value_json.next_retry_at, 'last_message_in_at': value_json.last_message_in_at} \
      | tojson }}";
 
+/// A timestamp sensor's template for a field that may be null (no message
+/// yet). Home Assistant 2024.3 reads a null, rendered `None`, as a date and
+/// logs a warning for every state message (twice a TTL per outlet, from
+/// every outlet that never sent a message); 2025.4 reads `None` as unknown.
+/// A template error makes both keep the state they have, silently (HA
+/// renders these templates with a default). Jinja has no `raise`:
+/// assigning an attribute of a plain variable is the error it offers.
+fn timestamp_or_keep(field: &str) -> String {
+    format!(
+        "{{% if value_json.{field} %}}{{{{ value_json.{field} }}}}\
+         {{% else %}}{{% set unset = 0 %}}{{% set unset.keep = 0 %}}{{% endif %}}"
+    )
+}
+
 /// All discovery messages for this outlet.
 pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
     let id = &config.outlet.id;
@@ -141,7 +155,7 @@ pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
                     "name": name,
                     "device_class": "timestamp",
                     "state_topic": topics.state(),
-                    "value_template": format!("{{{{ value_json.{field} }}}}"),
+                    "value_template": timestamp_or_keep(field),
                     "icon": "mdi:message-text-clock",
                 }),
             ));
@@ -376,10 +390,13 @@ mod tests {
             .collect();
         assert!(fields.len() >= 5, "{template}");
         // The attribute names: none HA would drop as one of an entity's
-        // own properties.
+        // own properties (its MQTT_ATTRIBUTES_BLOCKED, old and new).
         let blocked = [
             "assumed_state",
             "available",
+            "context_recent_time",
+            "entity_registry_enabled_default",
+            "friendly_name",
             "device_class",
             "device_info",
             "entity_category",
