@@ -22,6 +22,8 @@ use mqtt::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
+/// A customer: a contact of the fake server.
+const BUDI: &str = "6281111111111";
 
 /// The connectivity entity's attributes: the deliberate few the agent's
 /// template picks, plus what HA adds to every entity.
@@ -74,24 +76,36 @@ async fn check(version: &str) {
 
     // What the agent announces, read back from the broker as HA reads it.
     let node = format!("outlet-agent-{id}");
-    let expected = outlet_agent::mqtt::discovery::messages(&agent_config(&id), &topics(&id)).len();
+    // The library's own list says which topics; every one must be there.
+    let expected: BTreeSet<String> =
+        outlet_agent::mqtt::discovery::messages(&agent_config(&id), &topics(&id))
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
     let discovery = format!("homeassistant/+/{node}/+/config");
     let mut sub = Subscriber::connect(&url, &[&discovery]).await;
     let deadline = Instant::now() + WAIT;
-    while sub.seen.iter().filter(|m| !m.payload.is_empty()).count() < expected {
+    let latest = |seen: &[Msg]| -> BTreeMap<String, Value> {
+        seen.iter()
+            .filter(|m| !m.payload.is_empty())
+            .map(|m| (m.topic.clone(), m.json()))
+            .collect()
+    };
+    while latest(&sub.seen).keys().cloned().collect::<BTreeSet<_>>() != expected {
         let left = deadline.saturating_duration_since(Instant::now());
-        sub.wait_for(&format!("{expected} discovery configs"), left, |_| true)
-            .await;
+        if sub.try_wait_for(left, |_| true).await.is_none() {
+            let got: BTreeSet<String> = latest(&sub.seen).into_keys().collect();
+            panic!(
+                "the agent announces {:?}, not {:?}",
+                got.symmetric_difference(&expected).collect::<Vec<_>>(),
+                expected
+            );
+        }
     }
-    let announced: Vec<Announced> = sub
-        .seen
-        .iter()
-        .map(|m| Announced {
-            topic: m.topic.clone(),
-            config: m.json(),
-        })
+    let announced: Vec<Announced> = latest(&sub.seen)
+        .into_iter()
+        .map(|(topic, config)| Announced { topic, config })
         .collect();
-    assert_eq!(announced.len(), expected);
 
     // Every one of them is an entity of HA's MQTT integration, with a
     // state: accepted, not just parsed.
@@ -150,6 +164,31 @@ async fn check(version: &str) {
         assert_eq!(of("state")["attributes"]["options"], announced_options);
     }
 
+    // No message yet: the last-message sensors are unknown, quietly (the
+    // refusals would say otherwise). A customer writes; HA shows when.
+    assert_eq!(of("last_message_in")["state"], "unknown");
+    let deadline = Instant::now() + WAIT;
+    while !server.contacts().companions_reachable() {
+        assert!(
+            Instant::now() < deadline,
+            "the companion never uploaded its keys"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+        .contacts()
+        .send_text(BUDI, "Halo, apakah toko buka?")
+        .await
+        .expect("Budi writes");
+    let states = wait_states(&ha, &entities, "the last message's time", |s| {
+        s[&entities["last_message_in"]]["state"]
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    })
+    .await;
+    let of = |object: &str| &states[&entities[object]];
+    assert_eq!(of("last_message_out")["state"], "unknown");
+
     // The buttons reach the agent, and its answer comes back.
     let mut answers = Subscriber::connect(&url, &[&format!("{prefix}/response/+")]).await;
     press(&ha, &entities["refresh_qr"]).await;
@@ -160,6 +199,8 @@ async fn check(version: &str) {
         .await;
     assert!(answer.json()["status"].is_string(), "{}", answer.text());
     let attempts = server.stats().attempts.len();
+    let connected_at = of("connectivity")["attributes"]["last_connected_at"].clone();
+    assert!(connected_at.is_string(), "{}", of("connectivity"));
     press(&ha, &entities["reconnect"]).await;
     let answer = answers
         .wait_for("the answer to HA's Reconnect button", WAIT, |m| {
@@ -176,9 +217,16 @@ async fn check(version: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_states(&ha, &entities, "connected again", |s| {
-        s[&entities["connectivity"]]["state"] == "on"
-    })
+    wait_states(
+        &ha,
+        &entities,
+        "connected again, on a new connection",
+        |s| {
+            let connectivity = &s[&entities["connectivity"]];
+            connectivity["state"] == "on"
+                && connectivity["attributes"]["last_connected_at"] != connected_at
+        },
+    )
     .await;
 
     // HA restarts, as after a power cut at HQ: its birth message

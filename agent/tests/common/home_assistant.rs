@@ -9,7 +9,6 @@
 
 #![allow(dead_code)]
 
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +25,21 @@ use super::mqtt::free_port;
 /// takes seconds on an idle machine; a loaded one gets minutes.
 const START: Duration = Duration::from_secs(240);
 
-/// What HA logs when it refuses a discovery config: a schema error, an
-/// entity it could not add (2024.3 checks some rules only then), a
-/// payload that is not JSON, a state outside an enum's options.
-pub const REFUSALS: [&str; 4] = [
+/// What HA logs when it refuses a discovery config or a state: a schema
+/// error, an entity it could not add (2024.3 checks some rules only then),
+/// a payload that is not JSON, a state outside an enum's options, a
+/// timestamp or number it cannot read, an attribute template that gives no
+/// dictionary, a binary sensor's value that is neither ON nor OFF.
+pub const REFUSALS: [&str; 9] = [
     "when processing MQTT discovery message",
     "Error adding entity",
     "Unable to parse JSON",
     "Ignoring invalid option received",
+    "Invalid state message",
+    "non-numeric value",
+    "Erroneous JSON",
+    "JSON result was not a dictionary",
+    "No matching payload found",
 ];
 
 pub struct HomeAssistant {
@@ -89,10 +95,10 @@ impl HomeAssistant {
         self.wait_for_mqtt().await;
     }
 
+    /// SIGKILL to the launcher, which is hass itself (2024.3) or an
+    /// `unshare --kill-child` whose child, hass, dies with it (2025.4).
     fn kill(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
@@ -256,8 +262,12 @@ impl HomeAssistant {
         tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
             .await
             .map_err(|_| std::io::Error::other("no answer within 60 s"))??;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(raw.len());
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let body = raw.get(split + 4..).unwrap_or_default();
         let status = head
             .split(' ')
             .nth(1)
@@ -267,9 +277,9 @@ impl HomeAssistant {
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked")
         {
-            unchunk(body)
+            String::from_utf8_lossy(&unchunk(body)).into_owned()
         } else {
-            body.to_string()
+            String::from_utf8_lossy(body).into_owned()
         };
         let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
         Ok((status, value))
@@ -349,14 +359,17 @@ impl HomeAssistant {
     pub fn refusals(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| REFUSALS.iter().any(|r| l.contains(r)))
+            .filter(|l| {
+                REFUSALS.iter().any(|r| l.contains(r))
+                    || (l.contains(" ERROR ") && l.contains("[homeassistant.components.mqtt"))
+            })
             .map(str::to_string)
             .collect()
     }
 }
 
-/// The launcher on `dir`, in a process group of its own: killing the group
-/// stops the launcher and all it started.
+/// The launcher on `dir`, in the test's process group, so whatever stops
+/// the test (nextest's timeout too) stops HA.
 fn spawn(version: &str, dir: &Path) -> Child {
     let stdout = std::fs::OpenOptions::new()
         .create(true)
@@ -369,7 +382,6 @@ fn spawn(version: &str, dir: &Path) -> Child {
         .stdin(Stdio::null())
         .stdout(stdout.try_clone().expect("log"))
         .stderr(stdout)
-        .process_group(0)
         .spawn()
         .expect("tests/home-assistant/hass starts")
 }
@@ -392,18 +404,21 @@ fn percent(text: &str) -> String {
         .collect()
 }
 
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+/// A chunked body's data (chunk extensions and trailers skipped).
+fn unchunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let size = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
             break;
         };
-        if size == 0 || after.len() < size {
+        let data = &rest[end + 2..];
+        if size == 0 || data.len() < size {
             break;
         }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
     }
     out
 }
