@@ -95,6 +95,12 @@ impl Cluster {
     }
 
     fn spawn(size: usize) -> Cluster {
+        static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cluster_name = format!(
+            "outlet-test-{}-{}",
+            std::process::id(),
+            SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let route_urls: Vec<String> = routes
@@ -112,8 +118,11 @@ impl Cluster {
                 "server_name: {name}\n\
                  listen: 127.0.0.1:-1\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{\n  name: outlet-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
+                 cluster {{\n  name: {cluster}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n\
                  mqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+                // Its own name: a node of another test's cluster that
+                // reaches one of these route ports is refused, not merged.
+                cluster = cluster_name,
                 store = dir.join(&name).display(),
                 routes = route_urls.join(", "),
             );
