@@ -228,8 +228,10 @@ pub async fn collect(
     let client_id = format!("outlet-fleet-{}", std::process::id());
     let options = options::client_options(mqtt, url, &client_id, None)?;
     let (client, mut eventloop) = AsyncClient::new(options, 8);
+    // QoS 0, as the dashboard: retained state only, no JetStream consumer
+    // on a NATS cluster.
     let filters = ["state", "availability"]
-        .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce));
+        .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtMostOnce));
     client
         .try_subscribe_many(filters)
         .map_err(|e| FleetError::Connection {

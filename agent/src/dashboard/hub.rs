@@ -258,12 +258,17 @@ async fn drive(
     mut failover: Failover,
     client_id: String,
 ) {
+    // QoS 0: a clean session with retained current state loses nothing
+    // that QoS 1 would keep, and on a clustered broker (NATS) a QoS 1
+    // subscription is a JetStream consumer per viewer, which can stop
+    // delivering when another node dies (ARCHITECTURE.md, "What differs on
+    // NATS").
     let filters: Vec<SubscribeFilter> = {
         let model = lock(&hub.model);
         let pattern = model.pattern();
         ["state", "availability", "telemetry", "event", "response/+"]
             .iter()
-            .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtLeastOnce))
+            .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtMostOnce))
             .collect()
     };
     let mut backoff = crate::mqtt::link::reconnect_backoff(&mqtt);
