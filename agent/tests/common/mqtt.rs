@@ -76,6 +76,9 @@ pub struct Subscriber {
     /// Everything received so far, in order.
     pub seen: Vec<Msg>,
     task: tokio::task::JoinHandle<()>,
+    /// The QoS it subscribes with: 1 unless made with
+    /// [`Subscriber::connect_qos0`].
+    qos: QoS,
 }
 
 impl Subscriber {
@@ -86,6 +89,17 @@ impl Subscriber {
             ..MqttConfig::default()
         };
         Self::connect_with(&config, filters).await
+    }
+
+    /// Like [`Subscriber::connect`], subscribing at QoS 0, as HQ's health
+    /// views do (ARCHITECTURE.md, "What differs on NATS").
+    pub async fn connect_qos0(broker: &str, filters: &[&str]) -> Subscriber {
+        let mut sub = Self::connect(broker, &[]).await;
+        sub.qos = QoS::AtMostOnce;
+        if !filters.is_empty() {
+            sub.subscribe(filters).await;
+        }
+        sub
     }
 
     /// A connection as `config` describes it (TLS, login); waits for the
@@ -161,6 +175,7 @@ impl Subscriber {
             rx,
             seen: Vec::new(),
             task,
+            qos: QoS::AtLeastOnce,
         };
         if !filters.is_empty() {
             sub.subscribe(filters).await;
@@ -180,7 +195,7 @@ impl Subscriber {
     pub async fn try_subscribe(&mut self, filters: &[&str], deadline: Duration) -> bool {
         let filters: Vec<SubscribeFilter> = filters
             .iter()
-            .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce))
+            .map(|f| SubscribeFilter::new(f.to_string(), self.qos))
             .collect();
         self.client
             .subscribe_many(filters)
