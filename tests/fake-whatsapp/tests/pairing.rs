@@ -64,8 +64,13 @@ async fn fresh_client_pairs_by_qr_then_connects() {
     // agent switches that loop off and builds a fresh client per attempt
     // (ARCHITECTURE.md), and its tests hold it to one.
     assert!((1..=2).contains(&logins), "{:?}", stats.attempts);
-    let most = if logins == 1 { 1 } else { 2 };
-    assert!(stats.max_concurrent() <= most, "{:?}", stats.attempts);
+    // Two at most, even with one login: the client closes the registration
+    // connection and opens the login at once, and the server can notice the
+    // close a moment after the new connection (seen once: registration
+    // closed at 18 ms, login opened at 15 ms). The agent waits for a
+    // session's end before the next attempt; its end-to-end tests hold it
+    // to one.
+    assert!(stats.max_concurrent() <= 2, "{:?}", stats.attempts);
     assert_eq!(server.phone().linked_devices(), vec![expected_jid.clone()]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while server
