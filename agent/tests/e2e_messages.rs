@@ -85,18 +85,6 @@ async fn linked(
     (agent, hq)
 }
 
-/// Until the companion's pre-keys are up, no contact can write to it.
-async fn reachable(server: &FakeServer) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !server.contacts().companions_reachable() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the companion never uploaded its keys"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn inbound_texts(hq: &Subscriber, outlet: &Outlet) -> Vec<String> {
     let topic = outlet.topic("message/in");
     hq.seen

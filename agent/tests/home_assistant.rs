@@ -167,14 +167,7 @@ async fn check(version: &str) {
     // No message yet: the last-message sensors are unknown, quietly (the
     // refusals would say otherwise). A customer writes; HA shows when.
     assert_eq!(of("last_message_in")["state"], "unknown");
-    let deadline = Instant::now() + WAIT;
-    while !server.contacts().companions_reachable() {
-        assert!(
-            Instant::now() < deadline,
-            "the companion never uploaded its keys"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reachable(&server).await;
     server
         .contacts()
         .send_text(BUDI, "Halo, apakah toko buka?")

@@ -56,6 +56,18 @@ pub async fn one_ref_server() -> FakeServer {
     .await
 }
 
+/// Until the companion's pre-keys are up, no contact can write to it.
+pub async fn reachable(server: &FakeServer) {
+    let deadline = Instant::now() + DEADLINE;
+    while !server.contacts().companions_reachable() {
+        assert!(
+            Instant::now() < deadline,
+            "the companion never uploaded its keys"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Registration connections (QR rounds) the server has seen: a paired
 /// outlet that needs no new QR adds none.
 pub fn registrations(server: &FakeServer) -> usize {
