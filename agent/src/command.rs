@@ -10,6 +10,13 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
+/// Requests larger than this get an error response (DESIGN: 4 KiB); the
+/// MQTT client accepts larger packets so it can say so.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// A `send` carries up to 65 536 characters of text: up to four bytes
+/// each in UTF-8, more where JSON escapes them.
+pub const MAX_SEND_REQUEST_BYTES: usize = 512 * 1024;
+
 /// What can be asked of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
@@ -96,6 +103,12 @@ pub enum CommandError {
     Disabled(String),
 }
 
+impl From<crate::phone::InvalidPhone> for CommandError {
+    fn from(e: crate::phone::InvalidPhone) -> Self {
+        CommandError::InvalidFormat(e.0)
+    }
+}
+
 pub type CommandResult = Result<Value, CommandError>;
 
 /// A command with the channel its answer goes back on.
@@ -105,13 +118,32 @@ pub struct CommandRequest {
     pub reply: oneshot::Sender<CommandResult>,
 }
 
+/// A `send` as it arrived (MQTT `request/send`, the control socket).
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub to: String,
+    pub text: String,
+    pub client_id: Option<String>,
+    pub quoted_id: Option<String>,
+}
+
+/// Where `send` commands go. The messaging module answers them, not the
+/// supervisor; a trait, so this module stays below the one that
+/// implements it.
+#[async_trait::async_trait]
+pub trait SendTarget: Send + Sync {
+    /// Checks the request and puts it in the durable outbox; answers once
+    /// it is there (or why it was refused).
+    async fn accept(&self, request: SendRequest) -> CommandResult;
+}
+
 /// The sending side, cloned into every command source.
 #[derive(Debug, Clone)]
 pub struct Commands {
     tx: mpsc::Sender<CommandRequest>,
     /// Where `send` goes: the messaging module, once it runs. Weak: the
     /// module holds commands of its own.
-    sends: Arc<OnceLock<Weak<crate::messages::Messages>>>,
+    sends: Arc<OnceLock<Weak<dyn SendTarget>>>,
 }
 
 impl Commands {
@@ -121,9 +153,10 @@ impl Commands {
         (Self { tx, sends }, rx)
     }
 
-    /// `send` commands from every clone of these go to `messages`.
-    pub fn route_sends_to(&self, messages: &Arc<crate::messages::Messages>) {
-        let _ = self.sends.set(Arc::downgrade(messages));
+    /// `send` commands from every clone of these go to `target` (the
+    /// messaging module).
+    pub fn route_sends_to(&self, target: Arc<dyn SendTarget>) {
+        let _ = self.sends.set(Arc::downgrade(&target));
     }
 
     /// Sends a command and waits for its answer (`send` goes to the
@@ -136,21 +169,19 @@ impl Commands {
             quoted_id,
         } = command
         {
-            let Some(messages) = self.sends.get().and_then(Weak::upgrade) else {
+            let Some(target) = self.sends.get().and_then(Weak::upgrade) else {
                 return Err(CommandError::Disabled(
                     "messages are off (messages.enabled = false, or MQTT is off)".into(),
                 ));
             };
-            return crate::messages::outbox::accept(
-                &messages,
-                crate::messages::outbox::SendRequest {
+            return target
+                .accept(SendRequest {
                     to,
                     text,
                     client_id,
                     quoted_id,
-                },
-            )
-            .await;
+                })
+                .await;
         }
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -161,90 +192,9 @@ impl Commands {
     }
 }
 
-/// Normalises a phone number written the way people write them to E.164
-/// digits (no `+`): `0812-3456-7890` (Indonesian national format) →
-/// `6281234567890`; `+62 812 3456 7890`, `62812…` and `(+62) 812…` too.
-/// `default_country` is the calling code assumed for a leading `0`.
-pub fn normalize_phone(input: &str, default_country: &str) -> Result<String, CommandError> {
-    let trimmed = input.trim();
-    if trimmed.is_empty() {
-        return Err(CommandError::InvalidFormat("empty number".into()));
-    }
-    if let Some(bad) = trimmed
-        .chars()
-        .find(|c| !(c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')')))
-    {
-        return Err(CommandError::InvalidFormat(format!(
-            "unexpected character {bad:?}"
-        )));
-    }
-    let plus = trimmed.trim_start_matches('(').starts_with('+');
-    if trimmed.matches('+').count() > 1 || (trimmed.contains('+') && !plus) {
-        return Err(CommandError::InvalidFormat("misplaced '+'".into()));
-    }
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    let e164 = if plus {
-        digits
-    } else if let Some(national) = digits.strip_prefix("00") {
-        national.to_string()
-    } else if let Some(national) = digits.strip_prefix('0') {
-        format!("{default_country}{national}")
-    } else {
-        digits
-    };
-    // E.164: at most 15 digits, no leading zero; real numbers have at least
-    // 8 (country code + subscriber number).
-    if e164.starts_with('0') || !(8..=15).contains(&e164.len()) {
-        return Err(CommandError::InvalidFormat(format!(
-            "{} digits is not a phone number",
-            e164.len()
-        )));
-    }
-    Ok(e164)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_formats_normalise_to_e164() {
-        for input in [
-            "081234567890",
-            "0812-3456-7890",
-            "6281234567890",
-            "+62 812-3456-7890",
-            "(+62) 812 3456 7890",
-            "0062 812 3456 7890",
-        ] {
-            assert_eq!(
-                normalize_phone(input, "62"),
-                Ok("6281234567890".into()),
-                "{input}"
-            );
-        }
-    }
-
-    #[test]
-    fn impossible_numbers_are_invalid() {
-        for input in [
-            "",
-            "abc",
-            "12",
-            "+62+812",
-            "0",
-            "1234567890123456",
-            "62 812 x",
-        ] {
-            assert!(
-                matches!(
-                    normalize_phone(input, "62"),
-                    Err(CommandError::InvalidFormat(_))
-                ),
-                "{input}"
-            );
-        }
-    }
 
     #[test]
     fn commands_parse_from_json() {

@@ -19,7 +19,7 @@ use crate::command::{Command, CommandResult, Commands};
 
 /// The longest request line accepted; anything longer is refused.
 /// A `send` line carries up to 65 536 characters of text.
-const MAX_LINE: usize = crate::mqtt::options::MAX_SEND_REQUEST_BYTES;
+const MAX_LINE: usize = crate::command::MAX_SEND_REQUEST_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -11,6 +11,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::command::Commands;
 
 /// The session states of DESIGN.md, in their wire spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -119,7 +122,7 @@ pub struct PairCodeStatus {
 impl fmt::Debug for PairCodeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PairCodeStatus")
-            .field("phone", &mask_phone(&self.phone))
+            .field("phone", &crate::phone::mask_phone(&self.phone))
             .field("expires_at", &self.expires_at)
             .field("code", &"<redacted>")
             .finish()
@@ -253,28 +256,28 @@ pub struct Transition {
     pub reason: String,
 }
 
-/// Masks all but the last four digits: `+6281234567890` → `+*********7890`.
-/// Full numbers never go to logs (DESIGN.md, "Never in any payload or log").
-pub fn mask_phone(phone: &str) -> String {
-    let digits = phone.chars().filter(char::is_ascii_digit).count();
-    let mut seen = 0;
-    phone
-        .chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
-                seen += 1;
-                if seen + 4 <= digits { '*' } else { c }
-            } else {
-                c
-            }
-        })
-        .collect()
+/// The reading side of the supervisor, for everything that shows, reports
+/// or commands: the health snapshot, the transitions and the command
+/// channel. Plain channel ends, so the MQTT link and the screen can take
+/// them without knowing the supervisor.
+#[derive(Clone)]
+pub struct SupervisorLink {
+    pub health: watch::Receiver<Health>,
+    pub transitions: broadcast::Sender<Transition>,
+    pub commands: Commands,
 }
 
-/// The E.164 form of a JID's user part (`6281234567890` → `+6281234567890`).
-pub fn phone_from_jid_user(user: &str) -> Option<String> {
-    let digits: String = user.chars().take_while(char::is_ascii_digit).collect();
-    (!digits.is_empty()).then(|| format!("+{digits}"))
+/// The MQTT link's own health, for whoever wants to show it (the supervisor
+/// puts it in the snapshot's `mqtt` text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttStatus {
+    pub connected: bool,
+    /// Why the last attempt failed, until the next success.
+    pub last_error: Option<String>,
+    /// Messages waiting in the link's queue.
+    pub queue: usize,
+    /// Times an established connection was lost.
+    pub reconnects: u64,
 }
 
 #[cfg(test)]
@@ -307,12 +310,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn phones_are_masked_to_the_last_four_digits() {
-        assert_eq!(mask_phone("+6281234567890"), "+*********7890");
-        assert_eq!(mask_phone("123"), "123");
-    }
 
     #[test]
     fn the_qr_and_link_codes_never_reach_the_snapshot_json() {

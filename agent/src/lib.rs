@@ -43,6 +43,7 @@ compile_error!(
      build releases without it"
 );
 
+pub mod backoff;
 pub mod cert_check;
 pub mod cli;
 pub mod clock;
@@ -58,5 +59,7 @@ pub mod memory;
 pub mod messages;
 pub mod mqtt;
 pub mod notify;
+pub mod phone;
 pub mod screen;
 pub mod supervisor;
+pub mod topics;

@@ -259,9 +259,9 @@ fn agent_config(id: &str) -> outlet_agent::config::Config {
     config
 }
 
-fn topics(id: &str) -> outlet_agent::mqtt::topics::Topics {
+fn topics(id: &str) -> outlet_agent::topics::Topics {
     let config = outlet_agent::config::Config::default();
-    outlet_agent::mqtt::topics::Topics::new(&config.mqtt.topic_prefix, id).expect("topics")
+    outlet_agent::topics::Topics::new(&config.mqtt.topic_prefix, id).expect("topics")
 }
 
 /// Object id (the discovery topic's fourth level) → HA entity id, from

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::CmdResult;
-use crate::cli::{EXIT_CONFIG, OrExit};
+use crate::cmd::{EXIT_CONFIG, OrExit};
 use crate::config::Config;
 
 pub fn run(path: Option<&Path>) -> CmdResult {

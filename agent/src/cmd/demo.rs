@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use super::CmdResult;
-use crate::cli::{EXIT_FAILURE, OrExit};
+use crate::cmd::{EXIT_FAILURE, OrExit};
 use crate::command::Command;
 use crate::config::{ClockCheck, Config, MqttConfig};
 
@@ -144,8 +144,9 @@ pub async fn run() -> CmdResult {
         }
     });
 
-    if crate::messages::Messages::enabled(&config) {
-        let prefix = match crate::mqtt::Topics::new(&config.mqtt.topic_prefix, &config.outlet.id) {
+    if config.messages_enabled() {
+        let prefix = match crate::topics::Topics::new(&config.mqtt.topic_prefix, &config.outlet.id)
+        {
             Ok(topics) => topics.prefix().to_string(),
             Err(_) => format!("outlet/{}", config.outlet.id),
         };

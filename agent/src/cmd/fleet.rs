@@ -16,97 +16,15 @@ use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::Value;
 
 use super::CmdResult;
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit};
+use crate::cmd::{EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit};
+use crate::config::BrokerAddress;
 use crate::config::MqttConfig;
-use crate::health::mask_phone;
-use crate::mqtt::options::{self, BrokerAddress};
-use crate::mqtt::topics::{OUTLET_ID, validate_prefix};
+use crate::mqtt::options;
+use crate::phone::mask_phone;
+use crate::topics::{OUTLET_ID, PrefixPattern};
 
 /// However busy the broker, the command ends after this.
 const OVERALL: Duration = Duration::from_secs(15);
-
-/// Where the outlets publish: the topic around `{outlet_id}`, which may
-/// be a whole level (`outlet/{outlet_id}`) or part of one (`wa-{outlet_id}`),
-/// as the agent's `mqtt.topic_prefix` allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrefixPattern {
-    /// Whole levels before the id's level, with the trailing `/`.
-    levels_before: String,
-    /// Text of the id's level before the id.
-    id_prefix: String,
-    /// Text of the id's level after the id.
-    id_suffix: String,
-    /// Whole levels after the id's level, with the leading `/`.
-    levels_after: String,
-}
-
-impl PrefixPattern {
-    /// `outlet` (the levels above the ids) or a `mqtt.topic_prefix`-style
-    /// template such as `shops/{outlet_id}/wa`.
-    pub fn parse(prefix: &str) -> Result<Self, String> {
-        let template = if prefix.contains(OUTLET_ID) {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/{OUTLET_ID}")
-        };
-        validate_prefix(&template).map_err(|e| e.to_string())?;
-        let Some((before, after)) = template.split_once(OUTLET_ID) else {
-            return Err(format!("{prefix:?}: no {OUTLET_ID}"));
-        };
-        if after.contains(OUTLET_ID) {
-            return Err(format!("{prefix:?}: {OUTLET_ID} more than once"));
-        }
-        let (levels_before, id_prefix) = match before.rfind('/') {
-            Some(i) => before.split_at(i + 1),
-            None => ("", before),
-        };
-        let (id_suffix, levels_after) = match after.find('/') {
-            Some(i) => after.split_at(i),
-            None => (after, ""),
-        };
-        Ok(Self {
-            levels_before: levels_before.to_string(),
-            id_prefix: id_prefix.to_string(),
-            id_suffix: id_suffix.to_string(),
-            levels_after: levels_after.to_string(),
-        })
-    }
-
-    /// The subscription for one leaf of every outlet (`leaf` may itself
-    /// hold levels and wildcards: `response/+`).
-    pub fn filter(&self, leaf: &str) -> String {
-        format!("{}+{}/{leaf}", self.levels_before, self.levels_after)
-    }
-
-    /// One outlet's topic for `leaf` (`outlet/jkt-01/request/pause`).
-    pub fn topic(&self, id: &str, leaf: &str) -> String {
-        format!(
-            "{}{}{id}{}{}/{leaf}",
-            self.levels_before, self.id_prefix, self.id_suffix, self.levels_after
-        )
-    }
-
-    /// The outlet id and the one-level leaf of a topic under the pattern.
-    fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
-        self.split_leaves(topic)
-            .filter(|(_, leaf)| !leaf.contains('/'))
-    }
-
-    /// The outlet id and the rest of a topic under the pattern, which may
-    /// span levels (`response/pause`).
-    pub fn split_leaves<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
-        let rest = topic.strip_prefix(self.levels_before.as_str())?;
-        let (level, rest) = rest.split_once('/')?;
-        let id = level
-            .strip_prefix(self.id_prefix.as_str())?
-            .strip_suffix(self.id_suffix.as_str())?;
-        let leaf = match self.levels_after.strip_prefix('/') {
-            None => rest,
-            Some(after) => rest.strip_prefix(after)?.strip_prefix('/')?,
-        };
-        (!id.is_empty() && !leaf.is_empty()).then_some((id, leaf))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -224,7 +142,9 @@ pub async fn collect(
     // The first node: every node of a cluster holds the same retained
     // messages, and a one-shot listing that fails is simply run again.
     let url = mqtt.broker.first();
-    let broker = BrokerAddress::parse(url)?.to_string();
+    let broker = BrokerAddress::parse(url)
+        .map_err(options::OptionsError::from)?
+        .to_string();
     let client_id = format!("outlet-fleet-{}", std::process::id());
     let options = options::client_options(mqtt, url, &client_id, None)?;
     let (client, mut eventloop) = AsyncClient::new(options, 8);
@@ -362,45 +282,5 @@ mod tests {
             outlets["a"].state.as_ref().map(|s| s["state"].clone()),
             Some(json!("paused"))
         );
-    }
-
-    #[test]
-    fn prefixes_may_be_templates_like_the_agents_topic_prefix() {
-        let plain = PrefixPattern::parse("outlet").expect("plain");
-        assert_eq!(
-            plain,
-            PrefixPattern::parse("outlet/{outlet_id}").expect("same")
-        );
-        assert_eq!(plain.filter("state"), "outlet/+/state");
-
-        let shops = PrefixPattern::parse("shops/{outlet_id}/wa").expect("template");
-        assert_eq!(shops.filter("state"), "shops/+/wa/state");
-        assert_eq!(
-            shops.split("shops/jkt-01/wa/state"),
-            Some(("jkt-01", "state"))
-        );
-        assert_eq!(shops.split("shops/jkt-01/state"), None);
-        assert_eq!(shops.split("shops/jkt-01/wa/x/state"), None);
-
-        let first = PrefixPattern::parse("{outlet_id}/wa").expect("id first");
-        assert_eq!(first.filter("availability"), "+/wa/availability");
-        assert_eq!(
-            first.split("a/wa/availability"),
-            Some(("a", "availability"))
-        );
-
-        // Part of a level, as the agent allows.
-        let part = PrefixPattern::parse("shops/wa-{outlet_id}.v1/x").expect("partial level");
-        assert_eq!(part.filter("state"), "shops/+/x/state");
-        assert_eq!(
-            part.split("shops/wa-jkt.v1/x/state"),
-            Some(("jkt", "state"))
-        );
-        assert_eq!(part.split("shops/jkt.v1/x/state"), None);
-        assert_eq!(part.split("shops/wa-.v1/x/state"), None);
-
-        for bad in ["{outlet_id}/{outlet_id}", "shops/+", "", "a//b"] {
-            assert!(PrefixPattern::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::CmdResult;
-use crate::cli::{EXIT_CONFIG, Failure};
+use crate::cmd::{EXIT_CONFIG, Failure};
 use crate::command::Command;
 
 pub async fn run(config_path: Option<&Path>, yes: bool) -> CmdResult {

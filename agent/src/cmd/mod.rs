@@ -1,10 +1,13 @@
 //! One file per CLI command (as mini-redis's `cmd/`). Each returns a
 //! [`CmdResult`]: a failure carries its message and the exit code
-//! documented in [`crate::cli`].
+//! documented in [`exit`]. The commands sit on top of the working parts
+//! (supervisor, MQTT, messages, control socket, dashboard); only
+//! the command line (`cli`) imports them.
 
 pub mod check_config;
 #[cfg(feature = "demo")]
 pub mod demo;
+mod exit;
 pub mod fleet;
 pub mod logout;
 pub mod pair_code;
@@ -16,10 +19,12 @@ pub mod version;
 
 use std::path::Path;
 
-pub use crate::cli::CmdResult;
-use crate::cli::{EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_REFUSED, Failure, OrExit};
 use crate::command::Command;
 use crate::config::Config;
+pub use exit::{
+    CmdResult, EXIT_CONFIG, EXIT_FAILURE, EXIT_INSECURE_ENDPOINT, EXIT_LOCKED, EXIT_NOT_RUNNING,
+    EXIT_OK, EXIT_REFUSED, Failure, OrExit, exit_code,
+};
 
 /// Loads the config; a failure names the file, line and key.
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::CmdResult;
-use crate::cli::{EXIT_FAILURE, Failure};
+use crate::cmd::{EXIT_FAILURE, Failure};
 use crate::command::Command;
 
 pub async fn run(config_path: Option<&Path>, phone: String) -> CmdResult {

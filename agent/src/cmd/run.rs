@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::CmdResult;
 use crate::cert_check;
-use crate::cli::{EXIT_FAILURE, EXIT_INSECURE_ENDPOINT, EXIT_LOCKED, Failure, OrExit};
+use crate::cmd::{EXIT_FAILURE, EXIT_INSECURE_ENDPOINT, EXIT_LOCKED, Failure, OrExit};
 use crate::control;
 use crate::notify::Notifier;
 use crate::supervisor::Supervisor;
@@ -104,7 +104,7 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
         link.commands.clone(),
     );
     if let Some((messages, _)) = &messages {
-        link.commands.route_sends_to(messages);
+        link.commands.route_sends_to(messages.clone());
         supervisor.attach_messages(messages.clone());
     }
     // Before the supervisor runs, so MQTT sees its very first transitions.

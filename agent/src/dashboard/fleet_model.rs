@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Value, json};
 
-use crate::cmd::fleet::PrefixPattern;
-use crate::health::mask_phone;
+use crate::phone::mask_phone;
+use crate::topics::PrefixPattern;
 
 /// Transitions kept per outlet for its detail view.
 pub const EVENTS_KEPT: usize = 20;

@@ -21,9 +21,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::fleet_model::{Change, FleetModel};
 use super::http::sse_event;
-use crate::cmd::fleet::PrefixPattern;
 use crate::config::MqttConfig;
 use crate::mqtt::options::{self, Failover};
+use crate::topics::PrefixPattern;
 
 /// Changes buffered per page; a page that falls further behind gets a
 /// fresh snapshot instead (see `server::events`).

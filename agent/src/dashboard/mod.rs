@@ -33,8 +33,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cmd::fleet::PrefixPattern;
 use crate::config::MqttConfig;
+use crate::topics::PrefixPattern;
 
 /// Connections served at once (pages keep one open each, for the feed).
 pub const MAX_CONNECTIONS: usize = 256;

@@ -41,7 +41,7 @@ use whatsapp_rust::types::events::Event;
 use crate::command::Commands;
 use crate::config::Config;
 use crate::health::{Health, MessageHealth};
-use crate::mqtt::Topics;
+use crate::topics::Topics;
 
 /// Depths are read again at most this often however busy the queues are.
 const DEPTH_REFRESH: Duration = Duration::from_millis(500);
@@ -95,12 +95,6 @@ impl MessageTasks {
 }
 
 impl Messages {
-    /// Whether messages flow at all: they need the switch and a broker to
-    /// flow to.
-    pub fn enabled(config: &Config) -> bool {
-        config.messages.enabled && config.mqtt.enabled
-    }
-
     /// Starts the publisher, the outbox worker and the depth reporter.
     /// `None` when messages are disabled.
     pub fn start(
@@ -109,7 +103,7 @@ impl Messages {
         health: watch::Receiver<Health>,
         commands: Commands,
     ) -> Option<(Arc<Messages>, MessageTasks)> {
-        if !Self::enabled(&config) {
+        if !config.messages_enabled() {
             return None;
         }
         let topics = match Topics::new(&config.mqtt.topic_prefix, &config.outlet.id) {

@@ -25,8 +25,9 @@ use whatsapp_rust::waproto::whatsapp as wa;
 
 use super::Messages;
 use super::status::{self, rfc3339};
-use crate::command::{CommandError, CommandResult, normalize_phone};
+use crate::command::{CommandError, CommandResult, SendRequest, SendTarget};
 use crate::health::SessionState;
+use crate::phone::normalize_phone;
 
 /// WhatsApp's limit on a text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 65_536;
@@ -46,15 +47,6 @@ const UNREGISTERED_TTL: Duration = Duration::from_secs(600);
 const REGISTRATIONS_KEPT: usize = 10_000;
 /// Pacing jitter: each gap is the even spacing times a factor in this range.
 const JITTER: (f64, f64) = (0.7, 1.3);
-
-/// A `send` as it arrived (MQTT `request/send`, the control socket).
-#[derive(Debug, Clone)]
-pub struct SendRequest {
-    pub to: String,
-    pub text: String,
-    pub client_id: Option<String>,
-    pub quoted_id: Option<String>,
-}
 
 /// The recipient's JID for `to`: a JID as given (users, groups, LIDs), or
 /// a number in any form `check_number` accepts.
@@ -120,7 +112,14 @@ fn answer(entry: &outlet_store::OutboxEntry, duplicate: bool) -> Value {
 }
 
 /// Checks and queues a send; answers once it is durable.
-pub async fn accept(messages: &Arc<Messages>, request: SendRequest) -> CommandResult {
+#[async_trait::async_trait]
+impl SendTarget for Messages {
+    async fn accept(&self, request: SendRequest) -> CommandResult {
+        accept(self, request).await
+    }
+}
+
+pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult {
     let jid = recipient(&request.to, &messages.config.outlet.country_code)?;
     let chars = request.text.chars().count();
     if request.text.trim().is_empty() {

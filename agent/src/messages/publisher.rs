@@ -26,9 +26,9 @@ use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use super::Messages;
+use crate::backoff::Backoff;
 use crate::config::ReconnectConfig;
 use crate::mqtt::options;
-use crate::supervisor::backoff::Backoff;
 
 /// Publishes the broker has not acked yet, at most. Below rumqttc's
 /// in-flight limit, so its packet ids never collide.
@@ -82,7 +82,7 @@ impl PublisherHandle {
 pub(super) fn spawn(messages: Arc<Messages>) -> Option<PublisherHandle> {
     let (stop, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(1024);
-    let client_id = format!("{}-messages", crate::mqtt::client_id(&messages.config));
+    let client_id = format!("{}-messages", messages.config.mqtt_client_id());
     let driver = tokio::spawn(drive(messages.clone(), client_id, tx, stop_rx.clone()));
     let task = tokio::spawn(async move {
         Publisher::new(messages).run(rx, stop_rx).await;

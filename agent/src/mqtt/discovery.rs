@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::mqtt::topics::Topics;
+use crate::topics::Topics;
 
 /// One retained discovery message.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +137,7 @@ pub fn messages(config: &Config, topics: &Topics) -> Vec<DiscoveryMessage> {
             }),
         ),
     ];
-    if crate::messages::Messages::enabled(config) {
+    if config.messages_enabled() {
         // Messages are the truest liveness there is: "connected" and no
         // message for hours at a busy outlet is worth an automation.
         for (object, name, field) in [

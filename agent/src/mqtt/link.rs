@@ -29,14 +29,14 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::time::Sleep;
 
+use crate::backoff::Backoff;
 use crate::command::Commands;
 use crate::config::{Config, MqttConfig, ReconnectConfig};
 use crate::health::{Health, SessionState, Transition};
 use crate::mqtt::discovery::DiscoveryMessage;
 use crate::mqtt::options;
-use crate::mqtt::topics::Topics;
 use crate::mqtt::{MqttStatus, redact, requests, telemetry};
-use crate::supervisor::backoff::Backoff;
+use crate::topics::Topics;
 
 /// Requests handled at once; more are answered `busy`.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;

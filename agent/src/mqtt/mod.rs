@@ -28,7 +28,7 @@
 //! in the background; the WhatsApp session does not notice.
 //!
 //! - [`options`]: broker URL, TLS (rustls + ring), login, last will.
-//! - [`topics`]: the topic names.
+//! - [`crate::topics`]: the topic names (below this module: config validates them).
 //! - [`link`]: the connection and the publishing/command loop.
 //! - [`requests`]: request parsing and response payloads.
 //! - [`redact`]: what of the health may leave the device.
@@ -41,7 +41,6 @@ pub mod options;
 pub mod redact;
 pub mod requests;
 pub mod telemetry;
-pub mod topics;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,22 +49,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::supervisor::SupervisorLink;
+pub use crate::health::MqttStatus;
+use crate::health::SupervisorLink;
 
-pub use options::{BrokerAddress, OptionsError};
-pub use topics::{TopicError, Topics};
-
-/// The link's own health, for whoever wants to show it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MqttStatus {
-    pub connected: bool,
-    /// Why the last attempt failed, until the next success.
-    pub last_error: Option<String>,
-    /// Messages waiting in the link's queue.
-    pub queue: usize,
-    /// Times an established connection was lost.
-    pub reconnects: u64,
-}
+pub use crate::topics::{TopicError, Topics};
+pub use options::OptionsError;
 
 /// The running link.
 pub struct MqttHandle {
@@ -89,15 +77,6 @@ impl MqttHandle {
             tracing::warn!("MQTT: could not say offline within {grace:?}");
             self.task.abort();
         }
-    }
-}
-
-/// The client id: configured, or `outlet-agent-<outlet id>`.
-pub fn client_id(config: &Config) -> String {
-    if config.mqtt.client_id.is_empty() {
-        format!("outlet-agent-{}", config.outlet.id)
-    } else {
-        config.mqtt.client_id.clone()
     }
 }
 
@@ -126,7 +105,7 @@ pub fn spawn(config: Arc<Config>, link: &SupervisorLink) -> Option<MqttHandle> {
         (Vec::new(), None)
     };
     let params = link::LinkParams {
-        client_id: client_id(&config),
+        client_id: config.mqtt_client_id(),
         topics,
         discovery,
         ha_status_topic,
@@ -179,7 +158,7 @@ mod tests {
     fn defaults_reach_a_local_broker_under_the_outlet_prefix() {
         let config = load("[outlet]\nid = \"jkt-01\"\n").expect("valid");
         assert!(config.mqtt.enabled);
-        assert_eq!(client_id(&config), "outlet-agent-jkt-01");
+        assert_eq!(config.mqtt_client_id(), "outlet-agent-jkt-01");
         let topics = Topics::new(&config.mqtt.topic_prefix, &config.outlet.id).expect("valid");
         assert_eq!(topics.state(), "outlet/jkt-01/state");
         assert_eq!(config.mqtt.keepalive_secs, 10);

@@ -5,7 +5,6 @@
 //! Shared by the agent's link and by `outlet-agent fleet`, so both speak to
 //! a broker the same way.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +13,9 @@ use rumqttc::{LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Tran
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::MqttConfig;
+use crate::command::MAX_SEND_REQUEST_BYTES;
+use crate::config::{BrokerAddress, BrokerUrlError, MqttConfig};
 
-/// Requests larger than this get an error response (DESIGN: 4 KiB); the
-/// client accepts packets up to [`MAX_INCOMING_PACKET`] so it can say so.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
-/// A `send` carries up to 65 536 characters of text: up to four bytes
-/// each in UTF-8, more where JSON escapes them.
-pub const MAX_SEND_REQUEST_BYTES: usize = 512 * 1024;
 /// A packet above this ends the connection (rumqttc cannot skip one), so it
 /// is generous; MQTT 3.1.1 has no way to ask the broker for less.
 pub const MAX_INCOMING_PACKET: usize = MAX_SEND_REQUEST_BYTES + 16 * 1024;
@@ -34,8 +28,8 @@ pub const CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Why the link cannot be set up. Each names the key or file to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    #[error("mqtt.broker {url:?}: {reason}")]
-    Broker { url: String, reason: String },
+    #[error(transparent)]
+    Broker(#[from] BrokerUrlError),
     #[error("cannot read {what} {}: {source}", path.display())]
     Read {
         what: &'static str,
@@ -52,76 +46,6 @@ pub enum OptionsError {
     NoRoots,
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
-}
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerAddress {
-    pub fn parse(url: &str) -> Result<Self, OptionsError> {
-        let err = |reason: &str| OptionsError::Broker {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(err("use mqtt://host[:port] or mqtts://host[:port]"));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '@', '?', '#']) {
-            return Err(err("only host and port: no path, user or query"));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(err("expected ':' after ']'")),
-            };
-            (host, port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(err("no host"));
-        }
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| err("the port must be 1-65535"))?,
-            None => default_port,
-        };
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            tls,
-        })
-    }
-}
-
-impl fmt::Display for BrokerAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// Which of `mqtt.broker`'s URLs a connection attempt uses: the same one
@@ -345,31 +269,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_urls_parse_with_default_ports() {
-        let a = BrokerAddress::parse("mqtt://localhost").expect("valid");
-        assert_eq!((a.host.as_str(), a.port, a.tls), ("localhost", 1883, false));
-        let a = BrokerAddress::parse("mqtts://broker.example:9000").expect("valid");
-        assert_eq!(
-            (a.host.as_str(), a.port, a.tls),
-            ("broker.example", 9000, true)
-        );
-        let a = BrokerAddress::parse("mqtts://[::1]").expect("valid");
-        assert_eq!((a.host.as_str(), a.port), ("::1", 8883));
-        assert_eq!(a.to_string(), "mqtts://[::1]:8883");
-        for bad in [
-            "localhost:1883",
-            "tcp://x",
-            "mqtt://",
-            "mqtt://x:0",
-            "mqtt://x:port",
-            "mqtt://u:p@x",
-            "mqtt://x/path",
-        ] {
-            assert!(BrokerAddress::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn passwords_are_the_first_line_of_their_file() {

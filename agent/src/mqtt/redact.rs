@@ -11,8 +11,8 @@
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::health::{Health, Transition, mask_phone};
-use crate::logging::mask_phone_numbers;
+use crate::health::{Health, Transition};
+use crate::phone::{mask_phone, mask_phone_numbers};
 
 /// What the configuration allows to be published in full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::command::{Command, CommandError};
-use crate::mqtt::options::{MAX_REQUEST_BYTES, MAX_SEND_REQUEST_BYTES};
+use crate::command::{MAX_REQUEST_BYTES, MAX_SEND_REQUEST_BYTES};
 
 /// The commands MQTT may send, with the fields each accepts. `qr` is
 /// missing on purpose: the QR string carries the pairing secret and is for

@@ -9,7 +9,6 @@
 //! Timing is owned here too (see [`backoff`] and [`rounds`]), so the
 //! `attempt` and `next_retry_at` it reports are the truth.
 
-pub mod backoff;
 pub mod rounds;
 pub mod session;
 pub mod transport;
@@ -23,16 +22,17 @@ use tokio::sync::{broadcast, mpsc, watch};
 use whatsapp_rust::store::traits::{Backend, DeviceStore};
 use whatsapp_rust::types::events::Event;
 
+use crate::backoff::Backoff;
 use crate::clock;
 use crate::command::{Command, CommandError, CommandRequest, CommandResult, Commands};
 use crate::config::Config;
+pub use crate::health::SupervisorLink;
 use crate::health::{
-    FaultKind, Health, LastDisconnect, LocalFault, PairCodeStatus, QrStatus, SessionState,
-    Transition, mask_phone, phone_from_jid_user,
+    FaultKind, Health, LastDisconnect, LocalFault, MqttStatus, PairCodeStatus, QrStatus,
+    SessionState, Transition,
 };
-use crate::mqtt::MqttStatus;
 use crate::notify::Notifier;
-use backoff::Backoff;
+use crate::phone::{mask_phone, phone_from_jid_user};
 use rounds::Rounds;
 use session::{Session, SessionEvent, SessionParams};
 
@@ -61,15 +61,6 @@ const DISK_PROBE_FIRST: Duration = Duration::from_secs(2);
 const DISK_PROBE_MAX: Duration = Duration::from_secs(30);
 /// Below this much free space a write is not even tried.
 const DISK_MIN_FREE: u64 = 64 * 1024;
-
-/// The reading side of the supervisor, for everything that shows, reports
-/// or commands.
-#[derive(Clone)]
-pub struct SupervisorLink {
-    pub health: watch::Receiver<Health>,
-    pub transitions: broadcast::Sender<Transition>,
-    pub commands: Commands,
-}
 
 /// What the server or the user decided about the session that just ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -1050,7 +1041,7 @@ impl Supervisor {
             Command::Status => self.status_json(),
             Command::Qr => self.qr_json(),
             Command::CheckNumber { phone } => {
-                crate::command::normalize_phone(phone, &self.config.outlet.country_code)?;
+                crate::phone::normalize_phone(phone, &self.config.outlet.country_code)?;
                 Err(CommandError::NotConnected)
             }
             Command::Logout { confirm: false } => Err(CommandError::Refused(
@@ -1131,8 +1122,8 @@ impl Supervisor {
             // here has no messaging module to go to.
             Command::Send { .. } => (Err(CommandError::Disabled("messages are off".into())), None),
             Command::CheckNumber { phone } => {
-                match crate::command::normalize_phone(phone, &self.config.outlet.country_code) {
-                    Err(e) => (Err(e), None),
+                match crate::phone::normalize_phone(phone, &self.config.outlet.country_code) {
+                    Err(e) => (Err(e.into()), None),
                     Ok(_) if state != SessionState::Connected => {
                         (Err(CommandError::NotConnected), None)
                     }
@@ -1191,12 +1182,12 @@ impl Supervisor {
     /// outlet is linked already (a code would link a second device).
     async fn pair_code_number(&mut self, phone: &str) -> Result<String, CommandError> {
         let country = &self.config.outlet.country_code;
-        let phone = crate::command::normalize_phone(phone, country)?;
+        let phone = crate::phone::normalize_phone(phone, country)?;
         let allowed = &self.config.pairing.pair_code_numbers;
         if !allowed.is_empty()
             && !allowed
                 .iter()
-                .any(|n| crate::command::normalize_phone(n, country).ok().as_ref() == Some(&phone))
+                .any(|n| crate::phone::normalize_phone(n, country).ok().as_ref() == Some(&phone))
         {
             return Err(CommandError::Refused(
                 "this number is not in pairing.pair_code_numbers".into(),

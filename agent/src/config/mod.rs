@@ -17,6 +17,9 @@ use std::time::Duration;
 use outlet_display::DisplayConfig;
 use serde::{Deserialize, Serialize};
 
+mod broker;
+pub use broker::{BrokerAddress, BrokerUrlError, Brokers};
+
 /// Where the installed agent looks for its config when `--config` is absent.
 pub const SYSTEM_CONFIG: &str = "/etc/outlet-agent/agent.toml";
 /// Prefix of environment overrides.
@@ -338,7 +341,7 @@ impl Default for LogConfig {
     }
 }
 
-/// The MQTT link to the central dashboard (see `crate::mqtt`).
+/// The MQTT link to the central dashboard (the `mqtt` module).
 ///
 /// On by default with a local broker, so a developer's machine with
 /// Mosquitto just works and one without it only logs a single warning: the
@@ -387,70 +390,6 @@ pub struct MqttConfig {
     pub discovery_prefix: String,
 }
 
-/// `mqtt.broker`: the URLs of one broker, as a TOML string or array.
-///
-/// Several URLs are meant as the nodes of one clustered broker (NATS,
-/// EMQX, HiveMQ…), which share retained messages, sessions and wills: the
-/// link stays on a node while it works and moves to the next when it
-/// fails. Independent brokers would each hold a different truth. A string
-/// may also list URLs separated by commas, which is what an environment
-/// override (`OUTLET_AGENT__MQTT__BROKER=mqtt://a,mqtt://b`) can carry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Brokers(Vec<String>);
-
-impl Brokers {
-    pub fn one(url: &str) -> Self {
-        Self(vec![url.to_string()])
-    }
-
-    pub fn urls(&self) -> &[String] {
-        &self.0
-    }
-
-    /// The first URL: where a one-shot client (`fleet`, the demo) goes.
-    pub fn first(&self) -> &str {
-        self.0.first().map(String::as_str).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for Brokers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join(", "))
-    }
-}
-
-impl<'de> Deserialize<'de> for Brokers {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let urls: Vec<String> = match Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a URL or a list of URLs (\"mqtt://host:1883\")")
-        })? {
-            Raw::One(text) => text.split(',').map(str::to_string).collect(),
-            Raw::Many(urls) => urls,
-        };
-        Ok(Self(
-            urls.into_iter()
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .collect(),
-        ))
-    }
-}
-
-impl Serialize for Brokers {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0.as_slice() {
-            [one] => serializer.serialize_str(one),
-            many => many.serialize(serializer),
-        }
-    }
-}
-
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
@@ -492,6 +431,21 @@ impl OutletConfig {
 pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 
 impl Config {
+    /// Whether messages flow at all: they need the switch and a broker to
+    /// flow to.
+    pub fn messages_enabled(&self) -> bool {
+        self.messages.enabled && self.mqtt.enabled
+    }
+
+    /// The MQTT client id: configured, or `outlet-agent-<outlet id>`.
+    pub fn mqtt_client_id(&self) -> String {
+        if self.mqtt.client_id.is_empty() {
+            format!("outlet-agent-{}", self.outlet.id)
+        } else {
+            self.mqtt.client_id.clone()
+        }
+    }
+
     /// Loads the config: `path` if given, else the system file if it exists,
     /// else the defaults; then the environment overrides in `env`.
     pub fn load(
@@ -646,7 +600,7 @@ impl Config {
             ));
         }
         for number in &self.pairing.pair_code_numbers {
-            crate::command::normalize_phone(number, &self.outlet.country_code)
+            crate::phone::normalize_phone(number, &self.outlet.country_code)
                 .map_err(|e| invalid("pairing.pair_code_numbers", format!("{number:?}: {e}")))?;
         }
         if self.health.ttl_secs < 2 {
@@ -706,12 +660,11 @@ impl Config {
             return Err(invalid("mqtt.broker", "at least one URL".into()));
         }
         for url in mqtt.broker.urls() {
-            crate::mqtt::BrokerAddress::parse(url)
-                .map_err(|e| invalid("mqtt.broker", e.to_string()))?;
+            BrokerAddress::parse(url).map_err(|e| invalid("mqtt.broker", e.to_string()))?;
         }
-        crate::mqtt::Topics::new(&mqtt.topic_prefix, &self.outlet.id)
+        crate::topics::Topics::new(&mqtt.topic_prefix, &self.outlet.id)
             .map_err(|e| invalid("mqtt.topic_prefix", e.to_string()))?;
-        crate::mqtt::topics::validate_prefix(&mqtt.discovery_prefix)
+        crate::topics::validate_prefix(&mqtt.discovery_prefix)
             .map_err(|e| invalid("mqtt.discovery_prefix", e.to_string()))?;
         if mqtt.client_id.len() > 128 || mqtt.client_id.chars().any(char::is_control) {
             return Err(invalid(

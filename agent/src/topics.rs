@@ -1,5 +1,11 @@
 //! The outlet's topics, all under one prefix (`outlet/<outlet_id>` unless
-//! configured), as DESIGN.md's MQTT table lists them.
+//! configured), as DESIGN.md's MQTT table lists them, and HQ's view of
+//! every outlet's topics ([`PrefixPattern`], for `fleet` and the
+//! dashboard).
+//!
+//! Plain names and rules: the config validates prefixes with them, the
+//! MQTT link, the messages and HQ's tools build topics with them. It must
+//! not import any other module of the agent.
 //!
 //! Requests are read from this outlet's own `<prefix>/request/+` only: a
 //! broker ACL can then give each outlet (and each dashboard) exactly its
@@ -126,6 +132,89 @@ impl fmt::Display for Topics {
     }
 }
 
+/// Where the outlets publish: the topic around `{outlet_id}`, which may
+/// be a whole level (`outlet/{outlet_id}`) or part of one (`wa-{outlet_id}`),
+/// as the agent's `mqtt.topic_prefix` allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixPattern {
+    /// Whole levels before the id's level, with the trailing `/`.
+    levels_before: String,
+    /// Text of the id's level before the id.
+    id_prefix: String,
+    /// Text of the id's level after the id.
+    id_suffix: String,
+    /// Whole levels after the id's level, with the leading `/`.
+    levels_after: String,
+}
+
+impl PrefixPattern {
+    /// `outlet` (the levels above the ids) or a `mqtt.topic_prefix`-style
+    /// template such as `shops/{outlet_id}/wa`.
+    pub fn parse(prefix: &str) -> Result<Self, String> {
+        let template = if prefix.contains(OUTLET_ID) {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{OUTLET_ID}")
+        };
+        validate_prefix(&template).map_err(|e| e.to_string())?;
+        let Some((before, after)) = template.split_once(OUTLET_ID) else {
+            return Err(format!("{prefix:?}: no {OUTLET_ID}"));
+        };
+        if after.contains(OUTLET_ID) {
+            return Err(format!("{prefix:?}: {OUTLET_ID} more than once"));
+        }
+        let (levels_before, id_prefix) = match before.rfind('/') {
+            Some(i) => before.split_at(i + 1),
+            None => ("", before),
+        };
+        let (id_suffix, levels_after) = match after.find('/') {
+            Some(i) => after.split_at(i),
+            None => (after, ""),
+        };
+        Ok(Self {
+            levels_before: levels_before.to_string(),
+            id_prefix: id_prefix.to_string(),
+            id_suffix: id_suffix.to_string(),
+            levels_after: levels_after.to_string(),
+        })
+    }
+
+    /// The subscription for one leaf of every outlet (`leaf` may itself
+    /// hold levels and wildcards: `response/+`).
+    pub fn filter(&self, leaf: &str) -> String {
+        format!("{}+{}/{leaf}", self.levels_before, self.levels_after)
+    }
+
+    /// One outlet's topic for `leaf` (`outlet/jkt-01/request/pause`).
+    pub fn topic(&self, id: &str, leaf: &str) -> String {
+        format!(
+            "{}{}{id}{}{}/{leaf}",
+            self.levels_before, self.id_prefix, self.id_suffix, self.levels_after
+        )
+    }
+
+    /// The outlet id and the one-level leaf of a topic under the pattern.
+    pub fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        self.split_leaves(topic)
+            .filter(|(_, leaf)| !leaf.contains('/'))
+    }
+
+    /// The outlet id and the rest of a topic under the pattern, which may
+    /// span levels (`response/pause`).
+    pub fn split_leaves<'t>(&self, topic: &'t str) -> Option<(&'t str, &'t str)> {
+        let rest = topic.strip_prefix(self.levels_before.as_str())?;
+        let (level, rest) = rest.split_once('/')?;
+        let id = level
+            .strip_prefix(self.id_prefix.as_str())?
+            .strip_suffix(self.id_suffix.as_str())?;
+        let leaf = match self.levels_after.strip_prefix('/') {
+            None => rest,
+            Some(after) => rest.strip_prefix(after)?.strip_prefix('/')?,
+        };
+        (!id.is_empty() && !leaf.is_empty()).then_some((id, leaf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +247,45 @@ mod tests {
             assert!(validate_prefix(bad).is_err(), "{bad:?}");
         }
         assert!(validate_prefix("homeassistant").is_ok());
+    }
+
+    #[test]
+    fn prefixes_may_be_templates_like_the_agents_topic_prefix() {
+        let plain = PrefixPattern::parse("outlet").expect("plain");
+        assert_eq!(
+            plain,
+            PrefixPattern::parse("outlet/{outlet_id}").expect("same")
+        );
+        assert_eq!(plain.filter("state"), "outlet/+/state");
+
+        let shops = PrefixPattern::parse("shops/{outlet_id}/wa").expect("template");
+        assert_eq!(shops.filter("state"), "shops/+/wa/state");
+        assert_eq!(
+            shops.split("shops/jkt-01/wa/state"),
+            Some(("jkt-01", "state"))
+        );
+        assert_eq!(shops.split("shops/jkt-01/state"), None);
+        assert_eq!(shops.split("shops/jkt-01/wa/x/state"), None);
+
+        let first = PrefixPattern::parse("{outlet_id}/wa").expect("id first");
+        assert_eq!(first.filter("availability"), "+/wa/availability");
+        assert_eq!(
+            first.split("a/wa/availability"),
+            Some(("a", "availability"))
+        );
+
+        // Part of a level, as the agent allows.
+        let part = PrefixPattern::parse("shops/wa-{outlet_id}.v1/x").expect("partial level");
+        assert_eq!(part.filter("state"), "shops/+/x/state");
+        assert_eq!(
+            part.split("shops/wa-jkt.v1/x/state"),
+            Some(("jkt", "state"))
+        );
+        assert_eq!(part.split("shops/jkt.v1/x/state"), None);
+        assert_eq!(part.split("shops/wa-.v1/x/state"), None);
+
+        for bad in ["{outlet_id}/{outlet_id}", "shops/+", "", "a//b"] {
+            assert!(PrefixPattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
