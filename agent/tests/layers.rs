@@ -5,7 +5,8 @@
 //! one of three layers; a module may name modules of its own layer or of
 //! the layers below, never above, and no set of modules may name each
 //! other in a circle. This test reads the sources, so a new module or a new
-//! `use` that breaks the picture fails here, with the line that did it.
+//! `use` that breaks the picture fails here, with the line that did it. It
+//! also keeps every file of `agent/src` to a readable size.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -282,6 +283,29 @@ fn the_modules_form_no_cycle() {
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import cycle: {}", describe(&cycle, &graph));
     }
+}
+
+/// A file a newcomer can read in one sitting; a longer one is several
+/// rooms (split it by the concepts of DESIGN.md).
+const MAX_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_over_the_size_of_a_room() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let lines = std::fs::read_to_string(file).expect("read").lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines: {}",
+        long.join(", ")
+    );
 }
 
 // The checker itself, on made-up sources: a check that cannot fail proves

@@ -271,7 +271,7 @@ async fn drive(
             .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtMostOnce))
             .collect()
     };
-    let mut backoff = crate::mqtt::link::reconnect_backoff(&mqtt);
+    let mut backoff = crate::mqtt::driver::reconnect_backoff(&mqtt);
     let mut connected_at: Option<Instant> = None;
     loop {
         match eventloop.poll().await {

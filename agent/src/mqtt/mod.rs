@@ -29,13 +29,14 @@
 //!
 //! - [`options`]: broker URL, TLS (rustls + ring), login, last will.
 //! - [`crate::topics`]: the topic names (below this module: config validates them).
-//! - [`link`]: the connection and the publishing/command loop.
+//! - [`link`]: the publishing/command loop; [`driver`]: the connection.
 //! - [`requests`]: request parsing and response payloads.
 //! - [`redact`]: what of the health may leave the device.
 //! - [`telemetry`]: the resource figures.
 //! - [`discovery`]: Home Assistant discovery configs.
 
 pub mod discovery;
+pub mod driver;
 pub mod link;
 pub mod options;
 pub mod redact;
