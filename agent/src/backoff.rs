@@ -6,6 +6,10 @@
 //! twice as long up to the cap (5 min by default), and the count only resets
 //! after a connection stayed up for a while, so a server that accepts and
 //! drops at once cannot pull the agent into a tight loop.
+//!
+//! Plain rules (the bottom layer): it may use the config's values only; the
+//! supervisor, the MQTT link, the messages' publisher and the dashboard use it.
+//! It must not import any working part or entry point.
 
 use std::time::Duration;
 

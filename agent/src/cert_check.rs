@@ -7,6 +7,9 @@
 //! asks the linked code directly whether it accepts an unsigned chain. Such
 //! a build says so at start and in `version`, and refuses any WhatsApp
 //! endpoint that is not on loopback.
+//!
+//! Plain rules (the bottom layer): it imports nothing of the agent, and nothing
+//! above may be imported here.
 
 use buffa::Message as _;
 use waproto::whatsapp as wa;

@@ -4,6 +4,9 @@
 //! last saved time (or 1970) until NTP answers, and TLS and the WhatsApp
 //! handshake fail with a wrong clock. The agent waits in
 //! `waiting_for_clock` instead of burning reconnect attempts.
+//!
+//! Plain rules (the bottom layer): it may use the config's values only; it must
+//! not import any working part or entry point.
 
 use crate::config::ClockCheck;
 

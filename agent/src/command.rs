@@ -3,6 +3,11 @@
 //! Every source turns its input into a [`Command`] and gets back a
 //! [`CommandResult`]; the supervisor is the only one that acts on them, so a
 //! command can never race the session it changes.
+//!
+//! Plain data (the bottom layer): it owns what can be asked and how it is
+//! answered, and the channel it travels on. It may use `phone` only; it must
+//! not import the supervisor, the messages or anything above (the messages
+//! answer `send` through [`SendTarget`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -6,6 +6,10 @@
 //! JSON command per line (`{"command":"status"}`, the same shape MQTT
 //! requests use), one JSON reply per line:
 //! `{"status":"ok","data":…}` or `{"status":"error","error":"…"}`.
+//!
+//! A working part: it owns the control socket. It may use the plain rules below
+//! it (commands, health); it must not import the supervisor, the MQTT link or
+//! any entry point.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //!
 //! Shared by the supervisor (the `fault` state says how much is free when
 //! the disk is full) and telemetry (`disk_free_bytes`).
+//!
+//! Plain rules (the bottom layer): it imports nothing of the agent.
 
 use std::path::Path;
 

@@ -6,6 +6,10 @@
 //! old dashboards said "connected" from a stale DB flag while nothing
 //! listened. `valid_until` makes a snapshot expire on its own, so a reader
 //! can tell a dead agent from a quiet one.
+//!
+//! Plain data (the bottom layer): it owns the snapshot's types and the channel
+//! ends readers take ([`SupervisorLink`]). It may use `command` and `phone`; it
+//! must not import the supervisor, the MQTT link or anything above.
 
 use std::fmt;
 

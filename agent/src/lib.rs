@@ -4,33 +4,42 @@
 //!
 //! # Layout
 //!
+//! Three layers; a module imports only from its own layer or below, with
+//! no cycle (ARCHITECTURE.md, "Layers"; `tests/layers.rs` checks it).
+//!
+//! **Entry points**
 //! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
 //!   command (`run`, `check-config`, `status`, `qr`, `pair-code`, `send`,
 //!   `logout`, `fleet`, `version`, and `demo` with the `demo` feature), and
 //!   the exit codes.
+//! - [`dashboard`]: `fleet --serve`, HQ's live web page of the fleet (the
+//!   page embedded, fed from the broker over server-sent events).
+//!
+//! **Working parts**
+//! - [`supervisor`]: the only owner of the WhatsApp connection — the state
+//!   machine, reconnect timing, pairing rounds, one session at a time.
+//! - [`messages`]: customers' chats to HQ and HQ's sends to customers,
+//!   over MQTT, durable end to end: the inbox, the outbox, their publisher.
+//! - [`mqtt`]: availability, state, events, telemetry and commands over
+//!   MQTT, Home Assistant discovery.
+//! - [`control`]: the local Unix control socket.
+//! - [`screen`]: health → `outlet_display::Screen`, button → command.
+//! - [`logging`]: journald-friendly or terminal logs, phone numbers masked.
+//!
+//! **Plain data and rules**
 //! - [`config`]: TOML + environment overrides, with errors that name the
 //!   file, line and key.
-//! - [`supervisor`]: the only owner of the WhatsApp connection — the state
-//!   machine, reconnect backoff, pairing rounds, one session at a time.
 //! - [`health`]: the snapshot the supervisor publishes on a `watch` channel
 //!   and everything else reads; state transitions.
 //! - [`command`]: what the control socket, MQTT and the button can ask of
-//!   the supervisor.
-//! - [`control`]: the local Unix control socket.
-//! - [`dashboard`]: `fleet --serve`, HQ's live web page of the fleet (the
-//!   page embedded, fed from the broker over server-sent events).
-//! - [`mqtt`]: availability, state, events, telemetry and commands over
-//!   MQTT, Home Assistant discovery.
-//! - [`messages`]: customers' chats to HQ and HQ's sends to customers,
-//!   over MQTT, durable end to end: the inbox, the outbox, their publisher.
-//! - [`screen`]: health → `outlet_display::Screen`, button → command.
-//! - [`notify`]: systemd `READY=1`, `STATUS=`, `WATCHDOG=1`.
-//! - [`clock`]: is the system clock trustworthy yet (`waiting_for_clock`).
-//! - [`cert_check`]: detects a test build that skips WhatsApp's certificate
-//!   check, so it can refuse real endpoints.
-//! - [`logging`]: journald-friendly or terminal logs, phone numbers masked.
-//! - [`disk`]: free space on the data directory's filesystem.
-//! - [`memory`]: allocator settings that keep the idle footprint small.
+//!   the supervisor, and the channel it travels on.
+//! - [`topics`]: the MQTT topic names. [`phone`]: phone numbers and JIDs.
+//! - [`backoff`]: reconnect timing. [`clock`]: is the system clock
+//!   trustworthy yet (`waiting_for_clock`). [`disk`]: free space on the data
+//!   directory's filesystem. [`memory`]: allocator settings that keep the
+//!   idle footprint small. [`notify`]: systemd `READY=1`, `STATUS=`,
+//!   `WATCHDOG=1`. [`cert_check`]: detects a test build that skips
+//!   WhatsApp's certificate check, so it can refuse real endpoints.
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.

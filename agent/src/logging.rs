@@ -7,6 +7,10 @@
 //! crate; tracing-subscriber picks those records up too. Secrets never
 //! reach a log line above `debug` (see DESIGN.md): the code logs masked
 //! phone numbers and never QR strings or keys.
+//!
+//! A working part: it owns the log setup. It may use the config and `phone`
+//! (every line passes its masking); it must not import the other working parts
+//! or any entry point.
 
 use tracing::Level;
 use tracing_subscriber::EnvFilter;

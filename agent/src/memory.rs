@@ -19,6 +19,8 @@
 //!   lost: these pages are copies of the binary and the libraries on disk.
 //!
 //! All are Linux calls (the first two glibc's); elsewhere they do nothing.
+//!
+//! Plain rules (the bottom layer): it imports nothing of the agent.
 
 /// Most arenas glibc may create: one would serialise the threads on one
 /// lock; two keep the runtime's workers apart.

@@ -2,6 +2,8 @@
 //!
 //! A datagram to `$NOTIFY_SOCKET` is all it takes, so no library. Outside
 //! systemd (no `NOTIFY_SOCKET`) every call is a no-op.
+//!
+//! Plain rules (the bottom layer): it imports nothing of the agent.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;

@@ -3,6 +3,10 @@
 //!
 //! The display crate knows nothing about WhatsApp and the supervisor
 //! nothing about pixels; this module is the only place that knows both.
+//!
+//! A working part: it owns the bridge from health to the display crate. It may
+//! use the plain rules below it (health, commands, disk); it must not import
+//! the supervisor, the MQTT link or any entry point.
 
 use std::time::SystemTime;
 

@@ -10,6 +10,10 @@
 //! than be silently ignored. Environment variables override single keys as
 //! `OUTLET_AGENT__<SECTION>__<KEY>=value` (the value is read as TOML, falling
 //! back to a string), e.g. `OUTLET_AGENT__OUTLET__ID=jkt-01`.
+//!
+//! Plain data (the bottom layer): it owns the configuration's values and their
+//! checks. It may use `topics` and `phone` for those checks; it must not import
+//! any working part (MQTT, messages, supervisor) or entry point.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -19,6 +19,10 @@
 //! browser reconnects by itself), and decides staleness against its own
 //! clock every second, so an outlet that stops publishing turns stale on
 //! screen without any message at all.
+//!
+//! An entry point: it owns HQ's web page. It may use everything below it
+//! (config, health, topics, phone, the MQTT options); it must not import `cmd`
+//! or `cli` (`cmd/fleet.rs` starts it).
 
 pub mod access;
 pub mod fleet_model;

@@ -22,6 +22,11 @@
 //! The one exception, asked of the supervisor like any other command, is
 //! a reconnect after a full inbox drained: WhatsApp redelivers what was
 //! left unacked only on a new connection.
+//!
+//! A working part: it owns the inbox, the outbox, the publish queue and their
+//! MQTT connection. It may use the plain rules below it and the MQTT link's
+//! connection options; it must not import the supervisor (which hands it the
+//! client) or any entry point.
 
 pub mod inbound;
 pub mod inbox;

@@ -34,6 +34,12 @@
 //! - [`redact`]: what of the health may leave the device.
 //! - [`telemetry`]: the resource figures.
 //! - [`discovery`]: Home Assistant discovery configs.
+//!
+//! A working part: it owns the broker connection that carries health and
+//! commands. It may use the plain rules below it (config, health, command,
+//! topics, phone, backoff, disk); it must not import the
+//! supervisor, the messages or any entry point (it gets the supervisor's
+//! channel ends as a `SupervisorLink`).
 
 pub mod discovery;
 pub mod driver;
