@@ -519,7 +519,11 @@ impl Session {
                 self.route(device, node);
                 return Flow::Continue;
             }
-            // presence, chatstate, unified_session: nothing to answer.
+            ("presence", Some(device)) => {
+                self.on_presence(device, &node);
+                return Flow::Continue;
+            }
+            // chatstate, unified_session: nothing to answer.
             _ => return Flow::Continue,
         }
         let kind = attr(&node, "type").unwrap_or_default();
@@ -590,6 +594,30 @@ impl Session {
             });
         }
         Flow::Continue
+    }
+
+    /// `<presence type="available|unavailable" name="…"/>` from a logged-in
+    /// companion: its own presence, which WhatsApp uses to decide whether
+    /// the primary phone still gets notifications. A presence with `to` is
+    /// a subscription to a contact's presence, not an announcement.
+    fn on_presence(&mut self, device: u16, node: &Node) {
+        if attr(node, "to").is_some() {
+            return;
+        }
+        let presence = match attr(node, "type").as_deref() {
+            // A bare `<presence/>` is WhatsApp's "available".
+            None | Some("available") => "available",
+            Some("unavailable") => "unavailable",
+            Some(_) => return,
+        };
+        if let Some(live) = self.shared.state().connections.get_mut(&self.conn) {
+            live.presence = Some(presence.to_string());
+        }
+        self.shared.emit(ServerEvent::Presence {
+            connection: self.conn,
+            jid: self.shared.device_jid(device),
+            presence: presence.to_string(),
+        });
     }
 
     /// Hands a client message or receipt to this connection's routing task

@@ -20,6 +20,7 @@
 //! | `ban <code> <seconds>`, `outdated`, `login-ok` | the verdict on logins |
 //! | `registered <number>[,<number>…]` | numbers a contact lookup finds |
 //! | `stats` | attempts and per-device concurrency |
+//! | `presence [number]` | the account's presence and each companion's last `<presence>` (`{"presence","devices"}`) |
 //! | `contact-send <number> <text>` | the contact sends a text (`{"id"}`); a number is one word (`+62-811-…` is fine) |
 //! | `contact-send-media <number> <kind> <caption>` | image, video, audio or document (metadata only) |
 //! | `contact-burst <number> <n> [prefix]` | n texts back to back (`{"ids":[…]}`) |
@@ -193,6 +194,11 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
         "login-ok" => {
             server.set_login_failure(None);
             Ok(json!({}))
+        }
+        "presence" => {
+            let account = (!arg.is_empty()).then_some(arg);
+            let report = server.presence(account)?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
         }
         "registered" => {
             let numbers: Vec<String> = arg

@@ -52,6 +52,6 @@ pub use messaging::{InboxEntry, MessageError, QueuedSummary, ReceiptEntry};
 pub use noise::HandshakeKind;
 pub use observe::{Admission, Attempt, ConnectionId, DeviceKey, Purpose, ServerEvent, Stats};
 pub use phone::{LinkCodeError, PairedDevice, Phone, ScanError, UnlinkError};
-pub use server::{FakeServer, ServerError};
+pub use server::{FakeServer, PresenceReport, ServerError};
 pub use signal::EncType;
 pub use state::{LoginFailure, StreamErrorKind};

@@ -158,6 +158,12 @@ pub enum ServerEvent {
     Unlinked {
         jid: String,
     },
+    /// A companion announced its presence (`available`/`unavailable`).
+    Presence {
+        connection: ConnectionId,
+        jid: String,
+        presence: String,
+    },
     /// The queued stanzas went out at login, then `<offline count>`.
     OfflineDelivered {
         connection: ConnectionId,
@@ -238,6 +244,7 @@ impl ServerEvent {
             | ServerEvent::LoginRefused { connection, .. }
             | ServerEvent::Iq { connection, .. }
             | ServerEvent::Active { connection }
+            | ServerEvent::Presence { connection, .. }
             | ServerEvent::StreamErrorSent { connection, .. }
             | ServerEvent::OfflineDelivered { connection, .. }
             | ServerEvent::Closed { connection, .. } => Some(*connection),

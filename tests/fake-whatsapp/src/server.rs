@@ -10,6 +10,15 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
+
+/// An account's presence (see [`FakeServer::presence`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceReport {
+    /// `available` or `unavailable`.
+    pub presence: String,
+    /// Each linked companion's JID and its last presence while connected.
+    pub devices: std::collections::BTreeMap<String, Option<String>>,
+}
 use crate::connection;
 use crate::observe::{ConnectionId, DeviceSummary, ServerEvent, Stats};
 use crate::phone::Phone;
@@ -187,6 +196,48 @@ impl FakeServer {
     /// Replaces the numbers a contact lookup reports as on WhatsApp.
     pub fn set_registered_numbers(&self, numbers: impl IntoIterator<Item = String>) {
         self.shared.state().registered_numbers = numbers.into_iter().collect();
+    }
+
+    /// What an account's companions last announced with `<presence>`, and
+    /// the account's presence as WhatsApp derives it: `available` while any
+    /// connected companion says so (the primary phone then gets no
+    /// notifications), else `unavailable`. A device that is not connected,
+    /// or has said nothing on its connection, shows `null`. `account` is a
+    /// number in any format (default: the configured account).
+    pub fn presence(&self, account: Option<&str>) -> Result<PresenceReport, String> {
+        let shared = &self.shared;
+        if let Some(number) = account {
+            let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+            if digits != shared.config.account.phone {
+                return Err(format!("no account {digits} on this server"));
+            }
+        }
+        let state = shared.state();
+        let mut devices = std::collections::BTreeMap::new();
+        for id in state.devices.keys() {
+            let said: Vec<&str> = state
+                .connections
+                .values()
+                .filter(|live| live.device_id == Some(*id))
+                .filter_map(|live| live.presence.as_deref())
+                .collect();
+            let presence = if said.contains(&"available") {
+                Some("available".to_string())
+            } else {
+                said.first().map(|p| p.to_string())
+            };
+            devices.insert(shared.device_jid(*id), presence);
+        }
+        let available = devices.values().any(|p| p.as_deref() == Some("available"));
+        Ok(PresenceReport {
+            presence: if available {
+                "available"
+            } else {
+                "unavailable"
+            }
+            .to_string(),
+            devices,
+        })
     }
 
     /// Waits until an event matching `predicate` arrives on `events`.

@@ -116,6 +116,9 @@ pub(crate) struct LiveConnection {
     pub paired: bool,
     /// The companion device id once logged in.
     pub device_id: Option<u16>,
+    /// The last `<presence type=…>` this connection announced for its
+    /// device (`available` or `unavailable`), if any.
+    pub presence: Option<String>,
     /// True once the client went active: from then on stanzas for its device
     /// are delivered at once instead of waiting in the offline queue.
     pub active: bool,
@@ -236,6 +239,7 @@ impl Shared {
                 paired: false,
                 device_id: None,
                 active: false,
+                presence: None,
             },
         );
     }
