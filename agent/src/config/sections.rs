@@ -55,6 +55,21 @@ pub struct WhatsAppConfig {
     /// version spares a web request at every start; raise it when the server
     /// answers `outdated`.
     pub version: String,
+    /// What the agent announces after every connect (DESIGN.md, "WhatsApp
+    /// as it is now": a companion that says `available` silences the
+    /// primary phone's notifications).
+    pub presence: Presence,
+}
+
+/// `whatsapp.presence`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// The outlet's phone keeps ringing for customers.
+    #[default]
+    Unavailable,
+    /// As WhatsApp Web does: the phone goes quiet while the Pi is online.
+    Available,
 }
 
 impl Default for WhatsAppConfig {
@@ -62,6 +77,7 @@ impl Default for WhatsAppConfig {
         Self {
             endpoint: "wss://web.whatsapp.com/ws/chat".into(),
             version: "2.3000.1023868176".into(),
+            presence: Presence::default(),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! Part of the supervisor (its private state is shared); it must not import
 //! the MQTT link, the screen or any entry point.
 
+use whatsapp_rust::client::Client;
+
 use super::*;
+use crate::config::Presence;
 
 /// An event's kind as `snake_case` (`Connected` → `connected`), for the
 /// test-build panic hook.
@@ -323,8 +326,24 @@ impl Supervisor {
                 )
                 .await;
             }
+            Event::SelfPushNameUpdated(_) => {
+                // whatsapp-rust answers a new push name by announcing
+                // `available` from a task of its own; ours follows it.
+                if let Some(client) = &self.live_client {
+                    let client = client.clone();
+                    let presence = self.config.whatsapp.presence;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(PRESENCE_AFTER_PUSH_NAME).await;
+                        announce_presence(&client, presence).await;
+                    });
+                }
+            }
             Event::Connected(_) => {
                 *connected_at = Some(Instant::now());
+                // Before the outbox sends anything on this connection.
+                if let Some(client) = &self.live_client {
+                    announce_presence(client, self.config.whatsapp.presence).await;
+                }
                 if let (Some(messages), Some(client)) = (&self.messages, &self.live_client) {
                     messages.connected(client.clone());
                 }
@@ -480,5 +499,34 @@ impl Supervisor {
             let mappings = crate::memory::release_code_pages();
             tracing::debug!(mappings, "released start-up code pages");
         }
+    }
+}
+
+/// How long after a push-name update the agent repeats its presence: the
+/// library's own `available` goes out from a task it spawns at once, and
+/// ours must come after it.
+const PRESENCE_AFTER_PUSH_NAME: Duration = Duration::from_secs(2);
+/// A presence that cannot be written within this is left to the next
+/// connect (a stalled socket must not hold up the supervisor).
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells WhatsApp what `whatsapp.presence` says. whatsapp-rust announces
+/// `available` by itself at every login with a known push name, and while
+/// any companion is available WhatsApp stops notifying the primary phone:
+/// the outlet's phone would go silent for as long as the Pi is online.
+pub(super) async fn announce_presence(client: &Client, presence: Presence) {
+    let announce = async {
+        match presence {
+            Presence::Unavailable => client.presence().set_unavailable().await,
+            Presence::Available => client.presence().set_available().await,
+        }
+    };
+    match tokio::time::timeout(PRESENCE_TIMEOUT, announce).await {
+        Ok(Ok(())) => tracing::debug!(?presence, "presence announced"),
+        Ok(Err(e)) => tracing::warn!(?presence, "could not announce presence: {e}"),
+        Err(_) => tracing::warn!(
+            ?presence,
+            "presence not announced within {PRESENCE_TIMEOUT:?}"
+        ),
     }
 }

@@ -43,6 +43,7 @@ const KINDS: &[EventKind] = &[
     EventKind::TemporaryBan,
     EventKind::ConnectFailure,
     EventKind::StreamError,
+    EventKind::SelfPushNameUpdated,
 ];
 
 /// Forwards events synchronously from the library's event bus, so they are
