@@ -154,12 +154,13 @@ pub struct Depths {
 /// What the store keeps in memory about the message tables.
 #[derive(Debug)]
 pub(crate) struct MessageState {
-    /// The highest publish-queue seq handed out by this process (0: none
-    /// yet). A new row's seq is above it and above every row in the table,
-    /// so seqs only grow within a run even when the queue empties, which is
-    /// what the publisher's "after the last one I handed over" needs (it
-    /// starts from the first row after every connect, and so after a
-    /// restart).
+    /// The highest publish-queue seq this process has seen: the highest in
+    /// the table at open, then each one handed out. A new row's seq is above
+    /// it (and above every row in the table), so seqs only grow within a
+    /// run even when the queue empties, which is what the publisher's "after
+    /// the last one I handed over" needs: every row it can have handed over
+    /// was in the table at open or added since. (It starts from the first
+    /// row after every connect, and so after a restart.)
     publish_seq: AtomicI64,
     /// `MAX(received_at)` of the redelivery keys, in millis, once read
     /// ([`UNKNOWN`] until then, and again after a prune).
@@ -168,21 +169,21 @@ pub(crate) struct MessageState {
 
 const UNKNOWN: i64 = i64::MIN;
 
-impl Default for MessageState {
-    fn default() -> Self {
-        MessageState {
-            publish_seq: AtomicI64::new(0),
-            last_in: AtomicI64::new(UNKNOWN),
-        }
-    }
-}
-
-/// Per connection: the TEMP table of acked publications not yet deleted.
-pub(crate) fn prepare_connection(conn: &Connection) -> Result<()> {
+/// At open: the TEMP table of acked publications not yet deleted, and the
+/// in-memory state, starting above every seq in the queue.
+pub(crate) fn prepare_connection(conn: &Connection) -> Result<MessageState> {
     conn.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS acked_publications (seq INTEGER PRIMARY KEY)",
     )?;
-    Ok(())
+    let highest: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM message_publish_queue",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(MessageState {
+        publish_seq: AtomicI64::new(highest),
+        last_in: AtomicI64::new(UNKNOWN),
+    })
 }
 
 /// The writer's deferred work: delete the publications the broker acked.
@@ -901,6 +902,50 @@ mod tests {
             .await;
         assert_eq!(rows_in_queue(&store).await, 0);
         assert!(store.publications_after(0, 10).await.unwrap().is_empty());
+    }
+
+    /// A row left in the queue by the last run (a crash before its delete)
+    /// is handed over again after the restart; once it is acked and
+    /// deleted, the queue is empty, yet the next row must still come after
+    /// it, or the publisher (going on after the last row it handed over)
+    /// would skip it.
+    #[tokio::test]
+    async fn after_a_restart_new_rows_come_after_the_ones_left_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let lock = DataDir::lock(dir.path()).unwrap();
+            let (store, _) = SqliteStore::open(&lock).await.unwrap();
+            for id in ["1", "2"] {
+                store
+                    .commit_inbound(vec![inbound("a", id, id)], ROOMY)
+                    .await
+                    .unwrap();
+            }
+            store.close().await.unwrap();
+        }
+        let lock = DataDir::lock(dir.path()).unwrap();
+        let (store, _) = SqliteStore::open(&lock).await.unwrap();
+        let left = store.publications_after(0, 10).await.unwrap();
+        assert_eq!(left.len(), 2);
+        let cursor = left[1].seq;
+        store
+            .delete_publications(left.iter().map(|p| p.seq).collect())
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(rows_in_queue(&store).await, 0);
+        store
+            .commit_inbound(vec![inbound("a", "3", "three")], ROOMY)
+            .await
+            .unwrap();
+        let next = store.publications_after(cursor, 10).await.unwrap();
+        assert_eq!(
+            next.len(),
+            1,
+            "the new row must come after the left-over ones"
+        );
+        assert_eq!(next[0].payload, b"three");
+        store.close().await.unwrap();
     }
 
     /// What was acked is deleted before the store closes.

@@ -51,20 +51,20 @@ impl SqliteStore {
         let (writer, opened) = writer::spawn(
             move || {
                 let (conn, outcome) = open_or_recover(&paths)?;
-                crate::messages::prepare_connection(&conn)?;
-                Ok((conn, outcome))
+                let state = crate::messages::prepare_connection(&conn)?;
+                Ok((conn, (outcome, state)))
             },
             lock.clone(),
             crate::messages::delete_acked_publications,
         )?;
-        let outcome = opened.await.map_err(|_| StoreError::WriterGone)??;
+        let (outcome, message_state) = opened.await.map_err(|_| StoreError::WriterGone)??;
         let store = SqliteStore {
             writer,
             db_path,
             session: None,
             writing_session: Arc::new(AtomicU64::new(NO_SESSION)),
             disk_full: Arc::new(AtomicBool::new(false)),
-            message_state: Arc::default(),
+            message_state: Arc::new(message_state),
         };
         Ok((store, outcome))
     }
