@@ -115,6 +115,55 @@ fn usage(agent: &Agent) -> Usage {
     }
 }
 
+/// The SD card's bill for one phase: what reached the block device, what
+/// was handed to `write()`, and the log's share of it.
+struct DiskCost {
+    what: String,
+    messages: usize,
+    write_bytes: u64,
+    wchar: u64,
+    log: u64,
+}
+
+impl DiskCost {
+    fn between(what: impl Into<String>, messages: usize, before: &Usage, after: &Usage) -> Self {
+        let what = what.into();
+        eprintln!(
+            "phase {what:?}: {:.6} .. {:.6} (epoch s)",
+            epoch(before.at),
+            epoch(after.at)
+        );
+        DiskCost {
+            what,
+            messages,
+            write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
+            wchar: after.wchar.saturating_sub(before.wchar),
+            log: after.log.saturating_sub(before.log),
+        }
+    }
+
+    fn row(&self) -> String {
+        let n = self.messages.max(1) as f64;
+        format!(
+            "| {} | {} | **{:.1} KiB** | {:.1} KiB | {:.2} KiB |",
+            self.what,
+            self.messages,
+            self.write_bytes as f64 / n / 1024.0,
+            self.wchar as f64 / n / 1024.0,
+            self.log as f64 / n / 1024.0
+        )
+    }
+}
+
+/// An `Instant` as seconds since the epoch (to line phases up with an
+/// `strace -ttt` of the agent).
+fn epoch(at: Instant) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs_f64() - at.elapsed().as_secs_f64()
+}
+
 fn pid(agent: &Agent) -> u32 {
     agent.child.as_ref().expect("the agent runs").id()
 }
@@ -533,7 +582,9 @@ async fn run() {
     eprintln!("paired; idle RSS {}", mib(idle_first.rss));
 
     // 1. Inbound: Budi → HQ, one at a time.
+    let mut disk = Vec::new();
     let in_topic = topic("message/in");
+    let inbound_before = usage(&agent);
     let mut inbound_ms = Vec::with_capacity(samples);
     for i in 0..samples {
         let text = format!("latency in {}", i + 1);
@@ -550,6 +601,14 @@ async fn run() {
             .await;
         inbound_ms.push(ms(m.at - started));
     }
+    // The last one's PUBACK and delete.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    disk.push(DiskCost::between(
+        "inbound, one at a time (Budi → HQ, the next once HQ has it)",
+        samples,
+        &inbound_before,
+        &usage(&agent),
+    ));
     check_alive(&mut agent, "inbound latency");
     eprintln!("inbound latency: {samples} samples");
 
@@ -569,6 +628,7 @@ async fn run() {
         let mut answered_ms = Vec::with_capacity(samples);
         let mut decrypted_ms = Vec::with_capacity(samples);
         let mut sent_status_ms = Vec::with_capacity(samples);
+        let sends_before = usage(&agent);
         for i in 0..samples {
             tokio::time::sleep(gap).await;
             let transaction = format!("latency-out-{mode}-{}", i + 1);
@@ -623,6 +683,13 @@ async fn run() {
             )
             .await;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        disk.push(DiskCost::between(
+            format!("send, {mode} (queued → `read` at HQ, one at a time)"),
+            samples,
+            &sends_before,
+            &usage(&agent),
+        ));
         send_rows.push((mode, answered_ms, decrypted_ms, sent_status_ms));
     }
     eprintln!("send latency: {samples} samples");
@@ -668,6 +735,12 @@ async fn run() {
         })
         .await;
     let after = usage(&agent);
+    disk.push(DiskCost::between(
+        format!("send, broadcast of {broadcast_n} ({WINDOW} requests outstanding)"),
+        broadcast_n,
+        &before,
+        &after,
+    ));
     // Which statuses HQ saw for the broadcast's sends.
     let mut status_counts: Vec<(&str, usize)> = Vec::new();
     for status in ["queued", "sent", "delivered", "read", "failed"] {
@@ -732,6 +805,12 @@ async fn run() {
         .wait_for("an empty inbox", |h| h["inbox_pending"] == 0)
         .await;
     let inbox_after = usage(&agent);
+    disk.push(DiskCost::between(
+        format!("inbound, a burst of {inbox_n} while the broker is down, then published"),
+        inbox_n,
+        &inbox_before,
+        &inbox_after,
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let inbox_drained = memory(agent_pid);
     eprintln!("inbox: {inbox_n} waited for the broker");
@@ -926,6 +1005,19 @@ async fn run() {
             "| data dir `{name}`: before → after (growth per message) | {b} → {a} B ({:+.0} B) |",
             (a as f64 - b as f64) / n
         );
+    }
+    println!("\n### What the SD card pays per message\n");
+    println!(
+        "`/proc/<pid>/io` of the agent over each phase: write_bytes (what reached the block \
+         device: SQLite's WAL and checkpoints, the log), wchar (what was passed to `write()`), \
+         and the growth of the agent's log file ({rust_log}).\n"
+    );
+    println!(
+        "| phase | messages | write_bytes per message | wchar per message | log per message |"
+    );
+    println!("|---|---|---|---|---|");
+    for cost in &disk {
+        println!("{}", cost.row());
     }
     println!("\n### Memory with full queues (agent VmRSS; RssAnon = heap and stacks)\n");
     println!("| situation | VmRSS | RssAnon | peak (VmHWM) so far |");

@@ -49,7 +49,17 @@
 //! outside world already relies on are fsynced before the call returns
 //! (`synchronous=FULL` for that commit): a paired device record
 //! (`DeviceStore::save` with a JID), pre-keys marked as uploaded, signed
-//! pre-keys, the agent's identity record, and the logout wipe.
+//! pre-keys, the agent's identity record, and the logout wipe; and, in
+//! `messages`, a batch of received messages, a queued send and every status
+//! change that applies.
+//!
+//! The one write answered before its commit: deleting publications the
+//! broker acked (`delete_publications`). They leave every read at once and
+//! go with the next commit that writes anyway, within `writer::DEFER_AT_MOST`;
+//! a crash before then publishes them once more (at least once).
+//!
+//! Bytes: 512-byte pages, so a commit's WAL frames are small
+//! (`schema::PAGE_SIZE`; BENCHMARKS.md, "What the SD card pays per message").
 
 pub mod lock;
 pub mod schema;

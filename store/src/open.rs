@@ -430,6 +430,7 @@ fn open_existing(paths: &Paths) -> std::result::Result<Existing, Failure> {
     }
     schema::apply_pragmas(&conn)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
+    set_page_size(&conn).map_err(Failure::Environment)?;
     let migrated_from = if version < CURRENT_VERSION {
         schema::migrate(&mut conn, version, CURRENT_VERSION).map_err(Failure::Environment)?;
         Some(version)
@@ -440,6 +441,56 @@ fn open_existing(paths: &Paths) -> std::result::Result<Existing, Failure> {
         conn,
         migrated_from,
     })
+}
+
+/// Converts a database made with another page size (an older build's 4 KiB)
+/// to [`schema::PAGE_SIZE`], once. SQLite changes the page size of a WAL
+/// database only by leaving WAL mode and rebuilding the file (`VACUUM`,
+/// atomic under the rollback journal: a crash leaves the old file, and the
+/// next open tries again). Best effort: a failed conversion (no room for
+/// the copy, say) leaves the database as it was and costs only bytes; only
+/// failing to return to WAL mode is an error.
+pub(crate) fn set_page_size(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    if current == i64::from(schema::PAGE_SIZE) {
+        return Ok(());
+    }
+    let convert = || -> rusqlite::Result<()> {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        conn.pragma_update(None, "page_size", schema::PAGE_SIZE)?;
+        conn.execute_batch("VACUUM")
+    };
+    let outcome = convert();
+    // Back to WAL whatever happened.
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::invalid(
+            "journal mode",
+            format!("SQLite refused WAL mode after a page size change (got {mode})"),
+        ));
+    }
+    // Reopens the WAL: in exclusive locking mode, a checkpoint right after
+    // re-entering WAL mode, before any read, fails with SQLITE_LOCKED.
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    match outcome {
+        Ok(()) => tracing::info!(
+            from = current,
+            to = schema::PAGE_SIZE,
+            "session store converted to a smaller page size"
+        ),
+        Err(e) => tracing::warn!(
+            from = current,
+            error = %e,
+            "could not convert the session store's page size; it keeps the old one"
+        ),
+    }
+    Ok(())
 }
 
 /// Create the database file (0600) and its schema, and make sure the schema
@@ -471,6 +522,8 @@ fn create_fresh(paths: &Paths) -> Result<Connection> {
             detail: "a freshly created database is not empty".to_string(),
         });
     }
+    // An empty file made elsewhere can already have a page size.
+    set_page_size(&conn)?;
     schema::migrate(&mut conn, 0, CURRENT_VERSION)?;
     checkpoint_truncate(&conn)?;
     Ok(conn)

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "message inbox, outbox and the broker publish queue",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        description: "fewer pages written per message (indexes, publish queue, pending inbound)",
+        sql: V3,
+    },
 ];
 
 /// The version this build writes and understands.
@@ -274,6 +279,55 @@ CREATE INDEX message_outbox_pending ON message_outbox (seq) WHERE status = 'queu
 CREATE INDEX message_outbox_age ON message_outbox (updated_at);
 "#;
 
+// Fewer pages written per message, for the SD card (BENCHMARKS.md, "What
+// the SD card pays per message"): every page a commit touches is a WAL
+// frame.
+// - The age indexes of the outbox and of the redelivery keys, and the
+//   publish queue's (kind, seq) index, were rewritten by every status change
+//   or message but only serve the hourly prune and the depth counts, which
+//   scan these small tables instead.
+// - The publish queue loses AUTOINCREMENT: it rewrote `sqlite_sequence` on
+//   every insert. Its seqs still only grow within a run (the store hands
+//   them out above the highest it has used, see `messages.rs`), which is all
+//   the publisher, who starts from the first row after every connect, needs.
+// - whatsapp-rust's sent-message store loses its time index, written with
+//   every send; its expiry sweep (every ~5 minutes) and its eviction at the
+//   cap scan the table instead, which holds at most 4096 rows.
+// - whatsapp-rust's pending-inbound buffer (written and deleted around every
+//   received message) becomes one b-tree keyed by its lookup key instead of
+//   a table plus a unique index.
+const V3: &str = r#"
+DROP INDEX message_outbox_age;
+DROP INDEX message_inbound_seen_age;
+DROP INDEX message_publish_queue_kind;
+
+CREATE TABLE message_publish_queue_v3 (
+    seq       INTEGER PRIMARY KEY,
+    kind      TEXT NOT NULL CHECK (kind IN ('in', 'status')),
+    queued_at INTEGER NOT NULL,
+    payload   BLOB NOT NULL
+) STRICT;
+INSERT INTO message_publish_queue_v3 (seq, kind, queued_at, payload)
+    SELECT seq, kind, queued_at, payload FROM message_publish_queue;
+DROP TABLE message_publish_queue;
+ALTER TABLE message_publish_queue_v3 RENAME TO message_publish_queue;
+
+CREATE TABLE pending_inbound_v3 (
+    chat        TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    message     BLOB NOT NULL,
+    inserted_at INTEGER NOT NULL,
+    PRIMARY KEY (chat, sender, message_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO pending_inbound_v3 (chat, sender, message_id, message, inserted_at)
+    SELECT chat, sender, message_id, message, inserted_at FROM pending_inbound;
+DROP TABLE pending_inbound;
+ALTER TABLE pending_inbound_v3 RENAME TO pending_inbound;
+
+DROP INDEX sent_messages_by_time;
+"#;
+
 /// Tables holding WhatsApp key material and protocol state: everything that
 /// [`crate::SqliteStore::wipe_whatsapp_keys`] deletes. A test checks this list
 /// against the schema, so a table added later cannot be forgotten here.
@@ -308,8 +362,32 @@ pub const AGENT_TABLES: &[&str] = &[
     "message_outbox",
 ];
 
+/// The page size of our databases: the unit of every WAL frame. A commit
+/// appends each page it changed, whole, so on the SD card a small page is
+/// what a message costs: a status change touches three or four pages, and
+/// with 4 KiB pages each was a 4 KiB frame for a few dozen changed bytes.
+/// 512 bytes (SQLite's smallest) keeps the rows that matter (statuses,
+/// queue rows, sessions of a few hundred bytes) on a page or two; larger
+/// records spill into overflow pages, which cost bytes only when written.
+/// Measured: 1 KiB pages wrote ~47 KiB per send, 512 bytes ~36 KiB (before
+/// the other savings). Set before a new file's first table; an older file
+/// is converted once at open (`open::set_page_size`).
+pub const PAGE_SIZE: u32 = 512;
+
+/// Frames after which a commit checkpoints the WAL into the database
+/// (SQLite's default is 1000). A checkpoint writes every page changed since
+/// the last one to the main file and fsyncs both: the hot pages (the queue's
+/// last leaf, the outbox's, a session) are copied once per checkpoint
+/// however often they changed, so fewer checkpoints write less. 16 000
+/// frames of 536 bytes are a WAL of ~8.6 MB at most (it was ~4 MB with
+/// 1000 frames of 4 KiB); it is reused after each checkpoint, and truncated
+/// to `journal_size_limit` if it ever grew past it.
+pub const WAL_AUTOCHECKPOINT: u32 = 16000;
+
 /// Connection settings applied at every open, before anything is read.
 ///
+/// - `page_size` ([`PAGE_SIZE`]): takes effect only on a file that has no
+///   tables yet; a no-op on an existing one.
 /// - `locking_mode=EXCLUSIVE` before entering WAL: the WAL index then lives in
 ///   heap memory instead of a `-shm` file that would be memory-mapped on the SD
 ///   card and written back by the kernel. Only one connection ever opens the
@@ -323,11 +401,13 @@ pub const AGENT_TABLES: &[&str] = &[
 ///   (see `writer::Durability`).
 /// - `foreign_keys=ON`, `busy_timeout`: as required; the timeout only matters
 ///   if an outside tool briefly holds the file.
+/// - `wal_autocheckpoint` ([`WAL_AUTOCHECKPOINT`]).
 /// - `secure_delete=FAST`: deleted key material is zeroed when that costs no
 ///   extra I/O (the page is being written anyway).
 pub fn apply_pragmas(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(crate::error::StoreError::invalid(
@@ -342,6 +422,7 @@ pub fn apply_pragmas(conn: &Connection) -> Result<()> {
          PRAGMA temp_store = MEMORY;
          PRAGMA journal_size_limit = 16777216;",
     )?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(())
 }
@@ -458,6 +539,8 @@ mod tests {
     fn file_at_version(dir: &std::path::Path, version: u32) -> std::path::PathBuf {
         let path = dir.join(crate::lock::DB_FILE_NAME);
         let mut conn = Connection::open(&path).unwrap();
+        // What builds before the small page size made.
+        conn.pragma_update(None, "page_size", 4096).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         migrate(&mut conn, 0, version).unwrap();
         if version >= 1 {
@@ -498,6 +581,15 @@ mod tests {
             store.close().await.unwrap();
             let conn = Connection::open(lock.db_path()).unwrap();
             assert_eq!(user_version(&conn).unwrap(), CURRENT_VERSION);
+            // An older build's 4 KiB pages are converted once, at open.
+            let page_size: u32 = conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(page_size, PAGE_SIZE, "from version {version}");
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal", "from version {version}");
             assert_eq!(
                 schema_objects(&conn).unwrap(),
                 fresh,
@@ -518,6 +610,19 @@ mod tests {
                 migrated_from: None
             }
         );
+        {
+            use wacore::store::traits::SignalStore;
+            // Converted to the small page size, and the data kept.
+            assert_eq!(
+                store.load_identity("a@s.whatsapp.net").await.unwrap(),
+                Some([7u8; 32])
+            );
+        }
         store.close().await.unwrap();
+        let conn = Connection::open(lock.db_path()).unwrap();
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page_size, PAGE_SIZE);
     }
 }

@@ -11,6 +11,11 @@
 //! Sessions and identities use NORMAL: they change on every message, and a
 //! session lost to a power cut is re-established by the protocol's retry
 //! receipts.
+//!
+//! An identity, session or sender key written with the bytes already stored
+//! (the library re-saves what it loaded when its cache flushes) is not
+//! rewritten: the upsert's `WHERE … IS NOT excluded…` leaves the page
+//! untouched, so the commit appends no WAL frame for it.
 
 use std::sync::Arc;
 
@@ -32,7 +37,8 @@ fn identity_from_blob(blob: Vec<u8>) -> Result<[u8; 32]> {
 fn put_identity(conn: &Connection, address: &str, key: &[u8; 32]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO identities (address, key) VALUES (?1, ?2)
-         ON CONFLICT (address) DO UPDATE SET key = excluded.key",
+         ON CONFLICT (address) DO UPDATE SET key = excluded.key
+         WHERE key IS NOT excluded.key",
     )?
     .execute(params![address, &key[..]])?;
     Ok(())
@@ -41,7 +47,8 @@ fn put_identity(conn: &Connection, address: &str, key: &[u8; 32]) -> Result<()> 
 fn put_session(conn: &Connection, address: &str, record: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO sessions (address, record) VALUES (?1, ?2)
-         ON CONFLICT (address) DO UPDATE SET record = excluded.record",
+         ON CONFLICT (address) DO UPDATE SET record = excluded.record
+         WHERE record IS NOT excluded.record",
     )?
     .execute(params![address, record])?;
     Ok(())
@@ -50,7 +57,8 @@ fn put_session(conn: &Connection, address: &str, record: &[u8]) -> Result<()> {
 fn put_sender_key(conn: &Connection, address: &str, record: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO sender_keys (address, record) VALUES (?1, ?2)
-         ON CONFLICT (address) DO UPDATE SET record = excluded.record",
+         ON CONFLICT (address) DO UPDATE SET record = excluded.record
+         WHERE record IS NOT excluded.record",
     )?
     .execute(params![address, record])?;
     Ok(())
@@ -400,5 +408,57 @@ impl SignalStore for SqliteStore {
                 Ok(())
             })
             .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataDir, SqliteStore};
+
+    fn wal_len(store: &SqliteStore) -> u64 {
+        let mut wal = store.db_path().as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// The library re-saves sessions, identities and sender keys it did not
+    /// change; such a write must not append a WAL frame (a page on the SD
+    /// card), while a real change still does.
+    #[tokio::test]
+    async fn unchanged_signal_records_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDir::lock(dir.path()).unwrap();
+        let (store, _) = SqliteStore::open(&lock).await.unwrap();
+        let address = "6281111111111@s.whatsapp.net.0";
+        store.put_session(address, &[1u8; 400]).await.unwrap();
+        store.put_identity(address, [2u8; 32]).await.unwrap();
+        store.put_sender_key("group:1", &[3u8; 200]).await.unwrap();
+        let written = wal_len(&store);
+        assert!(written > 0);
+
+        store.put_session(address, &[1u8; 400]).await.unwrap();
+        store.put_identity(address, [2u8; 32]).await.unwrap();
+        store.put_sender_key("group:1", &[3u8; 200]).await.unwrap();
+        let batch: Vec<(Arc<str>, Bytes)> = vec![(Arc::from(address), Bytes::from(vec![1u8; 400]))];
+        store.put_sessions_batch(&batch).await.unwrap();
+        assert_eq!(
+            wal_len(&store),
+            written,
+            "an unchanged record was rewritten"
+        );
+
+        store.put_session(address, &[9u8; 400]).await.unwrap();
+        assert!(
+            wal_len(&store) > written,
+            "a changed session was not written"
+        );
+        assert_eq!(
+            store.get_session(address).await.unwrap().as_deref(),
+            Some(&[9u8; 400][..])
+        );
+        store.put_identity(address, [7u8; 32]).await.unwrap();
+        assert_eq!(store.load_identity(address).await.unwrap(), Some([7u8; 32]));
+        store.close().await.unwrap();
     }
 }

@@ -30,6 +30,9 @@ pub struct SqliteStore {
     /// Whether the last write failed for lack of disk space (cleared by the
     /// next write that commits). Shared by all handles of one store.
     disk_full: Arc<AtomicBool>,
+    /// The message tables' in-memory state (`messages.rs`), shared by all
+    /// handles of one store.
+    pub(crate) message_state: Arc<crate::messages::MessageState>,
 }
 
 /// No session may write.
@@ -45,14 +48,23 @@ impl SqliteStore {
     pub async fn open(lock: &DataDirLock) -> Result<(SqliteStore, OpenOutcome)> {
         let paths = Paths::new(lock.dir());
         let db_path = paths.db.clone();
-        let (writer, opened) = writer::spawn(move || open_or_recover(&paths), lock.clone())?;
-        let outcome = opened.await.map_err(|_| StoreError::WriterGone)??;
+        let (writer, opened) = writer::spawn(
+            move || {
+                let (conn, outcome) = open_or_recover(&paths)?;
+                let state = crate::messages::prepare_connection(&conn)?;
+                Ok((conn, (outcome, state)))
+            },
+            lock.clone(),
+            crate::messages::delete_acked_publications,
+        )?;
+        let (outcome, message_state) = opened.await.map_err(|_| StoreError::WriterGone)??;
         let store = SqliteStore {
             writer,
             db_path,
             session: None,
             writing_session: Arc::new(AtomicU64::new(NO_SESSION)),
             disk_full: Arc::new(AtomicBool::new(false)),
+            message_state: Arc::new(message_state),
         };
         Ok((store, outcome))
     }
@@ -76,6 +88,7 @@ impl SqliteStore {
             session: Some(session),
             writing_session: self.writing_session.clone(),
             disk_full: self.disk_full.clone(),
+            message_state: self.message_state.clone(),
         }
     }
 
@@ -145,6 +158,19 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.write_with(Durability::Normal, f).await
+    }
+
+    /// Run a closure that records deferred work (the writer's module docs):
+    /// it writes only TEMP tables, and the database changes it stands for
+    /// are made in the next commit that writes anyway, within
+    /// [`writer::DEFER_AT_MOST`]. Not fenced: only the agent's own handle
+    /// uses it, for the agent's tables.
+    pub(crate) async fn write_deferring<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call_deferring(f).await
     }
 
     /// Like [`Self::write`], but the commit is fsynced before returning.

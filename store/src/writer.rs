@@ -18,6 +18,16 @@
 //! card — and no one waits behind N separate commits. Nobody is answered before
 //! the commit that contains their work, so an answer always means "on disk in
 //! the WAL" (and synced, for [`Durability::Full`] jobs).
+//!
+//! Deferred work: a job sent with [`WriterHandle::call_deferring`] records
+//! work for later instead of writing the database (the store's one use:
+//! publications the broker acked, noted in a TEMP table, which SQLite keeps
+//! in memory). The thread then runs the store's `flush_deferred` inside the
+//! next group that writes the database, so that work costs no commit of its
+//! own and usually no page of its own either (the acked rows share a leaf
+//! with the rows being added), or after [`DEFER_AT_MOST`] without such a
+//! group, or before a checkpoint and at close. A process crash before then
+//! loses only what the deferred work would have undone.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -31,6 +41,12 @@ use crate::error::{Result, StoreError};
 /// Largest number of jobs folded into one transaction. Bounds the time a reply
 /// can wait behind others' work.
 const MAX_GROUP: usize = 256;
+
+/// The longest deferred work waits for a group that writes anyway.
+pub(crate) const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the deferred work inside a transaction.
+pub(crate) type FlushDeferred = fn(&Connection) -> Result<()>;
 
 /// How hard a job's commit must push the data towards the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +68,8 @@ trait Task: Send {
     fn run(self: Box<Self>, conn: &Connection) -> (Box<dyn Finish>, bool);
     /// The work could not even start (the transaction failed to begin).
     fn abort(self: Box<Self>, err: StoreError);
+    /// Whether the job writes (runs in a savepoint).
+    fn writes(&self) -> bool;
 }
 
 /// Delivers a job's result once its transaction's fate is known.
@@ -87,6 +105,10 @@ where
 
     fn abort(self: Box<Self>, err: StoreError) {
         let _ = self.reply.send(Err(err));
+    }
+
+    fn writes(&self) -> bool {
+        self.write
     }
 }
 
@@ -146,6 +168,9 @@ enum Msg {
     Txn {
         durability: Durability,
         task: Box<dyn Task>,
+        /// Records deferred work (see the module docs) rather than writing
+        /// the database.
+        defers: bool,
     },
     Standalone(Standalone),
     /// Stop after the jobs queued before this one; reply once the connection
@@ -166,10 +191,38 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.send_txn(durability, write, false, f).await
+    }
+
+    /// Run `f`, which records deferred work, in a transaction on the writer
+    /// thread; the deferred work itself runs later (module docs).
+    pub(crate) async fn call_deferring<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.send_txn(Durability::Normal, true, true, f).await
+    }
+
+    async fn send_txn<T, F>(
+        &self,
+        durability: Durability,
+        write: bool,
+        defers: bool,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let task = Box::new(TypedTask { f, write, reply });
         self.tx
-            .send(Msg::Txn { durability, task })
+            .send(Msg::Txn {
+                durability,
+                task,
+                defers,
+            })
             .map_err(|_| StoreError::Closed)?;
         // A dropped reply means the thread went away with our job still
         // queued: the store was closed (or the thread died).
@@ -209,10 +262,12 @@ impl WriterHandle {
 /// integrity check and migrations: blocking work); its outcome is returned
 /// through the oneshot and, on success, the thread starts serving jobs.
 /// `keep_alive` (the data directory lock) is dropped only after the
-/// connection is closed.
+/// connection is closed. `flush_deferred` runs the work that
+/// [`WriterHandle::call_deferring`] jobs leave for later.
 pub(crate) fn spawn<O, K>(
     open: impl FnOnce() -> Result<(Connection, O)> + Send + 'static,
     keep_alive: K,
+    flush_deferred: FlushDeferred,
 ) -> Result<(WriterHandle, oneshot::Receiver<Result<O>>)>
 where
     O: Send + 'static,
@@ -233,7 +288,7 @@ where
                     return;
                 }
             };
-            let closed = serve(conn, rx);
+            let closed = serve(conn, rx, flush_deferred);
             // Release the lock before answering close(), so a caller that
             // drops its own lock handle next finds the directory free.
             drop(keep_alive);
@@ -250,27 +305,69 @@ where
 fn serve(
     mut conn: Connection,
     rx: mpsc::Receiver<Msg>,
+    flush_deferred: FlushDeferred,
 ) -> Option<(oneshot::Sender<Result<()>>, Result<()>)> {
     let mut next: Option<Msg> = None;
+    // Since when deferred work waits, if any does.
+    let mut deferred_since: Option<std::time::Instant> = None;
     loop {
         let msg = match next.take() {
             Some(m) => m,
-            None => match rx.recv() {
-                Ok(m) => m,
-                // Every handle dropped without close(): close quietly.
-                Err(_) => break,
-            },
+            None => {
+                let received = match deferred_since {
+                    None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    Some(since) => rx.recv_timeout(DEFER_AT_MOST.saturating_sub(since.elapsed())),
+                };
+                match received {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if run_deferred_alone(&conn, flush_deferred) {
+                            deferred_since = None;
+                        } else {
+                            // Try again a full period later.
+                            deferred_since = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    }
+                    // Every handle dropped without close(): close quietly.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
         };
         match msg {
-            Msg::Standalone(job) => job(&mut conn),
-            Msg::Close(reply) => return Some((reply, shutdown(conn))),
-            Msg::Txn { durability, task } => {
-                let mut group = vec![task];
+            Msg::Standalone(job) => {
+                // A checkpoint must find the deferred work done.
+                if deferred_since.is_some() && run_deferred_alone(&conn, flush_deferred) {
+                    deferred_since = None;
+                }
+                job(&mut conn)
+            }
+            Msg::Close(reply) => {
+                if deferred_since.is_some() {
+                    run_deferred_alone(&conn, flush_deferred);
+                }
+                return Some((reply, shutdown(conn)));
+            }
+            Msg::Txn {
+                durability,
+                task,
+                defers,
+            } => {
                 let mut full = durability == Durability::Full;
+                let mut any_defers = defers;
+                // Whether a job writes the database itself.
+                let mut writes = !defers && task.writes();
+                let mut group = vec![task];
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Msg::Txn { durability, task }) => {
+                        Ok(Msg::Txn {
+                            durability,
+                            task,
+                            defers,
+                        }) => {
                             full |= durability == Durability::Full;
+                            any_defers |= defers;
+                            writes |= !defers && task.writes();
                             group.push(task);
                         }
                         Ok(other) => {
@@ -280,9 +377,20 @@ fn serve(
                         Err(_) => break,
                     }
                 }
-                run_group(&conn, group, full);
+                // The deferred work rides along with a group that writes
+                // the database anyway (not with one that only defers).
+                let flush = (deferred_since.is_some() || any_defers) && writes;
+                let flushed = run_group(&conn, group, full, flush.then_some(flush_deferred));
+                if flushed {
+                    deferred_since = None;
+                } else if any_defers && deferred_since.is_none() {
+                    deferred_since = Some(std::time::Instant::now());
+                }
             }
         }
+    }
+    if deferred_since.is_some() {
+        run_deferred_alone(&conn, flush_deferred);
     }
     if let Err(e) = shutdown(conn) {
         tracing::warn!(error = %e, "closing the session store failed");
@@ -290,7 +398,34 @@ fn serve(
     None
 }
 
-fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
+/// The deferred work in a transaction of its own. True if it committed.
+fn run_deferred_alone(conn: &Connection, flush_deferred: FlushDeferred) -> bool {
+    let result = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(StoreError::from)
+        .and_then(|()| match catch(conn, flush_deferred) {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(StoreError::from),
+            Err(e) => Err(e),
+        });
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::warn!(error = %e, "store: deferred work failed; it is tried again");
+            false
+        }
+    }
+}
+
+/// Runs one group in one transaction; with `flush`, the deferred work too,
+/// after the jobs (in its own savepoint). Returns true if the deferred work
+/// was committed.
+fn run_group(
+    conn: &Connection,
+    group: Vec<Box<dyn Task>>,
+    full: bool,
+    flush: Option<FlushDeferred>,
+) -> bool {
     // `synchronous` cannot change inside a transaction, so it is set for the
     // whole group before BEGIN and put back after COMMIT.
     if full && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
@@ -298,7 +433,7 @@ fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
         for t in group {
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
-        return;
+        return false;
     }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = Arc::new(e);
@@ -306,7 +441,7 @@ fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
         restore_normal(conn, full);
-        return;
+        return false;
     }
     let mut poisoned = false;
     let finishes: Vec<Box<dyn Finish>> = group
@@ -317,6 +452,17 @@ fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
             finish
         })
         .collect();
+    let mut flushed = false;
+    if let Some(flush) = flush
+        && !poisoned
+    {
+        let (result, p) = run_in_savepoint(conn, flush);
+        poisoned |= p;
+        match result {
+            Ok(()) => flushed = true,
+            Err(e) => tracing::warn!(error = %e, "store: deferred work failed; it is tried again"),
+        }
+    }
     let commit = if poisoned {
         Err(Arc::new(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
@@ -331,9 +477,11 @@ fn run_group(conn: &Connection, group: Vec<Box<dyn Task>>, full: bool) {
         let _ = conn.execute_batch("ROLLBACK");
     }
     restore_normal(conn, full);
+    let committed = commit.is_ok();
     for f in finishes {
         f.finish(commit.as_ref().map(|_| ()));
     }
+    flushed && committed
 }
 
 fn restore_normal(conn: &Connection, full: bool) {
@@ -378,10 +526,17 @@ mod tests {
             move || {
                 let conn = Connection::open(path)?;
                 crate::schema::apply_pragmas(&conn)?;
-                conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")?;
+                conn.execute_batch(
+                    "CREATE TABLE t (x INTEGER NOT NULL);
+                     CREATE TEMP TABLE later (x INTEGER NOT NULL);",
+                )?;
                 Ok((conn, ()))
             },
             (),
+            |c| {
+                c.execute_batch("INSERT INTO t SELECT x FROM temp.later; DELETE FROM temp.later;")?;
+                Ok(())
+            },
         )
         .unwrap();
         drop(opened);
