@@ -113,7 +113,8 @@ apt_update() {
 }
 tools() {
     local need=() arches t
-    for p in rustc-web cargo-web qemu-user-static binutils dpkg-dev; do installed "$p" || need+=("$p"); done
+    # python3: reads cargo's build messages and metadata (the test lists).
+    for p in rustc-web cargo-web qemu-user-static binutils dpkg-dev python3; do installed "$p" || need+=("$p"); done
     for t in "${targets[@]}"; do
         for p in "gcc-${gnu[$t]}" "libc6-dev-${deb_arch[$t]}-cross" "libc6:${deb_arch[$t]}"; do
             installed "$p" || need+=("$p")
@@ -180,6 +181,7 @@ pi_cargo() { # [PI_TARGETS="T..."] pi_cargo ARGS...: cargo for those targets (de
     done
     # One target at a time: its programs run their own children under qemu.
     ((${#ts[@]} == 1)) && envs+=("OUTLET_TEST_RUNNER=${qemu[${ts[0]}]}")
+    tests/settle-build-outputs "$CARGO_TARGET_DIR"
     env RUSTC="$DEBIAN_RUSTC" RUSTDOC=/usr/bin/rustdoc CARGO_PROFILE_DEV_DEBUG=line-tables-only "${envs[@]}" \
         "$DEBIAN_CARGO" "$@" --locked "${args[@]}"
 }
@@ -247,32 +249,111 @@ for t in "${targets[@]}"; do
 done
 
 # --- Test builds -------------------------------------------------------------
-# The dev profile (unoptimised): compiling is what costs here, and the suites
-# run in about two minutes even emulated. Line tables only, no full debug
-# info: a panic still names file and line, and the builds and links are
-# lighter (pi_cargo sets CARGO_PROFILE_DEV_DEBUG; the host's target/ keeps
-# the workspace's own profile, so `tests/run`'s build is reused).
-log "test builds: store and display suites, the agent's demo build"
-timed "store+display test build" pi_cargo test --no-run -p outlet-store -p outlet-display >"$work/unit-build.log" 2>&1 ||
-    { tail -n 60 "$work/unit-build.log"; abort "cargo test --no-run -p outlet-store -p outlet-display"; }
-# A test build (`demo`: the agent accepts the fake server's endpoint on
-# loopback only), driven by the host's own harness below.
-timed "agent demo build" pi_cargo build -p outlet-agent --bin outlet-agent --features demo ||
-    abort "cargo build --features demo (${targets[*]})"
+# One dev build (unoptimised: compiling is what costs here, and the suites run
+# in a few minutes even emulated) for both targets, in one cargo run: the
+# store's and the display's test suites, and the agent's `demo` build (the
+# agent accepts the fake server's endpoint on loopback only) that the host's
+# harness drives below. Built apart, the two builds resolved different
+# features for the crates they share (the agent's dependencies turn on more),
+# so those crates compiled twice per target. Built together, every crate of
+# the store's and display's tests has the features it has in the host's
+# `tests/run` build of the whole workspace: the suites are built for ARM
+# exactly as they are built and run on the host.
+#
+# cargo builds a package's binary in a test build only for its integration
+# tests, so the agent's `e2e_pairing` test is built too (never run here);
+# `--lib` also builds the agent's unit tests (not run either). The doc tests
+# are compiled and run in the test step, as `cargo test` did.
+#
+# Line tables only, no full debug info: a panic still names file and line,
+# and the builds and links are lighter (pi_cargo sets
+# CARGO_PROFILE_DEV_DEBUG; the host's target/ keeps the workspace's own
+# profile, so `tests/run`'s build is reused).
+log "test build: store and display suites, the agent's demo build"
+# The store's and display's manifests and integration tests (cargo has no
+# per-package target selection: each test is named; a new test file joins by
+# itself).
+suite_metadata() {
+    cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] in ("outlet-store", "outlet-display"):
+        print("manifest", p["manifest_path"])
+        for t in p["targets"]:
+            if "test" in t["kind"]:
+                print("test", t["name"])'
+}
+suite_manifests=()
+test_args=()
+while read -r kind value; do
+    case "$kind" in
+    manifest) suite_manifests+=("$value") ;;
+    test) test_args+=(--test "$value") ;;
+    esac
+done < <(suite_metadata)
+((${#suite_manifests[@]} == 2 && ${#test_args[@]})) ||
+    abort "cargo metadata: no outlet-store and outlet-display with integration tests"
+suites=(-p outlet-store -p outlet-display -p outlet-agent --features outlet-agent/demo)
+# The store's and display's test executables, from cargo's messages: one line
+# per executable, "<target triple> <package directory> <executable>" (tabs).
+executables() {
+    python3 -c '
+import json, os, sys
+root, manifests = sys.argv[1], sys.argv[2:]
+for line in sys.stdin:
+    if not line.startswith("{"):
+        continue
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m["profile"]["test"] or not m.get("executable"):
+        continue
+    if m["manifest_path"] not in manifests:
+        continue
+    exe = m["executable"]
+    triple = os.path.relpath(exe, root).split(os.sep)[0]
+    print(triple, os.path.dirname(m["manifest_path"]), exe, sep="\t")
+' "$CARGO_TARGET_DIR" "${suite_manifests[@]}"
+}
+test_build() {
+    pi_cargo test --no-run --message-format=json-render-diagnostics "${suites[@]}" --lib "${test_args[@]}" --test e2e_pairing \
+        >"$work/unit-build.json" 2>"$work/unit-build.log" || { tail -n 60 "$work/unit-build.log"; return 1; }
+    executables <"$work/unit-build.json" >"$work/unit-tests.list"
+    cut -f 3 "$work/unit-tests.list"
+}
+timed "test build" test_build || abort "cargo test --no-run ${suites[*]} (${targets[*]})"
 
 # The host harness, built as `tests/run` builds it (the whole workspace, so
-# the same features and, after `tests/run`, nothing to rebuild).
+# the same features and, after `tests/run`, nothing to rebuild). Verbose:
+# should cargo rebuild anything, its "Dirty" lines say why.
 log "host harness"
-timed "host harness build" env CARGO_TARGET_DIR="$repo/target" cargo nextest run --workspace --no-run ||
-    abort "cargo nextest run --workspace --no-run"
+harness_build() {
+    local status=0
+    tests/settle-build-outputs "$repo/target"
+    env CARGO_TARGET_DIR="$repo/target" cargo nextest run --workspace --no-run --cargo-verbose \
+        >"$work/harness-build.log" 2>&1 || status=$?
+    grep -E '^ *(Dirty|Compiling|Finished|error)' "$work/harness-build.log" || true
+    ((status == 0)) || { tail -n 40 "$work/harness-build.log"; return 1; }
+}
+timed "host harness build" harness_build || abort "cargo nextest run --workspace --no-run"
 
 for t in "${targets[@]}"; do
     a="${deb_arch[$t]}"
     log "$t: store and display tests under qemu"
+    # What `cargo test` would do for these suites: each test executable from
+    # its package's directory, through qemu, then the doc tests (compiled for
+    # $t; the same selection and features as the build, so nothing rebuilds).
     unit_tests() {
-        local status=0
-        PI_TARGETS="$t" pi_cargo test --no-fail-fast -p outlet-store -p outlet-display >"$work/unit-$a.log" 2>&1 ||
-            status=$?
+        local status=0 triple dir exe ran=0
+        : >"$work/unit-$a.log"
+        while IFS=$'\t' read -r triple dir exe; do
+            [[ "$triple" == "$t" ]] || continue
+            ran=$((ran + 1))
+            printf '     Running %s\n' "${exe#"$CARGO_TARGET_DIR"/}" >>"$work/unit-$a.log"
+            (cd "$dir" && OUTLET_TEST_RUNNER="${qemu[$t]}" "${qemu[$t]}" "$exe") >>"$work/unit-$a.log" 2>&1 || status=1
+        done <"$work/unit-tests.list"
+        # The unit tests of both libraries and every integration test.
+        ((ran == 2 + ${#test_args[@]} / 2)) ||
+            { echo "  $ran test executables for $t, want $((2 + ${#test_args[@]} / 2))" | tee -a "$work/unit-$a.log"; status=1; }
+        PI_TARGETS="$t" pi_cargo test --doc "${suites[@]}" >>"$work/unit-$a.log" 2>&1 || status=1
         grep -E '^(test result|     Running|   Doc-tests)' "$work/unit-$a.log" || true
         ((status == 0)) || { tail -n 60 "$work/unit-$a.log"; return 1; }
     }
