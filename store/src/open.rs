@@ -298,9 +298,13 @@ fn inspect(paths: &Paths) -> Result<Inspect> {
     };
     // With a non-empty WAL the main file may legitimately be short (a
     // checkpoint interrupted before it extended the file); SQLite replays the
-    // WAL and quick_check judges the result.
+    // WAL and quick_check judges the result. The same holds for a hot
+    // rollback journal, which only the one-time page-size conversion
+    // (`VACUUM` outside WAL) can leave: a power cut may have written the new
+    // header before the file grew, and SQLite rolls it back at open.
     let wal_len = std::fs::metadata(paths.sidecar("-wal")).map_or(0, |m| m.len());
-    if wal_len == 0 {
+    let journal_len = std::fs::metadata(paths.sidecar("-journal")).map_or(0, |m| m.len());
+    if wal_len == 0 && journal_len == 0 {
         let be32 =
             |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let pages = u64::from(be32(28));
@@ -430,18 +434,23 @@ fn open_existing(paths: &Paths) -> std::result::Result<Existing, Failure> {
     }
     schema::apply_pragmas(&conn)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
-    set_page_size(&conn).map_err(Failure::Environment)?;
     let migrated_from = if version < CURRENT_VERSION {
         schema::migrate(&mut conn, version, CURRENT_VERSION).map_err(Failure::Environment)?;
         Some(version)
     } else {
         None
     };
+    // After the migration, so the rebuild also compacts what it freed.
+    set_page_size(&conn).map_err(Failure::Environment)?;
     Ok(Existing::Ours {
         conn,
         migrated_from,
     })
 }
+
+/// The largest database (in used bytes) whose page size is converted at
+/// open; see [`set_page_size`].
+pub(crate) const MAX_CONVERTED_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Converts a database made with another page size (an older build's 4 KiB)
 /// to [`schema::PAGE_SIZE`], once. SQLite changes the page size of a WAL
@@ -450,9 +459,32 @@ fn open_existing(paths: &Paths) -> std::result::Result<Existing, Failure> {
 /// next open tries again). Best effort: a failed conversion (no room for
 /// the copy, say) leaves the database as it was and costs only bytes; only
 /// failing to return to WAL mode is an error.
+///
+/// `VACUUM` builds the new file in temporary storage, which is memory here
+/// (`temp_store = MEMORY`): a database larger than
+/// [`MAX_CONVERTED_BYTES`] (a full inbox after a long broker outage) keeps
+/// its page size rather than risk the Pi's memory at every start. The
+/// rebuild runs with `synchronous = FULL`, so a power cut in the middle
+/// leaves the old file or the new one, pairing keys included.
 pub(crate) fn set_page_size(conn: &Connection) -> Result<()> {
+    set_page_size_within(conn, MAX_CONVERTED_BYTES)
+}
+
+/// [`set_page_size`] for a database of at most `max_bytes` used bytes.
+pub(crate) fn set_page_size_within(conn: &Connection, max_bytes: u64) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     if current == i64::from(schema::PAGE_SIZE) {
+        return Ok(());
+    }
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let bytes = u64::try_from((pages - free).max(0) * current).unwrap_or(u64::MAX);
+    if bytes > max_bytes {
+        tracing::info!(
+            bytes,
+            page_size = current,
+            "the session store is too large to convert its page size now; it keeps the old one"
+        );
         return Ok(());
     }
     let convert = || -> rusqlite::Result<()> {
@@ -462,7 +494,10 @@ pub(crate) fn set_page_size(conn: &Connection) -> Result<()> {
             return Err(rusqlite::Error::InvalidQuery);
         }
         conn.pragma_update(None, "page_size", schema::PAGE_SIZE)?;
-        conn.execute_batch("VACUUM")
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let vacuum = conn.execute_batch("VACUUM");
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        vacuum
     };
     let outcome = convert();
     // Back to WAL whatever happened.

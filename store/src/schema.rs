@@ -554,6 +554,37 @@ mod tests {
         path
     }
 
+    /// A database too large to rebuild in memory keeps its page size (and
+    /// WAL mode); one within the bound is converted, data and all.
+    #[test]
+    fn only_a_database_within_the_bound_is_converted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = file_at_version(tmp.path(), CURRENT_VERSION);
+        let conn = Connection::open(&path).unwrap();
+        let page_size = |conn: &Connection| -> u32 {
+            conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        let mode = |conn: &Connection| -> String {
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap()
+        };
+        crate::open::set_page_size_within(&conn, 4096).unwrap();
+        assert_eq!(page_size(&conn), 4096);
+        assert_eq!(mode(&conn), "wal");
+        crate::open::set_page_size_within(&conn, u64::MAX).unwrap();
+        assert_eq!(page_size(&conn), PAGE_SIZE);
+        assert_eq!(mode(&conn), "wal");
+        let key: Vec<u8> = conn
+            .query_row(
+                "SELECT key FROM identities WHERE address = 'a@s.whatsapp.net'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(key, vec![7u8; 32]);
+    }
+
     /// Every earlier version (0 = empty file) migrates to the current schema,
     /// keeps its data, and ends up identical to a freshly created database.
     #[tokio::test]
