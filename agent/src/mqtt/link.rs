@@ -28,10 +28,10 @@ use tokio::time::Sleep;
 
 use crate::command::Commands;
 use crate::config::Config;
-use crate::health::{Health, SessionState, Transition};
+use crate::health::{Health, MqttStatus, SessionState, Transition};
 use crate::mqtt::discovery::DiscoveryMessage;
 use crate::mqtt::driver::{DriverEvent, FailureLog, drive};
-use crate::mqtt::{MqttStatus, redact, requests, telemetry};
+use crate::mqtt::{redact, requests, telemetry};
 use crate::topics::Topics;
 
 /// Requests handled at once; more are answered `busy`.

@@ -56,10 +56,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-pub use crate::health::MqttStatus;
-use crate::health::SupervisorLink;
+use crate::health::{MqttStatus, SupervisorLink};
 
-pub use crate::topics::{TopicError, Topics};
+use crate::topics::Topics;
 pub use options::OptionsError;
 
 /// The running link.
