@@ -20,11 +20,15 @@ pub struct Account {
     pub platform: String,
 }
 
+/// The default account's LID (a fixed, recognisable one: the account's LID
+/// is WhatsApp's to give, not derived from its number).
+pub const ACCOUNT_LID: &str = "100000000000001";
+
 impl Default for Account {
     fn default() -> Self {
         Self {
             phone: "6281234567890".into(),
-            lid: "100000000000001".into(),
+            lid: ACCOUNT_LID.into(),
             business_name: Some("Outlet Jakarta".into()),
             platform: "android".into(),
         }
@@ -54,6 +58,53 @@ pub struct ServerConfig {
     pub contacts: Vec<Contact>,
 }
 
+/// How WhatsApp addresses a contact's messages to the account
+/// (control command `contact-addressing`).
+///
+/// Since 2025 WhatsApp addresses most one-to-one chats by LID: a stanza
+/// comes `from="<lid>@lid"` and carries the phone number in `sender_pn`
+/// only when the contact shares it with the account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addressing {
+    /// From the phone-number JID, as before LIDs.
+    Pn,
+    /// From the LID, with the number in `sender_pn` (`participant_pn` in
+    /// groups): the default, as on WhatsApp now.
+    #[default]
+    Lid,
+    /// From the LID and no number anywhere: a stranger met in a group, a
+    /// contact reached by username.
+    LidHidden,
+}
+
+impl std::str::FromStr for Addressing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pn" => Ok(Self::Pn),
+            "lid" => Ok(Self::Lid),
+            "lid-hidden" => Ok(Self::LidHidden),
+            other => Err(format!(
+                "unknown addressing {other:?} (pn, lid, lid-hidden)"
+            )),
+        }
+    }
+}
+
+/// The LID WhatsApp gives the user with phone number `number` on this
+/// server: 15 digits, derived from the number (FNV-1a) so that a test can
+/// predict it, and never starting with 0.
+pub fn lid_for(number: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in number.bytes().filter(u8::is_ascii_digit) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const SPAN: u64 = 900_000_000_000_000;
+    (100_000_000_000_000 + hash % SPAN).to_string()
+}
+
 /// A simulated WhatsApp user: a number, the name its phone announces
 /// (`notify`), and how many devices it has.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -66,6 +117,10 @@ pub struct Contact {
     /// contact are fanned out by the client to every one of them.
     #[serde(default)]
     pub companions: u16,
+    /// How its messages are addressed (LID with the number beside it,
+    /// unless set otherwise).
+    #[serde(default)]
+    pub addressing: Addressing,
 }
 
 impl Contact {
@@ -74,7 +129,14 @@ impl Contact {
             number: number.into(),
             name: name.into(),
             companions: 0,
+            addressing: Addressing::default(),
         }
+    }
+
+    /// The same contact, addressed as `addressing`.
+    pub fn addressed(mut self, addressing: Addressing) -> Self {
+        self.addressing = addressing;
+        self
     }
 
     /// The same contact with `n` companion devices (ids 1..=n).
@@ -105,5 +167,27 @@ impl Default for ServerConfig {
             link_code_lifetime: Duration::from_secs(180),
             contacts: default_contacts(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lids_are_fifteen_digits_stable_and_distinct() {
+        let a = lid_for("6281111111111");
+        assert_eq!(a.len(), 15);
+        assert!(a.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(a, lid_for("+62 811-1111-1111"));
+        assert_ne!(a, lid_for("6282222222222"));
+    }
+
+    #[test]
+    fn addressing_parses_its_three_words() {
+        assert_eq!("pn".parse(), Ok(Addressing::Pn));
+        assert_eq!("lid".parse(), Ok(Addressing::Lid));
+        assert_eq!("lid-hidden".parse(), Ok(Addressing::LidHidden));
+        assert!("phone".parse::<Addressing>().is_err());
     }
 }

@@ -286,6 +286,37 @@ impl Contacts {
                 .is_empty()
     }
 
+    /// The LID of `number`: the account's own, a contact's, or the one
+    /// WhatsApp would give any other number ([`crate::config::lid_for`]).
+    pub fn lid(&self, number: &str) -> String {
+        let account = &self.shared.config.account;
+        if number == account.phone {
+            return account.lid.clone();
+        }
+        self.shared
+            .state()
+            .messaging
+            .contacts
+            .get(number)
+            .map_or_else(|| crate::config::lid_for(number), |c| c.lid.clone())
+    }
+
+    /// How `number`'s messages are addressed from now on.
+    pub fn set_addressing(
+        &self,
+        number: &str,
+        addressing: crate::config::Addressing,
+    ) -> Result<(), MessageError> {
+        let mut state = self.shared.state();
+        let contact = state
+            .messaging
+            .contacts
+            .get_mut(number)
+            .ok_or_else(|| MessageError::UnknownContact(number.to_string()))?;
+        contact.addressing = addressing;
+        Ok(())
+    }
+
     /// The configured contacts' numbers.
     pub fn numbers(&self) -> Vec<String> {
         self.shared

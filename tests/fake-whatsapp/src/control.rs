@@ -27,6 +27,8 @@
 //! | `contact-reply <number> <quoted-id> <text>`, `contact-react <number> <id> <emoji>` | a quoting reply, a reaction |
 //! | `contact-location <number> <lat> <lon> <name>` | a shared location |
 //! | `contact-group <group-jid> <number> <text>` | the contact posts in a group (sender keys) |
+//! | `lid <number>` | the LID of the account, a contact or any number (`{"lid"}`) |
+//! | `contact-addressing <number> pn\|lid\|lid-hidden` | how the contact's messages are addressed: by number, by LID with the number in `sender_pn` (the default), by LID alone |
 //! | `contact-inbox <number>` | what the contact decrypted, in order, with ids (`{"inbox":[…]}`) |
 //! | `contact-receipts <number>` | the receipts it got (`{"receipts":[…]}`) |
 //! | `contact-reinstall <number>` | new identity and keys on all its devices |
@@ -294,6 +296,24 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             Ok(json!({ "id": id }))
         }
+        "lid" => {
+            let who = digits(arg);
+            if who.is_empty() {
+                return Err("usage: lid <number>".into());
+            }
+            Ok(json!({ "lid": server.contacts().lid(&who) }))
+        }
+        "contact-addressing" => {
+            let (who, mode) = arg
+                .split_once(' ')
+                .ok_or("usage: contact-addressing <number> pn|lid|lid-hidden")?;
+            let addressing: crate::config::Addressing = mode.trim().parse()?;
+            server
+                .contacts()
+                .set_addressing(&digits(who), addressing)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({}))
+        }
         "contact-inbox" => {
             let inbox = server
                 .contacts()
@@ -413,6 +433,10 @@ mod tests {
             "contact-inbox 6299999999999",
             "offline-queue 6281234567890:9@s.whatsapp.net",
             "receipts sometimes",
+            "lid",
+            "contact-addressing 6281111111111",
+            "contact-addressing 6281111111111 email",
+            "contact-addressing 6299999999999 lid",
             "duplicate-next many",
             "contact-burst 6281111111111",
             "contact-burst 6281111111111 lots",
@@ -427,6 +451,12 @@ mod tests {
         assert_eq!(reply["inbox"], json!([]));
         let reply = handle_line(&server, "contact-receipts 6281111111111").await;
         assert_eq!(reply["receipts"], json!([]));
+        let reply = handle_line(&server, "lid +62 811-1111-1111").await;
+        assert_eq!(reply["lid"], crate::config::lid_for("6281111111111"));
+        let reply = handle_line(&server, "lid 6281234567890").await;
+        assert_eq!(reply["lid"], crate::config::ACCOUNT_LID);
+        let reply = handle_line(&server, "contact-addressing 6281111111111 lid-hidden").await;
+        assert_eq!(reply["ok"], true, "{reply}");
         let reply = handle_line(&server, "receipts delay 50").await;
         assert_eq!(reply["ok"], true);
     }

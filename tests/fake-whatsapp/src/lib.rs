@@ -46,7 +46,7 @@ pub mod server;
 pub mod signal;
 mod state;
 
-pub use config::{Account, Contact, ServerConfig};
+pub use config::{Account, Addressing, Contact, ServerConfig, lid_for};
 pub use contacts::{Contacts, MediaKind};
 pub use messaging::{InboxEntry, MessageError, QueuedSummary, ReceiptEntry};
 pub use noise::HandshakeKind;

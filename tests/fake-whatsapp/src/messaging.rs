@@ -24,7 +24,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, JidExt as _, Node, NodeContent};
 use waproto::whatsapp as wa;
 
-use crate::config::ServerConfig;
+use crate::config::{Account, Addressing, ServerConfig};
 use crate::keys::{self, KeyBundle};
 use crate::observe::ServerEvent;
 use crate::responder::attr;
@@ -99,6 +99,10 @@ struct SentRecord {
 
 pub(crate) struct ContactState {
     pub name: String,
+    /// Its LID user part ([`crate::config::lid_for`] of its number).
+    pub lid: String,
+    /// How its messages to the account are addressed.
+    pub addressing: Addressing,
     pub devices: Vec<u16>,
     pub on_whatsapp: bool,
     pub inbox: Vec<InboxEntry>,
@@ -144,6 +148,48 @@ pub(crate) struct MessagingState {
 }
 
 impl MessagingState {
+    /// The phone-number JID (same device) of `jid`, which may be a LID:
+    /// WhatsApp takes either address of a user interchangeably in key
+    /// fetches, device lists, recipients and receipts. `None` for a LID
+    /// nobody on this server has.
+    pub(crate) fn pn_of(&self, account: &Account, jid: &Jid) -> Option<Jid> {
+        if !jid.is_lid() {
+            return Some(jid.clone());
+        }
+        let number = if jid.user == account.lid {
+            account.phone.clone()
+        } else {
+            self.contacts
+                .iter()
+                .find(|(_, c)| c.lid == jid.user)
+                .map(|(number, _)| number.clone())?
+        };
+        Some(device_jid(&number, jid.device))
+    }
+
+    /// How `(number, device)` is addressed on a stanza to the account:
+    /// the sender (or group participant) JID, and the phone-number JID
+    /// that goes beside a LID when the contact shares its number.
+    fn address_of(&self, number: &str, device: u16) -> (Jid, Option<Jid>) {
+        let pn = device_jid(number, device);
+        match self.contacts.get(number) {
+            Some(c) if c.addressing == Addressing::Lid => {
+                (Jid::lid_device(c.lid.clone(), device), Some(pn))
+            }
+            Some(c) if c.addressing == Addressing::LidHidden => {
+                (Jid::lid_device(c.lid.clone(), device), None)
+            }
+            _ => (pn, None),
+        }
+    }
+
+    /// True when `number` is addressed by its LID.
+    fn lid_addressed(&self, number: &str) -> bool {
+        self.contacts
+            .get(number)
+            .is_some_and(|c| c.addressing != Addressing::Pn)
+    }
+
     /// Companions with an uploaded bundle (the ones a sender encrypts for).
     pub(crate) fn account_targets(&self, shared: &Shared, devices: &[u16]) -> Vec<u16> {
         let phone = &shared.config.account.phone;
@@ -204,6 +250,8 @@ pub(crate) fn setup(
             contact.number.clone(),
             ContactState {
                 name: contact.name.clone(),
+                lid: crate::config::lid_for(&contact.number),
+                addressing: contact.addressing,
                 devices,
                 on_whatsapp: true,
                 inbox: Vec::new(),
@@ -623,33 +671,32 @@ async fn send_pairwise(
     };
     let media = wacore::send::media_type_from_message(message);
     let mut encs = vec![enc_node(kind, ciphertext, media)];
-    let from = match group {
-        Some((group_jid, ref skmsg)) => {
-            encs.push(
-                NodeBuilder::new("enc")
-                    .attr("v", "2")
-                    .attr("type", "skmsg")
-                    .bytes(skmsg.clone())
-                    .build(),
-            );
-            group_jid.to_string()
-        }
-        None => device_jid(from_user, from_device).to_string(),
-    };
-    let mut b = NodeBuilder::new("message")
-        .attr("from", from.clone())
+    if let Some((_, ref skmsg)) = group {
+        encs.push(
+            NodeBuilder::new("enc")
+                .attr("v", "2")
+                .attr("type", "skmsg")
+                .bytes(skmsg.clone())
+                .build(),
+        );
+    }
+    let b = NodeBuilder::new("message")
         .attr("id", id.to_string())
         .attr("t", crate::connection::unix_now().to_string())
         .attr("type", stanza_type(message));
-    if group.is_some() {
-        b = b.attr(
-            "participant",
-            device_jid(from_user, from_device).to_string(),
-        );
-    }
-    if from_user == phone {
-        b = b.attr("category", "peer");
-    }
+    let (mut b, from) = if from_user == phone {
+        let from = device_jid(from_user, from_device).to_string();
+        (b.attr("from", from.clone()).attr("category", "peer"), from)
+    } else {
+        let state = shared.state();
+        sender_attrs(
+            b,
+            &state.messaging,
+            from_user,
+            from_device,
+            group.as_ref().map(|(g, _)| *g),
+        )
+    };
     if let Some(n) = notify {
         b = b.attr("notify", n.to_string());
     }
@@ -672,6 +719,46 @@ async fn send_pairwise(
         enc: kind,
     });
     Ok(kind)
+}
+
+/// The sender's attributes of a stanza from a contact's device, as
+/// WhatsApp addresses them, and the `from` it carries:
+/// - one-to-one: `from` is the phone-number JID (`pn`) or the LID, with the
+///   number in `sender_pn` when the contact shares it (`lid`);
+/// - group: `from` is the group, `participant` the member as above, with
+///   `addressing_mode` and, for a shared number, `participant_pn`.
+fn sender_attrs(
+    b: NodeBuilder,
+    messaging: &MessagingState,
+    number: &str,
+    device: u16,
+    group: Option<&str>,
+) -> (NodeBuilder, String) {
+    let (address, number_beside) = messaging.address_of(number, device);
+    match group {
+        Some(group) => {
+            let mode = if messaging.lid_addressed(number) {
+                "lid"
+            } else {
+                "pn"
+            };
+            let mut b = b
+                .attr("from", group.to_string())
+                .attr("participant", address.to_string())
+                .attr("addressing_mode", mode);
+            if let Some(pn) = number_beside {
+                b = b.attr("participant_pn", pn.to_string());
+            }
+            (b, group.to_string())
+        }
+        None => {
+            let mut b = b.attr("from", address.to_string());
+            if let Some(pn) = number_beside {
+                b = b.attr("sender_pn", pn.to_string());
+            }
+            (b, address.to_string())
+        }
+    }
 }
 
 /// A contact posts `text` in `group`, as WhatsApp delivers group messages: a
@@ -754,9 +841,18 @@ pub(crate) async fn group_send(
             )
             .await?;
         } else {
-            let node = NodeBuilder::new("message")
-                .attr("from", group.to_string())
-                .attr("participant", device_jid(number, 0).to_string())
+            let b = {
+                let state = shared.state();
+                sender_attrs(
+                    NodeBuilder::new("message"),
+                    &state.messaging,
+                    number,
+                    0,
+                    Some(group),
+                )
+                .0
+            };
+            let node = b
                 .attr("id", id.clone())
                 .attr("t", crate::connection::unix_now().to_string())
                 .attr("type", stanza_type(&message))
@@ -909,7 +1005,13 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
     });
 
     let mut decrypted_by: BTreeSet<String> = BTreeSet::new();
-    for (target, kind, ciphertext) in copies {
+    for (addressed, kind, ciphertext) in copies {
+        // The client may address a device by its LID or its number.
+        let resolved = shared
+            .state()
+            .messaging
+            .pn_of(&shared.config.account, &addressed);
+        let Some(target) = resolved else { continue };
         let key = party_key(&target.user, target.device);
         let result = {
             let mut parties = shared.parties.lock().await;
@@ -957,7 +1059,7 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
                     error: why,
                 });
                 if target.user != phone {
-                    contact_retry(&shared, &target, &sender_jid, &id, sender).await;
+                    contact_retry(&shared, &target, &addressed, &id, sender).await;
                 }
             }
         }
@@ -1008,13 +1110,20 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
     }
     for number in decrypted_by.into_iter().filter(|n| *n != phone) {
         let group = chat.is_group().then(|| to.clone());
+        // A receipt comes from the address the sender used: the LID the
+        // client wrote to, or the member's address in a group.
+        let via_lid = if chat.is_group() {
+            shared.state().messaging.lid_addressed(&number)
+        } else {
+            chat.is_lid()
+        };
         let (shared, id) = (shared.clone(), id.clone());
         // Its own task: a delayed receipt must not hold up later messages.
         tokio::spawn(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            contact_receipts(&shared, &number, &id, sender, group.as_deref());
+            contact_receipts(&shared, &number, via_lid, &id, sender, group.as_deref());
         });
     }
 }
@@ -1063,10 +1172,21 @@ fn record_inbox(shared: &Shared, target: &Jid, mut entry: InboxEntry, message: &
 fn contact_receipts(
     shared: &Arc<Shared>,
     number: &str,
+    via_lid: bool,
     id: &str,
     device: u16,
     group: Option<&str>,
 ) {
+    let lid = shared
+        .state()
+        .messaging
+        .contacts
+        .get(number)
+        .map(|c| c.lid.clone());
+    let address = match lid {
+        Some(lid) if via_lid => Jid::lid(lid),
+        _ => device_jid(number, 0),
+    };
     for kind in ["", "read"] {
         let mut b = NodeBuilder::new("receipt")
             .attr("id", id.to_string())
@@ -1075,9 +1195,9 @@ fn contact_receipts(
             Some(g) => {
                 b = b
                     .attr("from", g.to_string())
-                    .attr("participant", device_jid(number, 0).to_string());
+                    .attr("participant", address.to_string());
             }
-            None => b = b.attr("from", device_jid(number, 0).to_string()),
+            None => b = b.attr("from", address.to_string()),
         }
         if !kind.is_empty() {
             b = b.attr("type", kind);
@@ -1103,8 +1223,10 @@ fn contact_receipts(
 }
 
 /// A contact device could not decrypt: it asks the sender to try again,
-/// with its registration id, as a phone does.
-async fn contact_retry(shared: &Arc<Shared>, target: &Jid, _sender: &Jid, id: &str, device: u16) {
+/// with its registration id, as a phone does. `target` is the device by
+/// its number, `addressed` as the sender addressed it (the receipt comes
+/// from there).
+async fn contact_retry(shared: &Arc<Shared>, target: &Jid, addressed: &Jid, id: &str, device: u16) {
     // The count grows with each retry of the same message; after five the
     // device gives up, as phones do. Its keys ride along (a one-time key
     // taken from its published ones), so the sender can build a new session
@@ -1150,7 +1272,7 @@ async fn contact_retry(shared: &Arc<Shared>, target: &Jid, _sender: &Jid, id: &s
     ];
     children.extend(keys);
     let node = NodeBuilder::new("receipt")
-        .attr("from", target.to_string())
+        .attr("from", addressed.to_string())
         .attr("id", id.to_string())
         .attr("type", "retry")
         .attr("t", t)
@@ -1183,14 +1305,18 @@ pub(crate) async fn on_client_receipt(shared: Arc<Shared>, sender: u16, node: No
     let Ok(to_jid) = to.parse::<Jid>() else {
         return;
     };
-    let number = if to_jid.is_group() {
-        attr(&node, "participant")
-            .and_then(|p| p.parse::<Jid>().ok())
-            .map(|j| j.user.to_string())
-            .unwrap_or_default()
+    // Either address of the contact (LID or number) names it.
+    let addressed = if to_jid.is_group() {
+        attr(&node, "participant").and_then(|p| p.parse::<Jid>().ok())
     } else {
-        to_jid.user.to_string()
+        Some(to_jid.clone())
     };
+    let resolved =
+        addressed.and_then(|j| shared.state().messaging.pn_of(&shared.config.account, &j));
+    let number = resolved
+        .as_ref()
+        .map(|j| j.user.to_string())
+        .unwrap_or_default();
     let kind = attr(&node, "type").unwrap_or_else(|| "delivery".into());
     let mut ids = vec![attr(&node, "id").unwrap_or_default()];
     if let Some(list) = node.get_optional_child("list") {
@@ -1221,7 +1347,7 @@ pub(crate) async fn on_client_receipt(shared: Arc<Shared>, sender: u16, node: No
         });
     }
     if kind == "retry" {
-        let device = to_jid.device;
+        let device = resolved.map_or(to_jid.device, |j| j.device);
         for id in ids {
             resend_after_retry(&shared, &number, device, sender, &id, &node).await;
         }

@@ -157,7 +157,12 @@ fn fetch(shared: &Shared, iq: &Node) -> Node {
             key.get_children_by_tag("user")
                 .filter_map(|u| attr(u, "jid").and_then(|j| j.parse::<wacore_binary::Jid>().ok()))
                 .map(|jid| {
-                    let k = crate::messaging::party_key(&jid.user, jid.device);
+                    // Asked by LID or by number: the same device's keys.
+                    let k = state
+                        .messaging
+                        .pn_of(&shared.config.account, &jid)
+                        .map(|pn| crate::messaging::party_key(&pn.user, pn.device))
+                        .unwrap_or_default();
                     crate::keys::fetch_answer(&jid, state.messaging.bundles.get_mut(&k))
                 })
                 .collect()
@@ -184,9 +189,11 @@ fn empty_sync(iq: &Node) -> Node {
     NodeBuilder::new("sync").children(collections).build()
 }
 
-/// Contact and device lookups. A `<contact>` query is answered from the
-/// configured registered numbers; a device query for the account lists the
-/// phone (device 0) and every linked companion.
+/// Contact, device and LID lookups. A `<contact>` query is answered from
+/// the configured registered numbers; a device query for the account lists
+/// the phone (device 0) and every linked companion. A user may be asked
+/// for by number or by LID; the answer names it as it was asked, and a
+/// `<lid>` query gives the LID of the account and of every contact.
 fn usync(shared: &Shared, iq: &Node) -> Node {
     let Some(request) = iq.get_optional_child("usync") else {
         return NodeBuilder::new("usync").build();
@@ -217,10 +224,13 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
                                 .and_then(|j| j.split(['@', ':']).next().map(str::to_string))
                         })
                         .unwrap_or_default();
-                    // The account's own LID stands for its number.
+                    // A LID stands for its user's number.
                     let asked_lid = attr(user, "jid").is_some_and(|j| j.ends_with("@lid"));
-                    let number = if number == account.lid {
-                        account.phone.clone()
+                    let number = if asked_lid {
+                        state
+                            .messaging
+                            .pn_of(account, &wacore_binary::Jid::lid(number.clone()))
+                            .map_or(number, |pn| pn.user.to_string())
                     } else {
                         number
                     };
@@ -239,22 +249,32 @@ fn usync(shared: &Shared, iq: &Node) -> Node {
                     if wants_devices && registered {
                         children.push(device_list(shared, &state, &number));
                     }
-                    if wants_lid && number == account.phone {
+                    let lid = if number == account.phone {
+                        Some(account.lid.clone())
+                    } else {
+                        contact.map(|c| c.lid.clone())
+                    };
+                    if wants_lid && let Some(lid) = &lid {
                         children.push(
                             NodeBuilder::new("lid")
-                                .attr("val", format!("{}@lid", account.lid))
+                                .attr("val", format!("{lid}@lid"))
                                 .build(),
                         );
                     }
-                    let jid = if asked_lid && number == account.phone {
-                        format!("{}@lid", account.lid)
-                    } else {
-                        format!("{number}@s.whatsapp.net")
+                    let jid = match &lid {
+                        Some(lid) if asked_lid => format!("{lid}@lid"),
+                        _ => format!("{number}@s.whatsapp.net"),
                     };
-                    NodeBuilder::new("user")
-                        .attr("jid", jid)
-                        .children(children)
-                        .build()
+                    let mut b = NodeBuilder::new("user").attr("jid", jid);
+                    // Asked by LID, WhatsApp names the number beside it
+                    // (`pn_jid`) only when the user shares it.
+                    let shares_number = number == account.phone
+                        || contact
+                            .is_some_and(|c| c.addressing != crate::config::Addressing::LidHidden);
+                    if asked_lid && lid.is_some() && shares_number {
+                        b = b.attr("pn_jid", format!("{number}@s.whatsapp.net"));
+                    }
+                    b.children(children).build()
                 })
                 .collect()
         })

@@ -138,7 +138,7 @@ async fn a_hundred_messages_each_way_arrive_in_order_once() {
     while delivered.len() < 100 {
         delivered.push(
             server_pick(&mut events, "a message to the device", |e| match e {
-                ServerEvent::MessageToDevice { id, from, .. } if from.starts_with(BUDI) => {
+                ServerEvent::MessageToDevice { id, from, .. } if is_from(from, BUDI) => {
                     Some(id.clone())
                 }
                 _ => None,
@@ -334,7 +334,7 @@ async fn messages_wait_for_an_offline_device_and_come_once() {
     assert_eq!(
         queue
             .iter()
-            .filter(|q| q.class == "message" && q.from.starts_with(BUDI))
+            .filter(|q| q.class == "message" && is_from(&q.from, BUDI))
             .count(),
         3,
         "{queue:?}"
@@ -344,7 +344,7 @@ async fn messages_wait_for_an_offline_device_and_come_once() {
     let mut client = start_client(&server, paired.store.clone()).await;
     let queued: Vec<String> = queue
         .iter()
-        .filter(|q| q.from.starts_with(BUDI))
+        .filter(|q| is_from(&q.from, BUDI))
         .map(|q| q.id.clone())
         .collect();
     assert_eq!(queued, sent, "queued in order");

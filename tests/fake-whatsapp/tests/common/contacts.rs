@@ -16,7 +16,13 @@ use super::{DEADLINE, TestClient};
 #[derive(Debug, Clone)]
 pub struct Inbound {
     pub id: String,
+    /// Who sent it, as a phone shows it: the number beside a LID sender
+    /// when WhatsApp gave one (`sender_pn`), else the sender's JID.
     pub from: String,
+    /// The sender JID as the stanza carried it (a LID or a number).
+    pub sender: String,
+    /// The other address WhatsApp gave for the sender, if any.
+    pub sender_alt: Option<String>,
     pub chat: String,
     pub message: Arc<wa::Message>,
     pub offline: bool,
@@ -34,6 +40,12 @@ impl Inbound {
     }
 }
 
+/// True when `address` (a JID a stanza or a queue entry carries) is
+/// `number`'s, by its number or by its LID.
+pub fn is_from(address: &str, number: &str) -> bool {
+    address.starts_with(number) || address.starts_with(&fake_whatsapp::lid_for(number))
+}
+
 /// Every inbound message of an event (a batch may carry several).
 pub fn inbound(event: &Event) -> Vec<Inbound> {
     match event {
@@ -41,7 +53,12 @@ pub fn inbound(event: &Event) -> Vec<Inbound> {
             .iter()
             .map(|m| Inbound {
                 id: m.info.id.to_string(),
-                from: m.info.source.sender.to_string(),
+                from: match &m.info.source.sender_alt {
+                    Some(alt) if m.info.source.sender.is_lid() && alt.is_pn() => alt.to_string(),
+                    _ => m.info.source.sender.to_string(),
+                },
+                sender: m.info.source.sender.to_string(),
+                sender_alt: m.info.source.sender_alt.as_ref().map(ToString::to_string),
                 chat: m.info.source.chat.to_string(),
                 message: m.message.clone(),
                 offline: m.info.is_offline,
