@@ -63,6 +63,17 @@ pub enum Command {
         #[serde(default)]
         quoted_id: Option<String>,
     },
+    /// HQ read these customer messages: the customer gets read receipts
+    /// (blue ticks). The agent never sends them by itself, so the outlet's
+    /// phone keeps its unread badges for the staff.
+    Read {
+        /// The chat as `message/in` named it (a number, a LID or a group).
+        chat: String,
+        ids: Vec<String>,
+        /// In a group: who wrote them (`message/in`'s `from`).
+        #[serde(default)]
+        sender: Option<String>,
+    },
 }
 
 impl Command {
@@ -78,6 +89,7 @@ impl Command {
             Command::CheckNumber { .. } => "check_number",
             Command::PairCode { .. } => "pair_code",
             Command::Send { .. } => "send",
+            Command::Read { .. } => "read",
         }
     }
 }
@@ -140,6 +152,9 @@ pub trait SendTarget: Send + Sync {
     /// Checks the request and puts it in the durable outbox; answers once
     /// it is there (or why it was refused).
     async fn accept(&self, request: SendRequest) -> CommandResult;
+
+    /// Sends read receipts for customer messages HQ has read.
+    async fn read(&self, chat: String, ids: Vec<String>, sender: Option<String>) -> CommandResult;
 }
 
 /// The sending side, cloned into every command source.
@@ -164,9 +179,17 @@ impl Commands {
         let _ = self.sends.set(Arc::downgrade(&target));
     }
 
-    /// Sends a command and waits for its answer (`send` goes to the
-    /// messaging module, everything else to the supervisor).
+    /// Sends a command and waits for its answer (`send` and `read` go to
+    /// the messaging module, everything else to the supervisor).
     pub async fn send(&self, command: Command) -> CommandResult {
+        if let Command::Read { chat, ids, sender } = command {
+            let Some(target) = self.sends.get().and_then(Weak::upgrade) else {
+                return Err(CommandError::Disabled(
+                    "messages are off (messages.enabled = false, or MQTT is off)".into(),
+                ));
+            };
+            return target.read(chat, ids, sender).await;
+        }
         if let Command::Send {
             to,
             text,

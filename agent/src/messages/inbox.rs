@@ -36,12 +36,16 @@ impl InboxHook {
 impl InboundDurabilityHook for InboxHook {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
-        let rows: Vec<outlet_store::InboundRow> = batch
-            .iter()
-            .filter_map(|m| super::inbound::describe(&m.message, &m.info))
+        let mut records = Vec::with_capacity(batch.len());
+        for m in batch {
+            let who = super::sender::resolve(&self.messages, &client, &m.info).await;
+            records.extend(super::inbound::describe_as(&m.message, &m.info, &who));
+        }
+        let rows: Vec<outlet_store::InboundRow> = records
+            .into_iter()
             .filter_map(|record| {
                 let payload = serde_json::to_vec(&record.payload).ok()?;
                 Some(outlet_store::InboundRow {

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`inbound`]: a decrypted WhatsApp message → the JSON HQ receives.
+//! - [`sender`]: who wrote, by number and LID (the message, the session's
+//!   LID mappings, a lookup), before the inbox commits it.
 //! - [`inbox`]: whatsapp-rust's `InboundDurabilityHook`. A message is
 //!   committed to the store (fsynced) before WhatsApp is told it arrived;
 //!   a full inbox leaves it unacked, so WhatsApp keeps it.
@@ -13,6 +15,8 @@
 //! - [`outbox`]: `send` requests into the durable outbox, and the worker
 //!   that sends them in order, paced, once per `client_id`, and turns the
 //!   server's acks and the recipients' receipts into statuses.
+//! - [`read`]: HQ's `read`: read receipts for messages it has read (never
+//!   sent by the agent on its own).
 //! - [`status`]: the `message/status` payload.
 //!
 //! The supervisor stays the connection's only owner: it registers the hook
@@ -32,6 +36,8 @@ pub mod inbound;
 pub mod inbox;
 pub mod outbox;
 pub mod publisher;
+pub mod read;
+pub mod sender;
 pub mod status;
 
 use std::collections::HashMap;
@@ -79,6 +85,9 @@ pub struct Messages {
     commands: Commands,
     /// Which numbers have WhatsApp, as last looked up (see `outbox`).
     registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
+    /// LIDs whose number WhatsApp did not give, and when it was asked
+    /// (see `sender`).
+    hidden_lids: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// The tasks [`Messages::start`] spawned.
@@ -134,6 +143,7 @@ impl Messages {
             session_events,
             commands,
             registrations: std::sync::Mutex::default(),
+            hidden_lids: std::sync::Mutex::default(),
         });
         let publisher = publisher::spawn(messages.clone());
         let tasks = vec![
@@ -237,4 +247,9 @@ async fn report_depths(messages: Arc<Messages>) {
         let _ = tokio::time::timeout(DEPTH_IDLE_REFRESH, messages.depth_wake.notified()).await;
         tokio::time::sleep(DEPTH_REFRESH).await;
     }
+}
+
+/// A lock whose holder panicked still guards plain data: keep going.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

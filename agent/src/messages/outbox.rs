@@ -117,6 +117,10 @@ impl SendTarget for Messages {
     async fn accept(&self, request: SendRequest) -> CommandResult {
         accept(self, request).await
     }
+
+    async fn read(&self, chat: String, ids: Vec<String>, sender: Option<String>) -> CommandResult {
+        super::read::read(self, chat, ids, sender).await
+    }
 }
 
 pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult {
@@ -405,7 +409,7 @@ async fn send_while_connected(
 async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<bool> {
     let key = jid.to_string();
     {
-        let known = lock(&messages.registrations);
+        let known = super::lock(&messages.registrations);
         if let Some((answer, at)) = known.get(&key) {
             let ttl = if *answer {
                 REGISTERED_TTL
@@ -426,16 +430,12 @@ async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<b
         Ok(Ok(results)) => results.iter().any(|r| r.is_registered),
         _ => return None,
     };
-    let mut known = lock(&messages.registrations);
+    let mut known = super::lock(&messages.registrations);
     if known.len() >= REGISTRATIONS_KEPT {
         known.clear();
     }
     known.insert(key, (answer, Instant::now()));
     Some(answer)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An unlinked device cannot send for the account that unlinked it: what

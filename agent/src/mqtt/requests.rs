@@ -23,6 +23,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("check_number", &["phone"]),
     ("pair_code", &["phone"]),
     ("send", &["to", "text", "client_id", "quoted_id"]),
+    ("read", &["chat", "ids", "sender"]),
 ];
 
 /// The size limit of a request named `name`.

@@ -6,15 +6,61 @@
 
 use super::*;
 
+/// What `check_number` looks up: a phone number in any form HQ writes it,
+/// or a customer's LID (`<digits>@lid`, as `message/in` names a customer
+/// who hides the number).
+pub(super) fn lookup_target(
+    input: &str,
+    country: &str,
+) -> Result<whatsapp_rust::Jid, CommandError> {
+    let input = input.trim();
+    if let Some(user) = input.strip_suffix("@lid") {
+        let user = user.split(':').next().unwrap_or(user);
+        if user.is_empty() || user.len() > 20 || !user.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CommandError::InvalidFormat(
+                "a LID is digits followed by @lid".into(),
+            ));
+        }
+        return Ok(whatsapp_rust::Jid::lid(user.to_string()));
+    }
+    Ok(whatsapp_rust::Jid::pn(crate::phone::normalize_phone(
+        input, country,
+    )?))
+}
+
+/// `{"phone"?, "lid"?, "registered"}`: the number (when WhatsApp gives it:
+/// always for a number asked, for a LID only when the customer shares it)
+/// and the LID (when WhatsApp has one for the user).
 pub(super) async fn check_number(
     client: Arc<whatsapp_rust::client::Client>,
-    number: String,
+    jid: whatsapp_rust::Jid,
 ) -> CommandResult {
-    let jid = whatsapp_rust::Jid::pn(number.clone());
-    match client.contacts().is_on_whatsapp(&[jid]).await {
+    match client
+        .contacts()
+        .is_on_whatsapp(std::slice::from_ref(&jid))
+        .await
+    {
         Ok(results) => {
             let registered = results.iter().any(|r| r.is_registered);
-            Ok(json!({ "phone": format!("+{number}"), "registered": registered }))
+            let (phone, lid) = if jid.is_lid() {
+                let phone = results
+                    .iter()
+                    .find_map(|r| r.pn_jid.as_ref().map(|p| p.user.to_string()));
+                (phone, Some(jid.user.to_string()))
+            } else {
+                let lid = results
+                    .iter()
+                    .find_map(|r| r.lid.as_ref().map(|l| l.user.to_string()));
+                (Some(jid.user.to_string()), lid)
+            };
+            let mut answer = json!({ "registered": registered });
+            if let Some(phone) = phone {
+                answer["phone"] = format!("+{phone}").into();
+            }
+            if let Some(lid) = lid {
+                answer["lid"] = format!("{lid}@lid").into();
+            }
+            Ok(answer)
         }
         Err(e) => Err(CommandError::Failed(format!("lookup failed: {e}"))),
     }
@@ -40,7 +86,7 @@ impl Supervisor {
             Command::Status => self.status_json(),
             Command::Qr => self.qr_json(),
             Command::CheckNumber { phone } => {
-                crate::phone::normalize_phone(phone, &self.config.outlet.country_code)?;
+                lookup_target(phone, &self.config.outlet.country_code)?;
                 Err(CommandError::NotConnected)
             }
             Command::Logout { confirm: false } => Err(CommandError::Refused(
@@ -117,12 +163,14 @@ impl Supervisor {
                     return None;
                 }
             },
-            // `Commands` hands sends to the messaging module; one that gets
+            // `Commands` hands sends and reads to the messaging module; one that gets
             // here has no messaging module to go to.
-            Command::Send { .. } => (Err(CommandError::Disabled("messages are off".into())), None),
+            Command::Send { .. } | Command::Read { .. } => {
+                (Err(CommandError::Disabled("messages are off".into())), None)
+            }
             Command::CheckNumber { phone } => {
-                match crate::phone::normalize_phone(phone, &self.config.outlet.country_code) {
-                    Err(e) => (Err(e.into()), None),
+                match lookup_target(phone, &self.config.outlet.country_code) {
+                    Err(e) => (Err(e), None),
                     Ok(_) if state != SessionState::Connected => {
                         (Err(CommandError::NotConnected), None)
                     }

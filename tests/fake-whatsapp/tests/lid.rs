@@ -71,7 +71,6 @@ async fn each_addressing_mode_reaches_the_client_as_whatsapp_shows_it() {
 async fn a_send_by_lid_and_by_number_both_reach_the_contact() {
     let server = server().await;
     let mut paired = paired_client(&server).await;
-    let contacts = server.contacts();
     let mut events = server.subscribe();
     let lid = Jid::lid(lid_for(BUDI));
 

@@ -11,7 +11,7 @@
 //! # The payload
 //!
 //! ```text
-//! {"id", "chat", "from", "from_name"?, "at", "kind",
+//! {"id", "chat", "from", "from_lid"?, "from_name"?, "at", "kind",
 //!  "text"?, "caption"?, "media"?: {"mimetype", "size", "sha256", "file_name"?},
 //!  "location"?: {"latitude", "longitude", "name"?, "address"?},
 //!  "contact"?: {"display_name", "vcard"}, "reaction"?: {"emoji", "to"},
@@ -50,6 +50,14 @@
 //! - `chat` is where HQ replies. For a message a customer sent through
 //!   their own broadcast list it is the customer, not the list, which only
 //!   its owner can post to.
+//! - Customers are known by their number. WhatsApp now addresses most
+//!   chats by LID (`<digits>@lid`, the number hidden) and names the number
+//!   beside it when the customer shares it; the inbox also asks the
+//!   session's store and, failing that, WhatsApp ([`KnownSender`]). With
+//!   the number known, `from` is `+<number>` and a one-to-one `chat` is
+//!   `<number>@s.whatsapp.net` whichever address the message came from, so
+//!   one customer is one chat; `from_lid` carries the LID. A customer who
+//!   hides the number is `from` = `chat` = the LID, with `from_name`.
 //!
 //! # Layout
 //!
@@ -68,7 +76,7 @@ mod tests;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use whatsapp_rust::Jid;
-use whatsapp_rust::wacore::types::message::MessageInfo;
+use whatsapp_rust::wacore::types::message::{MessageInfo, MessageSource};
 use whatsapp_rust::wacore_binary::JidExt as _;
 use whatsapp_rust::waproto::whatsapp as wa;
 
@@ -101,6 +109,45 @@ pub struct InboundRecord {
 /// notifications, peer data operations, ephemeral settings, …), status
 /// updates, channel posts and empty messages.
 pub fn describe(message: &wa::Message, info: &MessageInfo) -> Option<InboundRecord> {
+    describe_as(message, info, &KnownSender::from_source(&info.source))
+}
+
+/// Who wrote, by number and LID, as far as the message, the session's store
+/// and WhatsApp know (the inbox finds out; see `messages::sender`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownSender {
+    /// The phone number's digits, with country code.
+    pub number: Option<String>,
+    /// The LID's user part.
+    pub lid: Option<String>,
+}
+
+impl KnownSender {
+    /// What the stanza itself says: the sender's JID and the other address
+    /// WhatsApp put beside it (`sender_pn`, `participant_pn`, …).
+    pub fn from_source(source: &MessageSource) -> Self {
+        let mut known = KnownSender::default();
+        for jid in std::iter::once(&source.sender).chain(source.sender_alt.as_ref()) {
+            let user = jid.user.as_str();
+            if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if jid.server.is_lid_family() {
+                known.lid.get_or_insert_with(|| user.to_string());
+            } else if jid.server.is_pn_family() {
+                known.number.get_or_insert_with(|| user.to_string());
+            }
+        }
+        known
+    }
+}
+
+/// [`describe`] with what is known of the sender beyond the stanza.
+pub fn describe_as(
+    message: &wa::Message,
+    info: &MessageInfo,
+    who: &KnownSender,
+) -> Option<InboundRecord> {
     let source = &info.source;
     // Our own messages (typed on the phone, or echoed to this device) are
     // not the customer's; status updates and channel posts are addressed
@@ -114,15 +161,27 @@ pub fn describe(message: &wa::Message, info: &MessageInfo) -> Option<InboundReco
     // Only a broadcast list's owner can post to it; the recipient's phone
     // shows the message in the 1:1 chat with the sender, so that is where
     // HQ must answer.
-    let reply_chat = if source.chat.is_broadcast_list() {
-        source.sender.to_non_ad_string()
-    } else {
-        chat.clone()
+    // A one-to-one chat is the customer's number whenever it is known, so
+    // it is the same chat whether WhatsApp used the number or the LID.
+    let one_to_one = !source.chat.is_group() && !source.chat.is_broadcast_list();
+    let reply_chat = match &who.number {
+        Some(number) if one_to_one || source.chat.is_broadcast_list() => {
+            format!("{number}@s.whatsapp.net")
+        }
+        _ if source.chat.is_broadcast_list() => source.sender.to_non_ad_string(),
+        _ => chat.clone(),
     };
 
     fields.insert("id".into(), info.id.clone().into());
     fields.insert("chat".into(), reply_chat.into());
-    fields.insert("from".into(), from(&source.sender).into());
+    let from = match &who.number {
+        Some(number) => format!("+{number}"),
+        None => from(&source.sender),
+    };
+    fields.insert("from".into(), from.into());
+    if let Some(lid) = &who.lid {
+        fields.insert("from_lid".into(), format!("{lid}@lid").into());
+    }
     if !info.push_name.is_empty() {
         fields.insert("from_name".into(), info.push_name.clone().into());
     }

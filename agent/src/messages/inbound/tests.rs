@@ -623,7 +623,10 @@ fn absent_optional_fields_are_omitted_not_null() {
         ..Default::default()
     };
     let text = payload(&message, &info);
-    assert_eq!(keys(&text), ["at", "chat", "from", "id", "kind", "text"]);
+    assert_eq!(
+        keys(&text),
+        ["at", "chat", "from", "from_lid", "id", "kind", "text"]
+    );
     assert_eq!(text["from"], format!("{LID}@lid"));
 
     let image = wa::Message {
@@ -634,6 +637,54 @@ fn absent_optional_fields_are_omitted_not_null() {
         ..Default::default()
     };
     let image = payload(&image, &info);
-    assert_eq!(keys(&image), ["at", "chat", "from", "id", "kind", "media"]);
+    assert_eq!(
+        keys(&image),
+        ["at", "chat", "from", "from_lid", "id", "kind", "media"]
+    );
     assert_eq!(keys(&image["media"]), ["mimetype", "sha256", "size"]);
+}
+
+#[test]
+fn a_lid_sender_with_the_number_beside_it_is_known_by_the_number() {
+    let mut info = info(Jid::lid(LID), Jid::lid_device(LID, 0));
+    info.source.sender_alt = Some(Jid::pn(CUSTOMER));
+    let text = payload(&conversation("Sudah transfer"), &info);
+    assert_eq!(text["from"], format!("+{CUSTOMER}"));
+    assert_eq!(text["from_lid"], format!("{LID}@lid"));
+    assert_eq!(text["chat"], format!("{CUSTOMER}@s.whatsapp.net"));
+}
+
+#[test]
+fn a_number_the_store_knows_names_a_lid_sender() {
+    let info = info(Jid::lid(LID), Jid::lid_device(LID, 0));
+    let who = KnownSender {
+        number: Some(CUSTOMER.into()),
+        lid: Some(LID.into()),
+    };
+    let record = describe_as(&conversation("Halo"), &info, &who).unwrap();
+    assert_eq!(record.payload["from"], format!("+{CUSTOMER}"));
+    assert_eq!(record.payload["chat"], format!("{CUSTOMER}@s.whatsapp.net"));
+    // The redelivery keys stay what WhatsApp sent.
+    assert_eq!(record.chat, format!("{LID}@lid"));
+    assert_eq!(record.sender, format!("{LID}@lid"));
+}
+
+#[test]
+fn a_hidden_number_leaves_the_lid() {
+    let info = info(Jid::lid(LID), Jid::lid_device(LID, 0));
+    let text = payload(&conversation("Halo"), &info);
+    assert_eq!(text["from"], format!("{LID}@lid"));
+    assert_eq!(text["chat"], format!("{LID}@lid"));
+    assert_eq!(text["from_lid"], format!("{LID}@lid"));
+    assert_eq!(text["from_name"], "Ada");
+}
+
+#[test]
+fn a_group_member_by_lid_is_named_by_the_number_beside_it() {
+    let mut info = info(Jid::group(GROUP), Jid::lid_device(LID, 2));
+    info.source.sender_alt = Some(Jid::pn_device(CUSTOMER, 2));
+    let text = payload(&conversation("Meja untuk enam?"), &info);
+    assert_eq!(text["chat"], format!("{GROUP}@g.us"));
+    assert_eq!(text["from"], format!("+{CUSTOMER}"));
+    assert_eq!(text["from_lid"], format!("{LID}@lid"));
 }
