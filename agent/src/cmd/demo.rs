@@ -580,11 +580,19 @@ async fn conversation(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     log.say("── messages: what HQ sees on MQTT ──".into());
+    // As most customers now: WhatsApp addresses Budi by his LID and names
+    // his number beside it, which he shares.
+    contacts
+        .set_addressing(BUDI, fake_whatsapp::Addressing::Lid)
+        .context("Budi is not a contact")?;
+    let lid = contacts.lid(BUDI);
     let id = contacts
         .send_text(BUDI, HELLO)
         .await
         .context("Budi cannot write")?;
-    log.say(format!("Budi (+{BUDI}) writes to the outlet: {HELLO:?}"));
+    log.say(format!(
+        "Budi writes to the outlet from his LID {lid}@lid (his number shared beside it): {HELLO:?}"
+    ));
 
     let in_topic = hq.topic("message/in");
     let message = hq
@@ -593,6 +601,10 @@ async fn conversation(
         })
         .await?;
     log.say(format!("HQ  ← {in_topic} {message}"));
+    log.say(format!(
+        "HQ knows Budi by his number: from {} (from_lid {})",
+        message["from"], message["from_lid"]
+    ));
 
     let client_id = format!("demo-reply-{}", std::process::id());
     let transaction = format!("demo-{}", std::process::id());
