@@ -23,13 +23,15 @@ const SARI: &str = "6282222222222";
 const DEWI: &str = "6283333333333";
 
 async fn three_customers() -> FakeServer {
-    let mut config = ServerConfig::default();
-    config.contacts = vec![
-        Contact::new(BUDI, "Budi"),
-        Contact::new(SARI, "Sari").addressed(Addressing::Pn),
-        Contact::new(DEWI, "Dewi").addressed(Addressing::LidHidden),
-    ];
-    server_with(config).await
+    server_with(ServerConfig {
+        contacts: vec![
+            Contact::new(BUDI, "Budi"),
+            Contact::new(SARI, "Sari").addressed(Addressing::Pn),
+            Contact::new(DEWI, "Dewi").addressed(Addressing::LidHidden),
+        ],
+        ..ServerConfig::default()
+    })
+    .await
 }
 
 /// The read receipts `number` got for `id`.
