@@ -93,6 +93,10 @@ impl Default for Config {
 
 /// The longest duration any `*_secs` key accepts: 30 days.
 pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+/// `mqtt.max_packet_bytes` bounds: a record needs room for its fields and
+/// a useful text; above 1 MiB the MQTT client itself refuses to send.
+pub const MIN_PACKET_BYTES: u64 = 16 * 1024;
+pub const MAX_PACKET_BYTES: u64 = 1024 * 1024;
 
 impl Config {
     /// Whether messages flow at all: they need the switch and a broker to
@@ -344,6 +348,12 @@ impl Config {
         }
         if mqtt.reconnect_first_delay_ms == 0 || mqtt.reconnect_first_delay_ms > 60_000 {
             return Err(invalid("mqtt.reconnect_first_delay_ms", "1..=60000".into()));
+        }
+        if !(MIN_PACKET_BYTES..=MAX_PACKET_BYTES).contains(&mqtt.max_packet_bytes) {
+            return Err(invalid(
+                "mqtt.max_packet_bytes",
+                format!("{MIN_PACKET_BYTES}..={MAX_PACKET_BYTES}"),
+            ));
         }
         if mqtt.reconnect_max_delay_secs == 0 {
             return Err(invalid(

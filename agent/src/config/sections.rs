@@ -327,6 +327,13 @@ pub struct MqttConfig {
     /// Home Assistant's discovery prefix; its birth message is expected on
     /// `<discovery_prefix>/status`.
     pub discovery_prefix: String,
+    /// The largest MQTT packet the broker takes, in bytes. Every record the
+    /// agent publishes is kept below it (a longer text is cut and marked),
+    /// because a broker drops the connection of a client that sends a
+    /// larger one, and the queue would never move past it. Mosquitto:
+    /// `max_packet_size` (no limit by default); NATS: `max_payload` (1 MB by
+    /// default); EMQX: `mqtt.max_packet_size` (1 MB by default).
+    pub max_packet_bytes: u64,
 }
 
 impl Default for MqttConfig {
@@ -348,6 +355,7 @@ impl Default for MqttConfig {
             publish_full_phone: false,
             discovery: true,
             discovery_prefix: "homeassistant".into(),
+            max_packet_bytes: 256 * 1024,
         }
     }
 }

@@ -64,12 +64,15 @@
 //! - this file: [`InboundRecord`] and [`describe`], which builds HQ's record
 //!   (who wrote, in which chat, when) around what [`decode`] found;
 //! - [`decode`]: WhatsApp's protobuf → the kind and its fields, out of the
-//!   envelopes, with everything no person sent left out.
+//!   envelopes, with everything no person sent left out;
+//! - [`fit`]: every record below the broker's packet limit, a cut text
+//!   marked.
 //!
 //! Pure: no client, store, clock or MQTT; it must not import anything of
 //! the agent but the plain rules.
 
 mod decode;
+pub mod fit;
 #[cfg(test)]
 mod tests;
 
