@@ -178,6 +178,10 @@ pub struct MessageHealth {
     pub outbox_oldest_at: Option<DateTime<Utc>>,
     /// Send statuses waiting for the broker.
     pub statuses_pending: u64,
+    /// Records the broker kept refusing, since the agent started: each was
+    /// replaced in the queue by a short notice (`set_aside: true`) and kept
+    /// whole in the data directory's `set-aside/`.
+    pub set_aside: u64,
 }
 
 /// When and why the last live connection ended.

@@ -111,3 +111,48 @@ async fn a_broker_with_a_small_packet_limit_gets_records_below_it() {
     wait_inbound(&mut hq, &outlet, "yang berikutnya").await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_broker_keeps_refusing_is_set_aside_and_the_queue_moves_on() {
+    let server = server().await;
+    // The broker's limit is lower than the agent was told (256 KiB).
+    let broker = Broker::start("allow_anonymous true\nmax_packet_size 131072\n").await;
+    let outlet = Outlet::new("refused", &broker.url(false));
+    let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
+    let contacts = server.contacts();
+
+    let emoji = format!("Z{}", "😀".repeat(35_000));
+    let id = contacts.send_text(BUDI, &emoji).await.expect("Budi sends");
+    contacts
+        .send_text(BUDI, "tetap sampai")
+        .await
+        .expect("Budi sends");
+    // The notice comes in its place, with the same id; the next follows.
+    let topic = outlet.topic("message/in");
+    let notice = hq
+        .seen_or_wait("the set-aside notice", WAIT, |m| {
+            m.topic == topic && m.json()["id"] == serde_json::json!(id)
+        })
+        .await
+        .json();
+    assert_eq!(notice["set_aside"], true, "{notice}");
+    assert_eq!(notice["from"], format!("+{BUDI}"), "{notice}");
+    assert!(notice.get("text").is_none(), "{notice}");
+    assert!(
+        notice["bytes"].as_u64().is_some_and(|b| b > 131_072),
+        "{notice}"
+    );
+    wait_inbound(&mut hq, &outlet, "tetap sampai").await;
+
+    // Kept whole on the Pi.
+    let kept = agent.data_dir().join("set-aside");
+    let files: Vec<_> = std::fs::read_dir(&kept)
+        .expect("the set-aside/ directory")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let whole: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(files[0].path()).expect("readable")).expect("JSON");
+    assert_eq!(whole["text"].as_str(), Some(emoji.as_str()));
+    agent.stop().await;
+}

@@ -435,6 +435,21 @@ impl SqliteStore {
         .await
     }
 
+    /// Replaces the payload of a queued publication (one the broker keeps
+    /// refusing is replaced by a short notice; the agent keeps the original
+    /// elsewhere first). Fsynced: the original is already on disk, and the
+    /// notice must not be lost to a power cut either. False when the row is
+    /// no longer queued.
+    pub async fn replace_publication(&self, seq: i64, payload: Vec<u8>) -> Result<bool> {
+        self.write_synced(move |c| {
+            let changed = c
+                .prepare_cached("UPDATE message_publish_queue SET payload = ?2 WHERE seq = ?1")?
+                .execute(params![seq, payload])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     /// Queues a send, fsynced before returning: HQ is answered only once the
     /// request would survive a power cut. A `client_id` seen before returns
     /// the first request's row and writes nothing. `status_payload` is what

@@ -59,7 +59,15 @@ impl InboundDurabilityHook for InboxHook {
                         "messages: a message too large for one MQTT packet was cut; \
                          the whole of it is kept in the data directory's truncated/"
                     );
-                    keep_whole(&self.messages, &record.chat, &record.id, &whole);
+                    let user = record.chat.split(['@', ':']).next().unwrap_or_default();
+                    if let Ok(bytes) = serde_json::to_vec(&whole) {
+                        super::kept::keep(
+                            &self.messages,
+                            super::kept::TRUNCATED,
+                            &format!("{user}-{}", record.id),
+                            &bytes,
+                        );
+                    }
                 }
                 let payload = serde_json::to_vec(&record.payload).ok()?;
                 Some(outlet_store::InboundRow {
@@ -146,54 +154,5 @@ pub(super) async fn reopen_if_drained(messages: &Messages) {
     tracing::info!("messages: the inbox has room again; reconnecting so WhatsApp redelivers");
     if let Err(e) = messages.commands.send(Command::Reconnect).await {
         tracing::warn!(error = %e, "messages: the reconnect after a full inbox was refused");
-    }
-}
-
-/// At most this many whole records of cut messages are kept.
-const WHOLE_KEPT: usize = 100;
-
-/// Keeps the whole record of a message that was cut to fit a packet, as
-/// `<data_dir>/truncated/<chat user>-<id>.json` (0600), so nothing a
-/// customer wrote is lost before HQ can take large texts whole. The oldest
-/// go first beyond [`WHOLE_KEPT`]. Best effort: a failure is logged and the
-/// cut record goes out all the same.
-fn keep_whole(messages: &super::Messages, chat: &str, id: &str, whole: &serde_json::Value) {
-    let safe = |s: &str| -> String {
-        s.chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .take(64)
-            .collect()
-    };
-    let user = chat.split(['@', ':']).next().unwrap_or_default();
-    let dir = messages.config.storage.data_dir.join("truncated");
-    let path = dir.join(format!("{}-{}.json", safe(user), safe(id)));
-    let Ok(bytes) = serde_json::to_vec(whole) else {
-        return;
-    };
-    let result = (|| -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(&dir)?
-            .filter_map(Result::ok)
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        kept.sort();
-        let excess = (kept.len() + 1).saturating_sub(WHOLE_KEPT);
-        for (_, old) in kept.into_iter().take(excess) {
-            let _ = std::fs::remove_file(old);
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        std::io::Write::write_all(&mut file, &bytes)
-    })();
-    if let Err(e) = result {
-        tracing::warn!(error = %e, path = %path.display(), "messages: cannot keep the whole of a cut message");
     }
 }

@@ -6,6 +6,8 @@
 //! - [`inbound`]: a decrypted WhatsApp message → the JSON HQ receives.
 //! - [`sender`]: who wrote, by number and LID (the message, the session's
 //!   LID mappings, a lookup), before the inbox commits it.
+//! - [`kept`]: records kept on the Pi that could not go to HQ as they
+//!   were (the whole of a cut message, a record the broker refused).
 //! - [`inbox`]: whatsapp-rust's `InboundDurabilityHook`. A message is
 //!   committed to the store (fsynced) before WhatsApp is told it arrived;
 //!   a full inbox leaves it unacked, so WhatsApp keeps it.
@@ -34,6 +36,7 @@
 
 pub mod inbound;
 pub mod inbox;
+pub mod kept;
 pub mod outbox;
 pub mod publisher;
 pub mod read;
@@ -236,6 +239,7 @@ async fn report_depths(messages: Arc<Messages>) {
                         last_message_in_at: depths.last_in.or(report.last_message_in_at),
                         last_message_out_at: depths.last_out.or(report.last_message_out_at),
                         inbox_full: report.inbox_full,
+                        set_aside: report.set_aside,
                     };
                     let changed = next != *report;
                     *report = next;

@@ -17,6 +17,19 @@
 //! every connect the queue is published again from its first row, and
 //! whatever the broker had already acked but the store not yet deleted goes
 //! out a second time (at least once, never lost).
+//!
+//! Why a record can be set aside: a broker drops the connection of a client
+//! that publishes a packet over its limit, and the same oldest record would
+//! then go out first after every reconnect, forever, with everything behind
+//! it. Records are built below `mqtt.max_packet_bytes` (see
+//! `inbound::fit`), but the broker's real limit may be lower than
+//! configured. A record that was the oldest unacknowledged one when
+//! [`STRIKES`] connections in a row ended within [`STRIKE_WINDOW`] of
+//! handing it over is replaced in the queue by a short notice with the same
+//! id (`set_aside: true`, `bytes`) and kept whole in the data directory
+//! (`set-aside/`); the queue moves on. A flapping network could at worst
+//! set aside a record that would have gone through: it is kept, and HQ is
+//! told which one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,6 +52,11 @@ const DELETE_BATCH: usize = 256;
 /// Looks at the queue at least this often, woken or not.
 const POLL: Duration = Duration::from_secs(1);
 const CLIENT_CHANNEL: usize = WINDOW * 2;
+/// Connections in a row that end right after a record was handed over
+/// before it is set aside.
+const STRIKES: u32 = 3;
+/// How soon after the hand-over a connection's end counts against a record.
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// A failure that persists is warned about again this often.
 const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
 
@@ -99,6 +117,12 @@ struct Publisher {
     /// The last row handed over on this connection.
     cursor: i64,
     in_flight: HashSet<i64>,
+    /// When each row in flight was handed to the client.
+    handed_at: HashMap<i64, Instant>,
+    /// The row the last connections ended on, and how many in a row.
+    suspect: Option<(i64, u32)>,
+    /// Rows to set aside (see the module doc).
+    to_set_aside: Vec<i64>,
     acked: Vec<i64>,
     last_warned: Option<Instant>,
 }
@@ -112,6 +136,9 @@ impl Publisher {
             connected: false,
             cursor: 0,
             in_flight: HashSet::new(),
+            handed_at: HashMap::new(),
+            suspect: None,
+            to_set_aside: Vec::new(),
             acked: Vec::new(),
             last_warned: None,
         }
@@ -137,6 +164,7 @@ impl Publisher {
                 self.on_driver(event);
             }
             self.delete_acked().await;
+            self.set_aside().await;
             self.fill().await;
         }
         // Acked rows are deleted before the clean DISCONNECT.
@@ -165,16 +193,22 @@ impl Publisher {
                 self.client = Some((client, handed));
                 self.connected = false;
                 self.in_flight.clear();
+                self.handed_at.clear();
             }
             DriverEvent::Connected { connection } if connection == self.connection => {
                 tracing::info!("messages: connected to the broker");
                 self.connected = true;
                 self.cursor = 0;
                 self.in_flight.clear();
+                self.handed_at.clear();
                 self.last_warned = None;
             }
             DriverEvent::Acked { connection, seq } if connection == self.connection => {
                 self.in_flight.remove(&seq);
+                self.handed_at.remove(&seq);
+                if self.suspect.is_some_and(|(s, _)| s == seq) {
+                    self.suspect = None;
+                }
                 self.acked.push(seq);
             }
             DriverEvent::Acked { seq, .. } => {
@@ -183,6 +217,7 @@ impl Publisher {
                 self.acked.push(seq);
             }
             DriverEvent::Failed { connection, error } if connection == self.connection => {
+                self.strike();
                 let rewarn = self
                     .last_warned
                     .is_none_or(|at| at.elapsed() >= REWARN_AFTER);
@@ -195,9 +230,74 @@ impl Publisher {
                 self.connected = false;
                 self.client = None;
                 self.in_flight.clear();
+                self.handed_at.clear();
             }
             DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
             DriverEvent::Stopped => {}
+        }
+    }
+
+    /// The connection ended: if it ended soon after the oldest record in
+    /// flight was handed over, that record gets a strike.
+    fn strike(&mut self) {
+        let Some(&oldest) = self.in_flight.iter().min() else {
+            return;
+        };
+        let recent = self
+            .handed_at
+            .get(&oldest)
+            .is_some_and(|at| at.elapsed() < STRIKE_WINDOW);
+        if !recent {
+            self.suspect = None;
+            return;
+        }
+        let strikes = match self.suspect {
+            Some((seq, n)) if seq == oldest => n + 1,
+            _ => 1,
+        };
+        self.suspect = Some((oldest, strikes));
+        if strikes >= STRIKES {
+            self.suspect = None;
+            self.to_set_aside.push(oldest);
+        }
+    }
+
+    /// Replaces each record the broker kept refusing by a notice, after
+    /// keeping it whole in the data directory.
+    async fn set_aside(&mut self) {
+        for seq in std::mem::take(&mut self.to_set_aside) {
+            let rows = match self.messages.store.publications_after(seq - 1, 1).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "messages: cannot read a refused record");
+                    continue;
+                }
+            };
+            let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
+                continue;
+            };
+            super::kept::keep(
+                &self.messages,
+                super::kept::SET_ASIDE,
+                &seq.to_string(),
+                &row.payload,
+            );
+            let notice = set_aside_notice(&row.payload);
+            match self.messages.store.replace_publication(seq, notice).await {
+                Ok(true) => {
+                    tracing::warn!(
+                        seq,
+                        bytes = row.payload.len(),
+                        "messages: the broker keeps refusing a record; it goes to HQ as a \
+                         notice (set_aside) and is kept whole in the data directory's set-aside/"
+                    );
+                    self.messages.report.send_modify(|r| r.set_aside += 1);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "messages: cannot set a refused record aside");
+                }
+            }
         }
     }
 
@@ -255,6 +355,7 @@ impl Publisher {
                 // Recorded before the client can send it, so the driver
                 // always finds it when the publish goes out.
                 lock(&handed).push_back(row.seq);
+                self.handed_at.insert(row.seq, Instant::now());
                 if client
                     .try_publish(topic, QoS::AtLeastOnce, false, row.payload)
                     .is_err()
@@ -267,6 +368,38 @@ impl Publisher {
             }
         }
     }
+}
+
+/// What HQ gets in place of a record the broker refused: who, where, when
+/// and what, without the content, and its size.
+fn set_aside_notice(payload: &[u8]) -> Vec<u8> {
+    const HEAD: &[&str] = &[
+        "id",
+        "chat",
+        "from",
+        "from_lid",
+        "at",
+        "kind",
+        "group",
+        "client_id",
+        "to",
+        "status",
+    ];
+    let mut notice = serde_json::Map::new();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(payload) {
+        for key in HEAD {
+            if let Some(serde_json::Value::String(v)) = fields.get(*key) {
+                // Even the head cannot make the notice large.
+                notice.insert(
+                    (*key).to_string(),
+                    v.chars().take(256).collect::<String>().into(),
+                );
+            }
+        }
+    }
+    notice.insert("set_aside".into(), true.into());
+    notice.insert("bytes".into(), payload.len().into());
+    serde_json::Value::Object(notice).to_string().into_bytes()
 }
 
 fn lock(handed: &Handed) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
