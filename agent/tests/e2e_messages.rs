@@ -229,6 +229,11 @@ async fn refusals_are_clear_errors_and_nothing_is_sent() {
             "invalid_format",
         ),
         (json!({"to": BUDI, "text": ""}), "invalid_format"),
+        (
+            json!({"to": BUDI, "text": "\u{200B}\u{2060} \u{FEFF}"}),
+            "invalid_format",
+        ),
+        (json!({"to": "+6281234567890", "text": "hi"}), "own number"),
         (json!({"to": BUDI, "text": long}), "text_too_long"),
         (json!({"to": SARI, "text": "hi"}), "not_on_whatsapp"),
         (json!({"to": BUDI}), "bad request"),

@@ -340,10 +340,12 @@ async fn every_command_works_end_to_end() {
         .request(p, "check_number", json!({"phone": "0811-1111-1111"}))
         .await;
     assert_eq!(r["status"], "ok", "{r}");
-    // The number asked about goes back masked, like every number on MQTT.
+    // The number asked about goes back masked, like every number on MQTT;
+    // the LID WhatsApp gave for it (no number in it) as it is.
     assert_eq!(
         r["data"],
-        json!({"phone": "+*********1111", "registered": true})
+        json!({"phone": "+*********1111", "registered": true,
+               "lid": format!("{}@lid", fake_whatsapp::lid_for("6281111111111"))})
     );
     let r = sub
         .request(p, "check_number", json!({"phone": "+62 899 9999 9999"}))

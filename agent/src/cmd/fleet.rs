@@ -62,9 +62,25 @@ pub async fn run(
     let now = Utc::now();
     let width = outlets.keys().map(String::len).max().unwrap_or(0);
     for (id, outlet) in &outlets {
-        println!("{}", line(id, outlet, now, width));
+        println!("{}", printable(&line(id, outlet, now, width)));
     }
     Ok(())
+}
+
+/// What the broker handed over, safe for a terminal: anyone who may write
+/// an outlet's retained state could otherwise send escape sequences to the
+/// operator's terminal (move the cursor, rewrite lines, set the title).
+/// Control characters are shown escaped (`\u{1b}`).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `fleet --serve`: the live web dashboard (`crate::dashboard`), until
@@ -240,7 +256,17 @@ pub fn line(id: &str, outlet: &Outlet, now: DateTime<Utc>, width: usize) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use serde_json::json;
+
+    #[test]
+    fn escape_sequences_from_the_broker_do_not_reach_the_terminal() {
+        let hostile = "jkt-01\u{1b}]0;pwned\u{7}\u{1b}[2J connected";
+        let shown = printable(hostile);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("\\u{1b}"), "{shown:?}");
+        assert_eq!(printable("jkt-01 connected 😀"), "jkt-01 connected 😀");
+    }
 
     #[test]
     fn lines_mask_the_phone_and_flag_stale_states() {

@@ -67,6 +67,33 @@ pub fn recipient(to: &str, country_code: &str) -> Result<Jid, CommandError> {
     Ok(Jid::pn(normalize_phone(to, country_code)?))
 }
 
+/// A character a reader sees: not whitespace, not a control character,
+/// not one of the invisible format characters (zero-width spaces and
+/// joiners, direction marks, the word joiner, the byte-order mark, soft
+/// hyphen, variation selectors, Hangul and Braille blanks) that make a
+/// text look empty on the customer's phone.
+fn visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !c.is_control()
+        && !matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{206A}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+        )
+}
+
 fn check_id(field: &str, value: &Option<String>) -> Result<(), CommandError> {
     match value {
         Some(v) if v.is_empty() || v.len() > MAX_ID_LEN => Err(CommandError::InvalidFormat(
@@ -126,8 +153,16 @@ impl SendTarget for Messages {
 pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult {
     let jid = recipient(&request.to, &messages.config.outlet.country_code)?;
     let chars = request.text.chars().count();
-    if request.text.trim().is_empty() {
-        return Err(CommandError::InvalidFormat("empty text".into()));
+    if !request.text.chars().any(visible) {
+        return Err(CommandError::InvalidFormat(
+            "empty text (nothing a customer could see)".into(),
+        ));
+    }
+    let own = messages.health.borrow().phone.clone();
+    if jid.is_pn() && own.is_some_and(|own| own == format!("+{}", jid.user)) {
+        return Err(CommandError::InvalidFormat(
+            "that is the outlet's own number".into(),
+        ));
     }
     if chars > MAX_TEXT_CHARS {
         return Err(CommandError::TextTooLong(format!(
@@ -529,6 +564,22 @@ mod tests {
         assert_eq!(group.to_string(), "120363000000000000@g.us");
         for bad in ["", "abc", "12", "x@example.com", "@s.whatsapp.net"] {
             assert!(recipient(bad, "62").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_text_of_invisible_characters_is_empty() {
+        for empty in [
+            " \n\t",
+            "\u{200B}\u{200D}",
+            "\u{FEFF}\u{2060}",
+            "\u{3164}",
+            "\u{2800} \u{00AD}",
+        ] {
+            assert!(!empty.chars().any(visible), "{empty:?}");
+        }
+        for text in ["ok", " a ", "😀", "\u{200B}x", "٣"] {
+            assert!(text.chars().any(visible), "{text:?}");
         }
     }
 
