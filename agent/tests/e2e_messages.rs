@@ -554,3 +554,49 @@ async fn with_messages_off_the_session_runs_and_send_is_refused() {
     assert!(published.is_empty(), "{published:?}");
     outlet.clean_up().await;
 }
+
+/// HQ's sends published while the agent is down (SIGKILL, then a restart)
+/// wait on the broker for the agent's persistent session: every one is
+/// answered, with its client_id, and reaches the customer exactly once,
+/// without a retry from HQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_published_while_the_agent_is_down_are_answered_and_sent_once() {
+    let server = server().await;
+    let outlet = Outlet::new("down", &shared_broker());
+    let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
+    agent.signal("KILL");
+    agent.wait_exit().await;
+
+    let n = 20;
+    for i in 0..n {
+        hq.publish(
+            &outlet.topic("request/send"),
+            json!({"to": BUDI, "text": format!("saat mati {i}"), "client_id": format!("down-{i}")})
+                .to_string(),
+            false,
+        )
+        .await;
+    }
+    agent.spawn();
+    let topic = outlet.topic("response/send");
+    for i in 0..n {
+        let client_id = format!("down-{i}");
+        let answer = hq
+            .seen_or_wait(&format!("the answer to {client_id}"), WAIT, |m| {
+                m.topic == topic && m.json()["client_id"] == json!(client_id)
+            })
+            .await
+            .json();
+        assert_eq!(answer["status"], "ok", "{answer}");
+        assert_eq!(answer["data"]["client_id"], json!(client_id), "{answer}");
+    }
+    for i in 0..n {
+        wait_received(&server, BUDI, &format!("saat mati {i}")).await;
+    }
+    // Once each: the statuses of all are final, and nothing came twice.
+    for i in 0..n {
+        assert_eq!(received_by(&server, BUDI, &format!("saat mati {i}")), 1);
+    }
+    agent.stop().await;
+    outlet.clean_up().await;
+}

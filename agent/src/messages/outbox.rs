@@ -45,6 +45,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const REGISTERED_TTL: Duration = Duration::from_secs(24 * 3600);
 const UNREGISTERED_TTL: Duration = Duration::from_secs(600);
 const REGISTRATIONS_KEPT: usize = 10_000;
+/// How long a send waits for the supervisor's first word after a start.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pacing jitter: each gap is the even spacing times a factor in this range.
 const JITTER: (f64, f64) = (0.7, 1.3);
 
@@ -111,6 +113,18 @@ fn new_message_id() -> String {
     format!("3EB0{hex}")
 }
 
+/// Right after a start, sends the broker kept for the agent arrive before
+/// the supervisor has read the stored identity: wait for it (briefly) so
+/// they are not refused as "not linked".
+async fn settled(messages: &Messages) {
+    let mut health = messages.health.clone();
+    let _ = tokio::time::timeout(
+        SETTLE_TIMEOUT,
+        health.wait_for(|h| h.state != SessionState::Starting || h.phone.is_some()),
+    )
+    .await;
+}
+
 /// The device cannot send for any account right now: unpaired, pairing,
 /// or just unlinked. (Merely reconnecting is fine: the send waits.)
 fn not_linked(messages: &Messages) -> Option<String> {
@@ -171,6 +185,7 @@ pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult 
     }
     check_id("client_id", &request.client_id)?;
     check_id("quoted_id", &request.quoted_id)?;
+    settled(messages).await;
     if let Some(reason) = not_linked(messages) {
         return Err(CommandError::NotLinked(reason));
     }

@@ -18,6 +18,16 @@
 //! whatever the broker had already acked but the store not yet deleted goes
 //! out a second time (at least once, never lost).
 //!
+//! Why HQ's `send` and `read` come in on this connection too: it is a
+//! persistent session (clean session off, a fixed client id) subscribed to
+//! them at QoS 1, so the broker keeps what HQ publishes while the agent
+//! restarts or reconnects, and delivers it when the agent is back. (The
+//! link's connection stays a clean session: a late `logout` must not run.)
+//! They are handled one at a time, in order, and acknowledged to the broker
+//! only once done (a send is in the outbox); a burst waits on the broker,
+//! not in memory. Their answers go out here as well, each handed over with
+//! a marker in place of a row, so the packet ids still map exactly.
+//!
 //! Why a record can be set aside: a broker drops the connection of a client
 //! that publishes a packet over its limit, and the same oldest record would
 //! then go out first after every reconnect, forever, with everything behind
@@ -35,13 +45,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
 
 use super::Messages;
 use crate::backoff::Backoff;
+use crate::command::{Command, CommandError, SendRequest};
 use crate::config::ReconnectConfig;
 use crate::mqtt::options;
+use crate::mqtt::{redact, requests};
 
 /// Publishes the broker has not acked yet, at most. Below rumqttc's
 /// in-flight limit, so its packet ids never collide.
@@ -60,6 +72,11 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// A failure that persists is warned about again this often.
 const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// In `Handed`, an answer to a request rather than a queue row.
+const ANSWER: i64 = 0;
+/// How long an answer may wait for room in the client's channel.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Rows handed to the client, in order, not yet seen going out.
 type Handed = Arc<Mutex<VecDeque<i64>>>;
 
@@ -75,6 +92,11 @@ enum DriverEvent {
     Acked {
         connection: u64,
         seq: i64,
+    },
+    /// A `send` or `read` from HQ.
+    Request {
+        connection: u64,
+        publish: Publish,
     },
     Failed {
         connection: u64,
@@ -151,6 +173,9 @@ impl Publisher {
                 _ = stop.changed() => break,
                 event = rx.recv() => match event {
                     Some(DriverEvent::Stopped) | None => return,
+                    Some(DriverEvent::Request { connection, publish }) => {
+                        self.on_request(connection, publish).await;
+                    }
                     Some(event) => self.on_driver(event),
                 },
                 () = self.messages.publish_wake.notified() => {}
@@ -158,10 +183,14 @@ impl Publisher {
             }
             // Everything the driver has said so far, before acting on it.
             while let Ok(event) = rx.try_recv() {
-                if matches!(event, DriverEvent::Stopped) {
-                    return;
+                match event {
+                    DriverEvent::Stopped => return,
+                    DriverEvent::Request {
+                        connection,
+                        publish,
+                    } => self.on_request(connection, publish).await,
+                    event => self.on_driver(event),
                 }
-                self.on_driver(event);
             }
             self.delete_acked().await;
             self.set_aside().await;
@@ -176,6 +205,8 @@ impl Publisher {
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             match event {
                 DriverEvent::Stopped => break,
+                // Not taken: the broker delivers it again to the next run.
+                DriverEvent::Request { .. } => {}
                 other => self.on_driver(other),
             }
         }
@@ -233,7 +264,90 @@ impl Publisher {
                 self.handed_at.clear();
             }
             DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
-            DriverEvent::Stopped => {}
+            DriverEvent::Request { .. } | DriverEvent::Stopped => {}
+        }
+    }
+
+    /// A `send` or `read` from HQ: run, then answered on this connection.
+    async fn on_request(&mut self, connection: u64, publish: Publish) {
+        let topics = &self.messages.topics;
+        let Some(name) = topics.request_name(&publish.topic).map(str::to_string) else {
+            return;
+        };
+        let (result, echo) = if publish.retain {
+            (
+                Err(requests::RETAINED_REQUEST.to_string()),
+                requests::echo_of(&publish.payload),
+            )
+        } else {
+            match requests::parse(&name, &publish.payload) {
+                Err(rejected) => (Err(rejected.message), rejected.echo),
+                Ok(request) => {
+                    let result = match request.command {
+                        Command::Send {
+                            to,
+                            text,
+                            client_id,
+                            quoted_id,
+                        } => {
+                            super::outbox::accept(
+                                &self.messages,
+                                SendRequest {
+                                    to,
+                                    text,
+                                    client_id,
+                                    quoted_id,
+                                },
+                            )
+                            .await
+                        }
+                        Command::Read { chat, ids, sender } => {
+                            super::read::read(&self.messages, chat, ids, sender).await
+                        }
+                        other => Err(CommandError::Refused(format!(
+                            "{} is not a messages request",
+                            other.name()
+                        ))),
+                    };
+                    (
+                        result.map_err(|e| requests::command_error(&e)),
+                        request.echo,
+                    )
+                }
+            }
+        };
+        let mut result = result;
+        redact::answer_json(
+            &name,
+            &mut result,
+            self.messages.config.mqtt.publish_full_phone,
+        );
+        if let Err(e) = &result {
+            tracing::info!(command = %name, error = %e, "MQTT request refused");
+        } else {
+            tracing::info!(command = %name, "MQTT request");
+        }
+        let body = requests::response(&result, echo).to_string();
+        let Some((client, handed)) = self.client.clone() else {
+            return;
+        };
+        if connection != self.connection {
+            // Its connection is gone, unacknowledged: the broker delivers
+            // it again, and a send is recognised by its client_id.
+            return;
+        }
+        if client.ack(&publish).await.is_err() {
+            tracing::debug!("messages: a request could not be acknowledged");
+        }
+        lock(&handed).push_back(ANSWER);
+        let sent = tokio::time::timeout(
+            ANSWER_WAIT,
+            client.publish(topics.response(&name), QoS::AtLeastOnce, false, body),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            lock(&handed).pop_back();
+            tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
         }
     }
 
@@ -430,7 +544,15 @@ async fn drive(
         let error = match options::client_options(config, failover.url(), &client_id, None) {
             Ok(mut opts) => {
                 opts.set_inflight(INFLIGHT);
+                // The broker keeps HQ's sends for this session while the
+                // agent is away (see the module doc).
+                opts.set_clean_session(false);
+                // A request is acknowledged only once it is done (a send is
+                // in the outbox): a crash before that, and the broker
+                // delivers it again.
+                opts.set_manual_acks(true);
                 let (client, mut eventloop) = AsyncClient::new(opts, CLIENT_CHANNEL);
+                let subscriber = client.clone();
                 eventloop.set_network_options(options::network_options());
                 let handed: Handed = Arc::default();
                 let ready = DriverEvent::Ready {
@@ -447,14 +569,31 @@ async fn drive(
                     let event = match eventloop.poll().await {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             connected_at = Some(Instant::now());
+                            // Again on every connect: a broker that lost the
+                            // session (no persistence) must learn it anew.
+                            let filters = requests::MESSAGE_REQUESTS.iter().map(|name| {
+                                SubscribeFilter::new(
+                                    messages.topics.request(name),
+                                    QoS::AtLeastOnce,
+                                )
+                            });
+                            if subscriber.try_subscribe_many(filters).is_err() {
+                                tracing::warn!("messages: cannot subscribe to HQ's sends");
+                            }
                             DriverEvent::Connected { connection }
                         }
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                            if let Some(seq) = lock(&handed).pop_front() {
+                            if let Some(seq) = lock(&handed).pop_front()
+                                && seq != ANSWER
+                            {
                                 packet_rows.insert(pkid, seq);
                             }
                             continue;
                         }
+                        Ok(Event::Incoming(Packet::Publish(publish))) => DriverEvent::Request {
+                            connection,
+                            publish,
+                        },
                         Ok(Event::Incoming(Packet::PubAck(ack))) => {
                             match packet_rows.remove(&ack.pkid) {
                                 Some(seq) => DriverEvent::Acked { connection, seq },

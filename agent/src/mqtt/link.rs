@@ -42,9 +42,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A `pair_code` may first need a new connection, then a slow key
 /// derivation and a round trip the library allows 30 s.
 const PAIR_CODE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The answer to a request that reached the agent as a retained message.
-const RETAINED_REQUEST: &str = "refused: retained requests are not run (they would run again on every \
-     reconnect); publish requests without the retain flag and clear this one";
 /// Transitions kept while the broker is away.
 const EVENT_QUEUE: usize = 64;
 /// Responses waiting for room in the client's channel. rumqttc reads up
@@ -71,7 +68,7 @@ pub(super) struct LinkParams {
 /// A command's answer on its way back to the link.
 struct Answer {
     name: String,
-    transaction: Option<Value>,
+    echo: requests::Echo,
     result: Result<Value, String>,
 }
 
@@ -305,6 +302,11 @@ impl Link {
             // restart: a `reconnect` left retained by mistake would cost a
             // WhatsApp connection each time the broker blinks.
             Some(_) if self.stopping => {}
+            // The messages' own connection takes these (a persistent
+            // session: the broker keeps them while the agent is away).
+            Some(name)
+                if self.config.messages_enabled() && requests::MESSAGE_REQUESTS.contains(&name) => {
+            }
             Some(name) if publish.retain => {
                 tracing::warn!(
                     command = %shown_name(name),
@@ -312,8 +314,8 @@ impl Link {
                 );
                 self.respond(
                     name,
-                    Err(RETAINED_REQUEST.to_string()),
-                    requests::transaction_of(&publish.payload),
+                    Err(requests::RETAINED_REQUEST.to_string()),
+                    requests::echo_of(&publish.payload),
                 );
             }
             Some(name) => self.on_request(name, &publish.payload),
@@ -341,7 +343,7 @@ impl Link {
                 if let Err(e) = &refused {
                     tracing::info!(command = %shown, error = %e, "MQTT request refused");
                 }
-                self.respond(name, refused, rejected.transaction);
+                self.respond(name, refused, rejected.echo);
                 return;
             }
         };
@@ -352,7 +354,7 @@ impl Link {
                 Err(format!(
                     "busy: {MAX_REQUESTS_IN_FLIGHT} requests are in progress; try again"
                 )),
-                request.transaction,
+                request.echo,
             );
             return;
         };
@@ -374,7 +376,7 @@ impl Link {
             let _ = answers
                 .send(Answer {
                     name,
-                    transaction: request.transaction,
+                    echo: request.echo,
                     result,
                 })
                 .await;
@@ -397,10 +399,10 @@ impl Link {
         if let Err(e) = &result {
             tracing::info!(command = %answer.name, error = %e, "MQTT request refused by the agent");
         }
-        self.respond(&answer.name, result, answer.transaction);
+        self.respond(&answer.name, result, answer.echo);
     }
 
-    fn respond(&mut self, name: &str, result: Result<Value, String>, transaction: Option<Value>) {
+    fn respond(&mut self, name: &str, result: Result<Value, String>, echo: requests::Echo) {
         if self.out.responses.len() >= RESPONSE_QUEUE {
             self.counters.responses_dropped += 1;
             tracing::debug!(
@@ -409,7 +411,7 @@ impl Link {
             );
             return;
         }
-        let body = requests::response(&result, transaction);
+        let body = requests::response(&result, echo);
         self.out
             .responses
             .push_back((self.topics.response(name), body.to_string().into_bytes()));

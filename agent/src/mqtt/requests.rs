@@ -26,6 +26,15 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("read", &["chat", "ids", "sender"]),
 ];
 
+/// The requests the messages' own connection subscribes to, at QoS 1 on a
+/// persistent session, so the broker keeps them while the agent is away
+/// (`messages::publisher`); the link leaves them to it.
+pub const MESSAGE_REQUESTS: &[&str] = &["send", "read"];
+
+/// The answer to a retained request.
+pub const RETAINED_REQUEST: &str = "refused: retained requests are not run (they would run again on every \
+     reconnect); publish requests without the retain flag and clear this one";
+
 /// The size limit of a request named `name`.
 fn size_limit(name: &str) -> usize {
     if name == "send" {
@@ -39,12 +48,34 @@ fn size_limit(name: &str) -> usize {
 /// names, which a sender controls).
 const MAX_ERROR_LEN: usize = 300;
 
+/// What every answer to a request repeats, so the caller can match it:
+/// the request's `transaction` and its `client_id` (a send's own id, which
+/// HQ retries by), whatever the answer — `busy` and errors included.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Echo {
+    pub transaction: Option<Value>,
+    pub client_id: Option<Value>,
+}
+
+impl Echo {
+    fn of(fields: &Map<String, Value>) -> Echo {
+        Echo {
+            transaction: fields.get("transaction").cloned(),
+            // An id, not a document: a long or non-string one is not echoed.
+            client_id: fields
+                .get("client_id")
+                .filter(|v| v.as_str().is_some_and(|s| s.len() <= 128))
+                .cloned(),
+        }
+    }
+}
+
 /// A request the supervisor can run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub command: Command,
     /// Echoed in the response so a caller can match its answers.
-    pub transaction: Option<Value>,
+    pub echo: Echo,
 }
 
 /// A request that was refused before reaching the supervisor.
@@ -52,38 +83,39 @@ pub struct Request {
 #[error("{message}")]
 pub struct Rejected {
     pub message: String,
-    pub transaction: Option<Value>,
+    pub echo: Echo,
 }
 
 /// Parses the request for `name` (the last topic level).
 pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
-    let reject = |message: String, transaction: Option<Value>| Rejected {
+    let reject = |message: String, echo: Echo| Rejected {
         message: truncate(message),
-        transaction,
+        echo,
     };
     let limit = size_limit(name);
     if payload.len() > limit {
         return Err(reject(
             format!("payload too large: {} bytes (limit {limit})", payload.len()),
-            None,
+            Echo::default(),
         ));
     }
     let mut fields = match parse_object(payload) {
         Ok(fields) => fields,
-        Err(message) => return Err(reject(message, None)),
+        Err(message) => return Err(reject(message, Echo::default())),
     };
-    let transaction = fields.remove("transaction");
+    let echo = Echo::of(&fields);
+    fields.remove("transaction");
     if name == "qr" {
         return Err(reject(
             "refused: the QR code is not available over MQTT (it carries the pairing secret)"
                 .into(),
-            transaction,
+            echo,
         ));
     }
     let Some((_, allowed)) = COMMANDS.iter().find(|(known, _)| *known == name) else {
         return Err(reject(
             format!("unknown command {:?}", truncate(name.to_string())),
-            transaction,
+            echo,
         ));
     };
     // serde accepts any extra field next to a unit variant's tag: a typo
@@ -99,7 +131,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
         };
         return Err(reject(
             format!("unknown field {unknown:?} for {name} (expected {expected})"),
-            transaction,
+            echo,
         ));
     }
     match fields.remove("command") {
@@ -108,28 +140,27 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Rejected> {
         Some(other) => {
             return Err(reject(
                 format!("the \"command\" field ({other}) does not match the topic ({name})"),
-                transaction,
+                echo,
             ));
         }
     }
     fields.insert("command".into(), Value::String(name.to_string()));
     match serde_json::from_value::<Command>(Value::Object(fields)) {
-        Ok(Command::Qr) => Err(reject("refused: qr".into(), transaction)),
-        Ok(command) => Ok(Request {
-            command,
-            transaction,
-        }),
-        Err(e) => Err(reject(format!("bad request: {e}"), transaction)),
+        Ok(Command::Qr) => Err(reject("refused: qr".into(), echo)),
+        Ok(command) => Ok(Request { command, echo }),
+        Err(e) => Err(reject(format!("bad request: {e}"), echo)),
     }
 }
 
-/// The `transaction` of a request that will not be parsed further, so its
+/// The [`Echo`] of a request that will not be parsed further, so its
 /// refusal still reaches the caller that sent it.
-pub fn transaction_of(payload: &[u8]) -> Option<Value> {
+pub fn echo_of(payload: &[u8]) -> Echo {
     if payload.len() > MAX_SEND_REQUEST_BYTES {
-        return None;
+        return Echo::default();
     }
-    parse_object(payload).ok()?.remove("transaction")
+    parse_object(payload)
+        .map(|fields| Echo::of(&fields))
+        .unwrap_or_default()
 }
 
 /// An empty payload means "no arguments" (what a bare button press sends).
@@ -146,14 +177,19 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, String> {
 }
 
 /// `{"status":"ok","data":…}` or `{"status":"error","error":"…"}`, with the
-/// request's transaction when it had one.
-pub fn response(result: &Result<Value, String>, transaction: Option<Value>) -> Value {
+/// request's `transaction` and `client_id` when it had them.
+pub fn response(result: &Result<Value, String>, echo: Echo) -> Value {
     let mut body = match result {
         Ok(data) => json!({ "status": "ok", "data": data }),
         Err(error) => json!({ "status": "error", "error": truncate(error.clone()) }),
     };
-    if let (Some(t), Value::Object(map)) = (transaction, &mut body) {
-        map.insert("transaction".into(), t);
+    if let Value::Object(map) = &mut body {
+        if let Some(t) = echo.transaction {
+            map.insert("transaction".into(), t);
+        }
+        if let Some(id) = echo.client_id {
+            map.insert("client_id".into(), id);
+        }
     }
     body
 }
@@ -200,7 +236,7 @@ mod tests {
                 phone: "0812 3456 7890".into()
             }
         );
-        assert_eq!(r.transaction, Some(json!("t-1")));
+        assert_eq!(r.echo.transaction, Some(json!("t-1")));
         let r = parse("logout", br#"{"command":"logout"}"#).expect("valid");
         assert_eq!(r.command, Command::Logout { confirm: false });
     }
@@ -223,10 +259,23 @@ mod tests {
     }
 
     #[test]
+    fn every_answer_names_the_requests_client_id() {
+        let echo = echo_of(br#"{"to":"0811","text":"hi","client_id":"c-7","transaction":"t"}"#);
+        let busy = response(&Err("busy: try again".into()), echo.clone());
+        assert_eq!(busy["client_id"], "c-7");
+        assert_eq!(busy["transaction"], "t");
+        let e = parse("send", br#"{"to":"0811","client_id":"c-8"}"#).expect_err("no text");
+        assert_eq!(response(&Err(e.message), e.echo)["client_id"], "c-8");
+        // Only an id is echoed, not a document.
+        let long = format!(r#"{{"client_id":"{}"}}"#, "x".repeat(200));
+        assert_eq!(echo_of(long.as_bytes()).client_id, None);
+    }
+
+    #[test]
     fn errors_keep_the_transaction_when_there_is_one() {
         let e = parse("status", br#"{"x":1,"transaction":42}"#).expect_err("rejected");
-        assert_eq!(e.transaction, Some(json!(42)));
-        let body = response(&Err(e.message), e.transaction);
+        assert_eq!(e.echo.transaction, Some(json!(42)));
+        let body = response(&Err(e.message), e.echo);
         assert_eq!(body["status"], "error");
         assert_eq!(body["transaction"], 42);
     }
