@@ -368,6 +368,25 @@ async fn a_sigkill_during_a_burst_of_200_loses_no_message() {
             .len(),
         200
     );
+    // Each record has one seq and each seq one record, in one epoch, from
+    // 1 to 200 without a gap: a record published again after the kill
+    // comes with the seq it had.
+    let mut by_seq: std::collections::BTreeMap<u64, String> = Default::default();
+    let mut epochs = HashSet::new();
+    for m in hq.seen.iter().filter(|m| m.topic == topic) {
+        let record = m.json();
+        let seq = record["seq"].as_u64().expect("a seq");
+        let id = record["id"].as_str().expect("an id").to_string();
+        epochs.insert(record["epoch"].as_str().expect("an epoch").to_string());
+        let first = by_seq.entry(seq).or_insert_with(|| id.clone());
+        assert_eq!(*first, id, "seq {seq} used twice");
+    }
+    assert_eq!(epochs.len(), 1, "{epochs:?}");
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    assert_eq!(by_seq.values().collect::<HashSet<_>>().len(), 200);
     outlet.clean_up().await;
 }
 

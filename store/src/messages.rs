@@ -154,14 +154,6 @@ pub struct Depths {
 /// What the store keeps in memory about the message tables.
 #[derive(Debug)]
 pub(crate) struct MessageState {
-    /// The highest publish-queue seq this process has seen: the highest in
-    /// the table at open, then each one handed out. A new row's seq is above
-    /// it (and above every row in the table), so seqs only grow within a
-    /// run even when the queue empties, which is what the publisher's "after
-    /// the last one I handed over" needs: every row it can have handed over
-    /// was in the table at open or added since. (It starts from the first
-    /// row after every connect, and so after a restart.)
-    publish_seq: AtomicI64,
     /// `MAX(received_at)` of the redelivery keys, in millis, once read
     /// ([`UNKNOWN`] until then, and again after a prune).
     last_in: AtomicI64,
@@ -170,24 +162,25 @@ pub(crate) struct MessageState {
 const UNKNOWN: i64 = i64::MIN;
 
 /// At open: the TEMP table of acked publications not yet deleted, and the
-/// in-memory state, starting above every seq in the queue.
+/// in-memory state.
 pub(crate) fn prepare_connection(conn: &Connection) -> Result<MessageState> {
     conn.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS acked_publications (seq INTEGER PRIMARY KEY)",
     )?;
-    let highest: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(seq), 0) FROM message_publish_queue",
-        [],
-        |r| r.get(0),
-    )?;
     Ok(MessageState {
-        publish_seq: AtomicI64::new(highest),
         last_in: AtomicI64::new(UNKNOWN),
     })
 }
 
-/// The writer's deferred work: delete the publications the broker acked.
+/// The writer's deferred work: delete the publications the broker acked,
+/// remembering the highest seq deleted, so that no seq is ever used twice.
 pub(crate) fn delete_acked_publications(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE message_sequence
+         SET last_seq = MAX(last_seq, (SELECT MAX(seq) FROM temp.acked_publications))
+         WHERE id = 1 AND (SELECT MAX(seq) FROM temp.acked_publications) > last_seq",
+    )?
+    .execute([])?;
     conn.prepare_cached(
         "DELETE FROM message_publish_queue
          WHERE seq IN (SELECT seq FROM temp.acked_publications)",
@@ -270,32 +263,23 @@ fn outbox_depth(conn: &Connection) -> Result<(u64, u64)> {
     Ok((count(n), count(bytes)))
 }
 
+/// Queues a record under the outlet's next seq: one above every row still
+/// queued and above the highest ever deleted (`message_sequence`), so seqs
+/// have no gaps (a job rolled back takes its seq with it) and are never
+/// used twice, across restarts too.
 fn queue_publication(
     conn: &Connection,
-    state: &MessageState,
     kind: PublicationKind,
     at: &DateTime<Utc>,
     payload: &[u8],
 ) -> Result<()> {
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO message_publish_queue (seq, kind, queued_at, payload)
-             VALUES (MAX(?1, (SELECT COALESCE(MAX(seq), 0) FROM message_publish_queue)) + 1,
-                     ?2, ?3, ?4)
-             RETURNING seq",
-        )?
-        .query_row(
-            params![
-                state.publish_seq.load(Ordering::SeqCst),
-                kind.as_sql(),
-                millis(at),
-                payload
-            ],
-            |r| r.get(0),
-        )?;
-    // Only the writer thread runs this; a seq of a job rolled back later
-    // stays used (a gap), which is harmless.
-    state.publish_seq.fetch_max(seq, Ordering::SeqCst);
+    conn.prepare_cached(
+        "INSERT INTO message_publish_queue (seq, kind, queued_at, payload)
+         VALUES (MAX((SELECT COALESCE(MAX(seq), 0) FROM message_publish_queue),
+                     COALESCE((SELECT last_seq FROM message_sequence WHERE id = 1), 0)) + 1,
+                 ?1, ?2, ?3)",
+    )?
+    .execute(params![kind.as_sql(), millis(at), payload])?;
     Ok(())
 }
 
@@ -313,7 +297,6 @@ impl SqliteStore {
         rows: Vec<InboundRow>,
         limits: Limits,
     ) -> Result<InboundCommit> {
-        let state = self.message_state.clone();
         let (outcome, newest) = self
             .write_synced(move |c| {
                 let mut fresh = Vec::with_capacity(rows.len());
@@ -355,13 +338,7 @@ impl SqliteStore {
                         row.message_id,
                         millis(&row.received_at)
                     ])?;
-                    queue_publication(
-                        c,
-                        &state,
-                        PublicationKind::Inbound,
-                        &row.received_at,
-                        &row.payload,
-                    )?;
+                    queue_publication(c, PublicationKind::Inbound, &row.received_at, &row.payload)?;
                 }
                 let newest = fresh.iter().map(|r| millis(&r.received_at)).max();
                 Ok((
@@ -450,6 +427,19 @@ impl SqliteStore {
         .await
     }
 
+    /// The epoch of this database's record sequence: made once, with the
+    /// database, so HQ can tell a new start (seqs from 1 again) from a gap.
+    pub async fn message_epoch(&self) -> Result<String> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT epoch FROM message_sequence WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
     /// Queues a send, fsynced before returning: HQ is answered only once the
     /// request would survive a power cut. A `client_id` seen before returns
     /// the first request's row and writes nothing. `status_payload` is what
@@ -460,7 +450,6 @@ impl SqliteStore {
         limits: Limits,
         status_payload: Vec<u8>,
     ) -> Result<Enqueued> {
-        let state = self.message_state.clone();
         self.write_synced(move |c| {
             if let Some(client_id) = &request.client_id
                 && let Some(existing) = outbox_where(c, "client_id = ?1", client_id)?
@@ -489,7 +478,6 @@ impl SqliteStore {
             ])?;
             queue_publication(
                 c,
-                &state,
                 PublicationKind::Status,
                 &request.queued_at,
                 &status_payload,
@@ -615,7 +603,6 @@ impl SqliteStore {
         if !current.is_some_and(|s| from.contains(&s.as_str())) {
             return Ok(None);
         }
-        let state = self.message_state.clone();
         self.write_synced(move |c| {
             let Some(entry) = outbox_where(c, "message_id = ?1", &id)? else {
                 return Ok(None);
@@ -633,13 +620,7 @@ impl SqliteStore {
             .execute(params![id, status, error, millis(&at), sent])?;
             let updated = outbox_where(c, "message_id = ?1", &id)?
                 .ok_or_else(|| StoreError::invalid("outbox", "the updated row is missing"))?;
-            queue_publication(
-                c,
-                &state,
-                PublicationKind::Status,
-                &at,
-                &status_payload(&updated),
-            )?;
+            queue_publication(c, PublicationKind::Status, &at, &status_payload(&updated))?;
             Ok(Some(updated))
         })
         .await
@@ -960,6 +941,51 @@ mod tests {
             "the new row must come after the left-over ones"
         );
         assert_eq!(next[0].payload, b"three");
+        store.close().await.unwrap();
+    }
+
+    /// Seqs run on without a gap and are never used twice, also when the
+    /// queue empties and the store is opened again; the epoch stays.
+    #[tokio::test]
+    async fn record_seqs_are_never_reused_across_an_empty_queue_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let seqs_of = |rows: &[Publication]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+        let epoch = {
+            let lock = DataDir::lock(dir.path()).unwrap();
+            let (store, _) = SqliteStore::open(&lock).await.unwrap();
+            store
+                .commit_inbound(
+                    vec![inbound("a", "1", "one"), inbound("a", "2", "two")],
+                    ROOMY,
+                )
+                .await
+                .unwrap();
+            let queued = store.publications_after(0, 10).await.unwrap();
+            assert_eq!(seqs_of(&queued), [1, 2]);
+            store.delete_publications(seqs_of(&queued)).await.unwrap();
+            // The queue is empty; the next record still goes on from 2.
+            store
+                .commit_inbound(vec![inbound("a", "3", "three")], ROOMY)
+                .await
+                .unwrap();
+            let queued = store.publications_after(0, 10).await.unwrap();
+            assert_eq!(seqs_of(&queued), [3]);
+            store.delete_publications(seqs_of(&queued)).await.unwrap();
+            let epoch = store.message_epoch().await.unwrap();
+            assert_eq!(epoch.len(), 16, "{epoch}");
+            store.close().await.unwrap();
+            epoch
+        };
+        let lock = DataDir::lock(dir.path()).unwrap();
+        let (store, _) = SqliteStore::open(&lock).await.unwrap();
+        assert_eq!(rows_in_queue(&store).await, 0);
+        store
+            .commit_inbound(vec![inbound("a", "4", "four")], ROOMY)
+            .await
+            .unwrap();
+        let queued = store.publications_after(0, 10).await.unwrap();
+        assert_eq!(seqs_of(&queued), [4], "not 1 again after a restart");
+        assert_eq!(store.message_epoch().await.unwrap(), epoch);
         store.close().await.unwrap();
     }
 

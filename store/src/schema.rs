@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "fewer pages written per message (indexes, publish queue, pending inbound)",
         sql: V3,
     },
+    Migration {
+        version: 4,
+        description: "the outlet's record sequence (seq never reused, epoch)",
+        sql: V4,
+    },
 ];
 
 /// The version this build writes and understands.
@@ -296,6 +301,23 @@ CREATE INDEX message_outbox_age ON message_outbox (updated_at);
 // - whatsapp-rust's pending-inbound buffer (written and deleted around every
 //   received message) becomes one b-tree keyed by its lookup key instead of
 //   a table plus a unique index.
+// HQ checks the records it gets for gaps by their `seq`, which must never be
+// reused, even when the publish queue empties and the process restarts; and
+// it tells a reset from a gap by the `epoch`, made once with the database.
+// `last_seq` is the highest seq deleted from the queue, written in the same
+// commit as the deletes (the deferred ones, not one commit per message); a
+// new record's seq is one above it and above every row still queued.
+const V4: &str = r#"
+CREATE TABLE message_sequence (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch    TEXT NOT NULL,
+    last_seq INTEGER NOT NULL
+) STRICT;
+INSERT INTO message_sequence (id, epoch, last_seq)
+    VALUES (1, lower(hex(randomblob(8))),
+            COALESCE((SELECT MAX(seq) FROM message_publish_queue), 0));
+"#;
+
 const V3: &str = r#"
 DROP INDEX message_outbox_age;
 DROP INDEX message_inbound_seen_age;
@@ -359,6 +381,7 @@ pub const AGENT_TABLES: &[&str] = &[
     "agent_state_history",
     "message_inbound_seen",
     "message_publish_queue",
+    "message_sequence",
     "message_outbox",
 ];
 

@@ -147,6 +147,8 @@ struct Publisher {
     to_set_aside: Vec<i64>,
     acked: Vec<i64>,
     last_warned: Option<Instant>,
+    /// The store's record epoch, once read.
+    epoch: Option<String>,
 }
 
 impl Publisher {
@@ -163,6 +165,7 @@ impl Publisher {
             to_set_aside: Vec::new(),
             acked: Vec::new(),
             last_warned: None,
+            epoch: None,
         }
     }
 
@@ -444,6 +447,16 @@ impl Publisher {
         let Some((client, handed)) = self.client.clone() else {
             return;
         };
+        if self.epoch.is_none() {
+            match self.messages.store.message_epoch().await {
+                Ok(epoch) => self.epoch = Some(epoch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "messages: cannot read the record epoch");
+                    return;
+                }
+            }
+        }
+        let epoch = self.epoch.clone().unwrap_or_default();
         while self.in_flight.len() < WINDOW {
             let room = (WINDOW - self.in_flight.len()) as u32;
             let rows = match self
@@ -471,7 +484,12 @@ impl Publisher {
                 lock(&handed).push_back(row.seq);
                 self.handed_at.insert(row.seq, Instant::now());
                 if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, row.payload)
+                    .try_publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        with_sequence(&row.payload, row.seq, &epoch),
+                    )
                     .is_err()
                 {
                     lock(&handed).pop_back();
@@ -482,6 +500,29 @@ impl Publisher {
             }
         }
     }
+}
+
+/// The record as HQ gets it: its `seq` in the outlet's record sequence and
+/// the sequence's `epoch` first, then the fields as they were queued. The
+/// queue keeps the seq in its row, not in the payload, so a record is
+/// written once.
+fn with_sequence(payload: &[u8], seq: i64, epoch: &str) -> Vec<u8> {
+    let head = format!(
+        r#"{{"seq":{seq},"epoch":{}"#,
+        serde_json::Value::from(epoch)
+    );
+    let mut out = Vec::with_capacity(payload.len() + head.len() + 1);
+    out.extend_from_slice(head.as_bytes());
+    match payload.strip_prefix(b"{") {
+        Some(rest) if rest.first() == Some(&b'}') => out.extend_from_slice(rest),
+        Some(rest) => {
+            out.push(b',');
+            out.extend_from_slice(rest);
+        }
+        // Not an object (never queued so): sent as it was.
+        None => return payload.to_vec(),
+    }
+    out
 }
 
 /// What HQ gets in place of a record the broker refused: who, where, when
@@ -634,5 +675,31 @@ async fn drive(
             }
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_their_seq_and_epoch_first() {
+        let out = with_sequence(br#"{"id":"A","text":"hi"}"#, 7, "e1");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({"seq": 7, "epoch": "e1", "id": "A", "text": "hi"})
+        );
+        let empty = with_sequence(b"{}", 1, "e1");
+        assert_eq!(empty, br#"{"seq":1,"epoch":"e1"}"#);
+    }
+
+    #[test]
+    fn a_notice_keeps_who_and_drops_the_content() {
+        let notice = set_aside_notice(br#"{"id":"A","from":"+62811","text":"long","kind":"text"}"#);
+        let v: serde_json::Value = serde_json::from_slice(&notice).expect("JSON");
+        assert_eq!(v["id"], "A");
+        assert_eq!(v["set_aside"], true);
+        assert!(v.get("text").is_none());
     }
 }

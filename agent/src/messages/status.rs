@@ -36,7 +36,8 @@ pub fn rfc3339(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// `{"id","client_id","to","status","at","error"?}`.
+/// `{"id","client_id","to","status","at","error"?}`, to which the publisher
+/// adds `seq` and `epoch` in front.
 pub fn payload(entry: &outlet_store::OutboxEntry) -> Value {
     let mut body = json!({
         "id": entry.message_id,

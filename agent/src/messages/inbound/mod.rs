@@ -11,13 +11,15 @@
 //! # The payload
 //!
 //! ```text
-//! {"id", "chat", "from", "from_lid"?, "from_name"?, "at", "kind",
+//! {"seq", "epoch", "id", "chat", "from", "from_lid"?, "from_name"?, "at", "kind",
 //!  "text"?, "caption"?, "media"?: {"mimetype", "size", "sha256", "file_name"?},
 //!  "location"?: {"latitude", "longitude", "name"?, "address"?},
 //!  "contact"?: {"display_name", "vcard"}, "reaction"?: {"emoji", "to"},
 //!  "quoted_id"?, "edit_of"?, "revoked"?, "group"?}
 //! ```
 //!
+//! `seq` and `epoch` are added by the publisher as it hands the record to
+//! the broker (the outlet's record sequence, `messages::publisher`).
 //! A field marked `?` is left out when it has no value; the payload never
 //! carries `null`, so HQ can tell "absent" with one `in` check. `kind` is
 //! one of `text`, `image`, `video`, `audio`, `document`, `sticker`,
