@@ -63,6 +63,14 @@ pub enum Command {
         #[serde(default)]
         quoted_id: Option<String>,
     },
+    /// Publish journaled records again (`replay: true`), from `from_seq` to
+    /// `to_seq` (or the newest). Over MQTT only: the messages' connection
+    /// runs it.
+    Replay {
+        from_seq: i64,
+        #[serde(default)]
+        to_seq: Option<i64>,
+    },
     /// HQ read these customer messages: the customer gets read receipts
     /// (blue ticks). The agent never sends them by itself, so the outlet's
     /// phone keeps its unread badges for the staff.
@@ -90,6 +98,7 @@ impl Command {
             Command::PairCode { .. } => "pair_code",
             Command::Send { .. } => "send",
             Command::Read { .. } => "read",
+            Command::Replay { .. } => "replay",
         }
     }
 }

@@ -619,3 +619,72 @@ async fn sends_published_while_the_agent_is_down_are_answered_and_sent_once() {
     agent.stop().await;
     outlet.clean_up().await;
 }
+
+/// HQ was away, the broker restarted without persistence and lost what it
+/// held for HQ: HQ sees the gap by the seqs and asks for a replay, and gets
+/// every record again, with its id and seq, marked `replay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_replays_what_a_broker_restart_lost() {
+    let server = server().await;
+    let mut broker = Broker::start("allow_anonymous true\n").await;
+    let outlet = Outlet::new("replay", &broker.url(false));
+    // Sees what the agent publishes, so the test knows it was handed over.
+    let mut observer = outlet.hq().await;
+    let (mut agent, hq) = linked(&server, &outlet, &[]).await;
+    drop(hq);
+    let contacts = server.contacts();
+    let ids = contacts
+        .send_burst(BUDI, 20, "hilang")
+        .await
+        .expect("Budi sends 20");
+    distinct_ids(&mut observer, &outlet.topic("message/in"), 20, "the burst").await;
+    drop(observer);
+
+    // The broker restarts and keeps nothing.
+    broker.stop();
+    broker.spawn().await;
+    let mut hq = outlet.hq().await;
+    // Once the agent is back on the broker, a new message arrives, with
+    // the next seq: HQ sees 20 are missing.
+    contacts.send_text(BUDI, "kembali").await.expect("sent");
+    let back = wait_inbound(&mut hq, &outlet, "kembali").await;
+    assert_eq!(back["seq"], 21, "{back}");
+
+    let answer = hq
+        .request(
+            &outlet.prefix,
+            "replay",
+            json!({"from_seq": 1, "to_seq": 20}),
+        )
+        .await;
+    assert_eq!(answer["status"], "ok", "{answer}");
+    assert_eq!(answer["data"]["replayed"], 20, "{answer}");
+    assert_eq!(answer["data"]["first_held"], 1, "{answer}");
+    assert_eq!(answer["data"]["epoch"], back["epoch"], "{answer}");
+    let topic = outlet.topic("message/in");
+    let mut replayed = std::collections::BTreeMap::new();
+    while replayed.len() < 20 {
+        let m = hq
+            .seen_or_wait("replayed records", WAIT, |m| {
+                m.topic == topic
+                    && m.json()["replay"] == true
+                    && !replayed.contains_key(&m.json()["seq"].as_u64().unwrap_or(0))
+            })
+            .await
+            .json();
+        replayed.insert(
+            m["seq"].as_u64().expect("a seq"),
+            m["id"].as_str().expect("an id").to_string(),
+        );
+    }
+    assert_eq!(
+        replayed.keys().copied().collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let mut got: Vec<String> = replayed.into_values().collect();
+    let mut want = ids;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the same ids");
+    agent.stop().await;
+}

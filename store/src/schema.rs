@@ -60,7 +60,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        description: "the outlet's record sequence (seq never reused, epoch)",
+        description: "the outlet's record sequence (seq never reused, epoch) and journal",
         sql: V4,
     },
 ];
@@ -316,6 +316,16 @@ CREATE TABLE message_sequence (
 INSERT INTO message_sequence (id, epoch, last_seq)
     VALUES (1, lower(hex(randomblob(8))),
             COALESCE((SELECT MAX(seq) FROM message_publish_queue), 0));
+
+-- What the broker took, kept for HQ's `replay` (messages.journal_days, within
+-- messages.journal_max_bytes): a row moves here from the queue in the same
+-- deferred commit that deletes it there.
+CREATE TABLE message_journal (
+    seq          INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN ('in', 'status')),
+    published_at INTEGER NOT NULL,
+    payload      BLOB NOT NULL
+) STRICT;
 "#;
 
 const V3: &str = r#"
@@ -382,6 +392,7 @@ pub const AGENT_TABLES: &[&str] = &[
     "message_inbound_seen",
     "message_publish_queue",
     "message_sequence",
+    "message_journal",
     "message_outbox",
 ];
 

@@ -203,6 +203,9 @@ impl Config {
         if m.keep_days == 0 {
             return Err(invalid("messages.keep_days", "must be at least 1".into()));
         }
+        if m.journal_days > 366 {
+            return Err(invalid("messages.journal_days", "at most 366".into()));
+        }
         let id = &self.outlet.id;
         if id.is_empty()
             || id.len() > 64

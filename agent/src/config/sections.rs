@@ -149,6 +149,11 @@ pub struct MessagesConfig {
     /// Redelivery keys and finished sends are kept this long (a repeated
     /// `client_id` within it gets the first answer).
     pub keep_days: u32,
+    /// Records the broker took are kept this many days for HQ's `replay`
+    /// (0: not kept)…
+    pub journal_days: u32,
+    /// …within this many bytes, the oldest first out.
+    pub journal_max_bytes: u64,
 }
 
 impl Default for MessagesConfig {
@@ -161,6 +166,8 @@ impl Default for MessagesConfig {
             outbox_max_messages: 5_000,
             outbox_max_bytes: 16 * 1024 * 1024,
             keep_days: 14,
+            journal_days: 14,
+            journal_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -216,6 +216,19 @@ async fn report_depths(messages: Arc<Messages>) {
             if let Err(e) = messages.store.prune_messages(now - keep).await {
                 tracing::warn!(error = %e, "messages: cannot prune old message records");
             }
+            let journal = chrono::Duration::days(i64::from(messages.config.messages.journal_days));
+            match messages
+                .store
+                .prune_journal(now - journal, messages.config.messages.journal_max_bytes)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    records = n,
+                    "messages: the oldest journaled records went (age or size)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "messages: cannot prune the journal"),
+            }
         }
         match messages.store.message_depths().await {
             Ok(depths) => {

@@ -72,6 +72,9 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// A failure that persists is warned about again this often.
 const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// Records one `replay` publishes at most; HQ asks again from where it
+/// ended.
+const MAX_REPLAY: u32 = 500;
 /// In `Handed`, an answer to a request rather than a queue row.
 const ANSWER: i64 = 0;
 /// How long an answer may wait for room in the client's channel.
@@ -273,7 +276,8 @@ impl Publisher {
 
     /// A `send` or `read` from HQ: run, then answered on this connection.
     async fn on_request(&mut self, connection: u64, publish: Publish) {
-        let topics = &self.messages.topics;
+        let messages = self.messages.clone();
+        let topics = &messages.topics;
         let Some(name) = topics.request_name(&publish.topic).map(str::to_string) else {
             return;
         };
@@ -307,6 +311,10 @@ impl Publisher {
                         Command::Read { chat, ids, sender } => {
                             super::read::read(&self.messages, chat, ids, sender).await
                         }
+                        Command::Replay { from_seq, to_seq } if connection == self.connection => {
+                            self.replay(from_seq, to_seq).await
+                        }
+                        Command::Replay { .. } => Err(CommandError::NotConnected),
                         other => Err(CommandError::Refused(format!(
                             "{} is not a messages request",
                             other.name()
@@ -352,6 +360,64 @@ impl Publisher {
             lock(&handed).pop_back();
             tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
         }
+    }
+
+    /// Publishes journaled records from `from_seq` again, in order, as they
+    /// went the first time plus `"replay": true`. Answers what it did and
+    /// the first seq the journal still holds (a range no longer there is
+    /// not an error: HQ learns where the journal starts).
+    async fn replay(
+        &mut self,
+        from_seq: i64,
+        to_seq: Option<i64>,
+    ) -> crate::command::CommandResult {
+        let Some((client, handed)) = self.client.clone() else {
+            return Err(CommandError::NotConnected);
+        };
+        if from_seq < 1 || to_seq.is_some_and(|to| to < from_seq) {
+            return Err(CommandError::InvalidFormat(
+                "from_seq is 1 or more, and to_seq (when given) not below it".into(),
+            ));
+        }
+        let epoch = match self.messages.store.message_epoch().await {
+            Ok(epoch) => epoch,
+            Err(e) => return Err(CommandError::Failed(format!("journal: {e}"))),
+        };
+        let (rows, first_held) = self
+            .messages
+            .store
+            .journal_range(from_seq, to_seq.unwrap_or(i64::MAX), MAX_REPLAY)
+            .await
+            .map_err(|e| CommandError::Failed(format!("journal: {e}")))?;
+        let mut last = None;
+        for row in &rows {
+            let topic = match row.kind {
+                outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
+                outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
+            };
+            let payload = with_replay(&with_sequence(&row.payload, row.seq, &epoch));
+            lock(&handed).push_back(ANSWER);
+            let sent = tokio::time::timeout(
+                ANSWER_WAIT,
+                client.publish(topic, QoS::AtLeastOnce, false, payload),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                lock(&handed).pop_back();
+                break;
+            }
+            last = Some(row.seq);
+        }
+        let more = rows.len() == MAX_REPLAY as usize
+            && last.is_some_and(|l| to_seq.is_none_or(|to| l < to));
+        Ok(serde_json::json!({
+            "epoch": epoch,
+            "replayed": rows.iter().take_while(|r| Some(r.seq) <= last).count(),
+            "first_seq": rows.first().map(|r| r.seq),
+            "last_seq": last,
+            "first_held": first_held,
+            "more": more,
+        }))
     }
 
     /// The connection ended: if it ended soon after the oldest record in
@@ -523,6 +589,19 @@ fn with_sequence(payload: &[u8], seq: i64, epoch: &str) -> Vec<u8> {
         None => return payload.to_vec(),
     }
     out
+}
+
+/// A record published again: `"replay": true` after its seq and epoch.
+fn with_replay(record: &[u8]) -> Vec<u8> {
+    match record.strip_prefix(b"{") {
+        Some(rest) => {
+            let mut out = Vec::with_capacity(record.len() + 16);
+            out.extend_from_slice(br#"{"replay":true,"#);
+            out.extend_from_slice(rest);
+            out
+        }
+        None => record.to_vec(),
+    }
 }
 
 /// What HQ gets in place of a record the broker refused: who, where, when

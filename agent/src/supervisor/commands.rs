@@ -165,7 +165,7 @@ impl Supervisor {
             },
             // `Commands` hands sends and reads to the messaging module; one that gets
             // here has no messaging module to go to.
-            Command::Send { .. } | Command::Read { .. } => {
+            Command::Send { .. } | Command::Read { .. } | Command::Replay { .. } => {
                 (Err(CommandError::Disabled("messages are off".into())), None)
             }
             Command::CheckNumber { phone } => {
