@@ -223,13 +223,22 @@ impl Contacts {
     /// Whether `number` is on WhatsApp (a contact lookup, the device list and
     /// sending all follow it).
     pub fn set_on_whatsapp(&self, number: &str, on: bool) -> Result<(), MessageError> {
+        self.change(number, |c| c.on_whatsapp = on)
+    }
+
+    /// Changes what the server holds of contact `number`.
+    fn change(
+        &self,
+        number: &str,
+        f: impl FnOnce(&mut messaging::ContactState),
+    ) -> Result<(), MessageError> {
         let mut state = self.shared.state();
         let contact = state
             .messaging
             .contacts
             .get_mut(number)
             .ok_or_else(|| MessageError::UnknownContact(number.to_string()))?;
-        contact.on_whatsapp = on;
+        f(contact);
         Ok(())
     }
 
@@ -307,14 +316,7 @@ impl Contacts {
         number: &str,
         addressing: crate::config::Addressing,
     ) -> Result<(), MessageError> {
-        let mut state = self.shared.state();
-        let contact = state
-            .messaging
-            .contacts
-            .get_mut(number)
-            .ok_or_else(|| MessageError::UnknownContact(number.to_string()))?;
-        contact.addressing = addressing;
-        Ok(())
+        self.change(number, |c| c.addressing = addressing)
     }
 
     /// The configured contacts' numbers.
