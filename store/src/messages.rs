@@ -435,13 +435,15 @@ impl SqliteStore {
         .await
     }
 
-    /// Journaled records from `from_seq` on (at most `limit`, up to
-    /// `to_seq`), in order, and the first seq the journal still holds.
+    /// Journaled records from `from_seq` on (up to `to_seq`, at most
+    /// `limit` of them and, beyond the first, `max_bytes` of payload), in
+    /// order, and the first seq the journal still holds.
     pub async fn journal_range(
         &self,
         from_seq: i64,
         to_seq: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<(Vec<Publication>, Option<i64>)> {
         self.read(move |c| {
             // Acked rows not yet moved (the move is deferred, see the module
@@ -462,25 +464,21 @@ impl SqliteStore {
                    AND seq IN (SELECT seq FROM temp.acked_publications)
                  ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt
-                .query_map(params![from_seq, to_seq, limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let rows = rows
-                .into_iter()
-                .map(|(seq, kind, payload)| {
-                    Ok(Publication {
-                        seq,
-                        kind: PublicationKind::from_sql(&kind)?,
-                        payload,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let mut found = stmt.query(params![from_seq, to_seq, limit])?;
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(r) = found.next()? {
+                let payload: Vec<u8> = r.get(2)?;
+                if !rows.is_empty() && bytes + payload.len() > max_bytes {
+                    break;
+                }
+                bytes += payload.len();
+                rows.push(Publication {
+                    seq: r.get(0)?,
+                    kind: PublicationKind::from_sql(&r.get::<_, String>(1)?)?,
+                    payload,
+                });
+            }
             Ok((rows, first))
         })
         .await
@@ -1095,7 +1093,7 @@ mod tests {
             .collect();
         store.delete_publications(seqs[..2].to_vec()).await.unwrap();
         // Acked, not yet moved: replayable all the same; the unacked one is not.
-        let (rows, first) = store.journal_range(1, i64::MAX, 10).await.unwrap();
+        let (rows, first) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(first, Some(1));
         // After the deferred move, the same.
@@ -1103,7 +1101,7 @@ mod tests {
             .enqueue_outbound(send("M1", None, "x"), ROOMY, b"queued".to_vec())
             .await
             .unwrap();
-        let (rows, _) = store.journal_range(2, 2, 10).await.unwrap();
+        let (rows, _) = store.journal_range(2, 2, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].payload, b"two");
         // The byte cap keeps the newest that fit ("two" is 3 bytes)...
@@ -1114,7 +1112,7 @@ mod tests {
                 .unwrap(),
             1
         );
-        let (rows, first) = store.journal_range(1, i64::MAX, 10).await.unwrap();
+        let (rows, first) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(first, Some(2));
         // ...and the age the rest.
@@ -1126,7 +1124,7 @@ mod tests {
             1
         );
         assert_eq!(
-            store.journal_range(1, i64::MAX, 10).await.unwrap(),
+            store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap(),
             (vec![], None)
         );
     }

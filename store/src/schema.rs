@@ -313,9 +313,21 @@ CREATE TABLE message_sequence (
     epoch    TEXT NOT NULL,
     last_seq INTEGER NOT NULL
 ) STRICT;
+-- What waits in the queue is numbered from 1 in the new epoch (nothing is
+-- in flight while the store migrates), so the epoch starts without a gap.
+CREATE TABLE message_publish_queue_v4 (
+    seq       INTEGER PRIMARY KEY,
+    kind      TEXT NOT NULL CHECK (kind IN ('in', 'status')),
+    queued_at INTEGER NOT NULL,
+    payload   BLOB NOT NULL
+) STRICT;
+INSERT INTO message_publish_queue_v4 (seq, kind, queued_at, payload)
+    SELECT ROW_NUMBER() OVER (ORDER BY seq), kind, queued_at, payload
+    FROM message_publish_queue;
+DROP TABLE message_publish_queue;
+ALTER TABLE message_publish_queue_v4 RENAME TO message_publish_queue;
 INSERT INTO message_sequence (id, epoch, last_seq)
-    VALUES (1, lower(hex(randomblob(8))),
-            COALESCE((SELECT MAX(seq) FROM message_publish_queue), 0));
+    VALUES (1, lower(hex(randomblob(8))), 0);
 
 -- What the broker took, kept for HQ's `replay` (messages.journal_days, within
 -- messages.journal_max_bytes): a row moves here from the queue in the same

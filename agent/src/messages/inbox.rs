@@ -47,38 +47,40 @@ impl InboundDurabilityHook for InboxHook {
         let max_bytes = usize::try_from(self.messages.config.mqtt.max_packet_bytes)
             .unwrap_or(usize::MAX)
             .saturating_sub(super::inbound::fit::PACKET_OVERHEAD);
-        let rows: Vec<outlet_store::InboundRow> = records
-            .into_iter()
-            .filter_map(|mut record| {
-                let whole = record.payload.clone();
-                let cut = super::inbound::fit::fit(&mut record.payload, max_bytes);
-                if !cut.is_empty() {
-                    tracing::warn!(
-                        id = %record.id,
-                        fields = ?cut,
-                        "messages: a message too large for one MQTT packet was cut; \
-                         the whole of it is kept in the data directory's truncated/"
-                    );
-                    let user = record.chat.split(['@', ':']).next().unwrap_or_default();
-                    if let Ok(bytes) = serde_json::to_vec(&whole) {
-                        super::kept::keep(
-                            &self.messages,
-                            super::kept::TRUNCATED,
-                            &format!("{user}-{}", record.id),
-                            &bytes,
-                        );
-                    }
+        let mut rows: Vec<outlet_store::InboundRow> = Vec::with_capacity(records.len());
+        for mut record in records {
+            let whole = record.payload.clone();
+            let cut = super::inbound::fit::fit(&mut record.payload, max_bytes);
+            if !cut.is_empty() {
+                tracing::warn!(
+                    id = %record.id,
+                    fields = ?cut,
+                    "messages: a message too large for one MQTT packet was cut; \
+                     the whole of it is kept in the data directory's truncated/"
+                );
+                let user = record.chat.split(['@', ':']).next().unwrap_or_default();
+                if let Ok(bytes) = serde_json::to_vec(&whole) {
+                    // Best effort: the cut record goes to HQ all the same.
+                    let _ = super::kept::keep(
+                        &self.messages,
+                        super::kept::TRUNCATED,
+                        &format!("{user}-{}", record.id),
+                        bytes,
+                    )
+                    .await;
                 }
-                let payload = serde_json::to_vec(&record.payload).ok()?;
-                Some(outlet_store::InboundRow {
-                    chat: record.chat,
-                    sender: record.sender,
-                    message_id: record.id,
-                    received_at: record.at,
-                    payload,
-                })
-            })
-            .collect();
+            }
+            let Ok(payload) = serde_json::to_vec(&record.payload) else {
+                continue;
+            };
+            rows.push(outlet_store::InboundRow {
+                chat: record.chat,
+                sender: record.sender,
+                message_id: record.id,
+                received_at: record.at,
+                payload,
+            });
+        }
         if rows.is_empty() {
             // Receipts of our own sends on other devices, protocol
             // messages: nothing for HQ, and WhatsApp may drop them.

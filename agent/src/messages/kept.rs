@@ -4,11 +4,12 @@
 //! can take it some other way; a technician finds them in the data
 //! directory.
 //!
-//! Bounded: at most [`KEPT`] files a directory, the oldest go first. Best
-//! effort: a failure is logged, and what goes to HQ goes all the same.
+//! Bounded: at most [`KEPT`] files a directory, the oldest go first. A
+//! failure is logged and returned: a cut message goes to HQ all the same, a
+//! refused record stays in the queue.
 
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::Messages;
@@ -21,8 +22,15 @@ pub const SET_ASIDE: &str = "set-aside";
 pub const KEPT: usize = 100;
 
 /// Writes `bytes` to `<data_dir>/<dir>/<name>.json` (directory 0700, file
-/// 0600), after removing the oldest files beyond [`KEPT`].
-pub fn keep(messages: &Messages, dir: &str, name: &str, bytes: &[u8]) {
+/// 0600, fsynced), after removing the oldest files beyond [`KEPT`]. A name
+/// already there is not overwritten (its first record is the one to keep).
+/// On a blocking thread: the inbox hook and the publisher are async.
+pub async fn keep(
+    messages: &Messages,
+    dir: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> std::io::Result<()> {
     let safe: String = name
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
@@ -30,31 +38,38 @@ pub fn keep(messages: &Messages, dir: &str, name: &str, bytes: &[u8]) {
         .collect();
     let dir = messages.config.storage.data_dir.join(dir);
     let path = dir.join(format!("{safe}.json"));
-    let result = (|| -> std::io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        let mut kept: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&dir)?
-            .filter_map(Result::ok)
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .filter(|(_, p)| *p != path)
-            .collect();
-        kept.sort();
-        let excess = (kept.len() + 1).saturating_sub(KEPT);
-        for (_, old) in kept.into_iter().take(excess) {
-            let _ = std::fs::remove_file(old);
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        std::io::Write::write_all(&mut file, bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = result {
-        tracing::warn!(error = %e, path = %path.display(), "messages: cannot keep a record in the data directory");
+    let shown = path.display().to_string();
+    let result = tokio::task::spawn_blocking(move || write_kept(&dir, &path, &bytes))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, path = %shown, "messages: cannot keep a record in the data directory");
     }
+    result
+}
+
+fn write_kept(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut kept: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort();
+    let excess = (kept.len() + 1).saturating_sub(KEPT);
+    for (_, old) in kept.into_iter().take(excess) {
+        let _ = std::fs::remove_file(old);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
 }

@@ -88,8 +88,8 @@ pub struct Messages {
     commands: Commands,
     /// Which numbers have WhatsApp, as last looked up (see `outbox`).
     registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
-    /// LIDs whose number WhatsApp did not give, and when it was asked
-    /// (see `sender`).
+    /// LIDs whose number WhatsApp did not give, and until when it is not
+    /// asked again (see `sender`).
     hidden_lids: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 

@@ -172,12 +172,7 @@ pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult 
             "empty text (nothing a customer could see)".into(),
         ));
     }
-    let own = messages.health.borrow().phone.clone();
-    if jid.is_pn() && own.is_some_and(|own| own == format!("+{}", jid.user)) {
-        return Err(CommandError::InvalidFormat(
-            "that is the outlet's own number".into(),
-        ));
-    }
+
     if chars > MAX_TEXT_CHARS {
         return Err(CommandError::TextTooLong(format!(
             "{chars} characters; WhatsApp's limit is {MAX_TEXT_CHARS}"
@@ -186,6 +181,12 @@ pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult 
     check_id("client_id", &request.client_id)?;
     check_id("quoted_id", &request.quoted_id)?;
     settled(messages).await;
+    let own = messages.health.borrow().phone.clone();
+    if jid.is_pn() && own.is_some_and(|own| own == format!("+{}", jid.user)) {
+        return Err(CommandError::InvalidFormat(
+            "that is the outlet's own number".into(),
+        ));
+    }
     if let Some(reason) = not_linked(messages) {
         return Err(CommandError::NotLinked(reason));
     }

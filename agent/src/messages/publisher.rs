@@ -33,9 +33,9 @@
 //! then go out first after every reconnect, forever, with everything behind
 //! it. Records are built below `mqtt.max_packet_bytes` (see
 //! `inbound::fit`), but the broker's real limit may be lower than
-//! configured. A record that was the oldest unacknowledged one when
-//! [`STRIKES`] connections in a row ended within [`STRIKE_WINDOW`] of
-//! handing it over is replaced in the queue by a short notice with the same
+//! configured. A record larger than any the broker has acknowledged, that
+//! was the oldest unacknowledged one when [`STRIKES`] connections in a row
+//! ended within [`STRIKE_WINDOW`] of handing it over, is replaced in the queue by a short notice with the same
 //! id (`set_aside: true`, `bytes`) and kept whole in the data directory
 //! (`set-aside/`); the queue moves on. A flapping network could at worst
 //! set aside a record that would have gone through: it is kept, and HQ is
@@ -72,9 +72,10 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// A failure that persists is warned about again this often.
 const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// Records one `replay` publishes at most; HQ asks again from where it
-/// ended.
+/// Records one `replay` publishes at most, and bytes of them (at least one
+/// record); HQ asks again from where it ended (`more`).
 const MAX_REPLAY: u32 = 500;
+const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// In `Handed`, an answer to a request rather than a queue row.
 const ANSWER: i64 = 0;
 /// How long an answer may wait for room in the client's channel.
@@ -142,8 +143,11 @@ struct Publisher {
     /// The last row handed over on this connection.
     cursor: i64,
     in_flight: HashSet<i64>,
-    /// When each row in flight was handed to the client.
-    handed_at: HashMap<i64, Instant>,
+    /// When each row in flight was handed to the client, and its size.
+    handed_at: HashMap<i64, (Instant, usize)>,
+    /// The largest record the broker has acknowledged: one no larger is
+    /// not what a broker's size limit refuses.
+    largest_acked: usize,
     /// The row the last connections ended on, and how many in a row.
     suspect: Option<(i64, u32)>,
     /// Rows to set aside (see the module doc).
@@ -164,6 +168,7 @@ impl Publisher {
             cursor: 0,
             in_flight: HashSet::new(),
             handed_at: HashMap::new(),
+            largest_acked: 0,
             suspect: None,
             to_set_aside: Vec::new(),
             acked: Vec::new(),
@@ -242,7 +247,9 @@ impl Publisher {
             }
             DriverEvent::Acked { connection, seq } if connection == self.connection => {
                 self.in_flight.remove(&seq);
-                self.handed_at.remove(&seq);
+                if let Some((_, size)) = self.handed_at.remove(&seq) {
+                    self.largest_acked = self.largest_acked.max(size);
+                }
                 if self.suspect.is_some_and(|(s, _)| s == seq) {
                     self.suspect = None;
                 }
@@ -278,7 +285,26 @@ impl Publisher {
     async fn on_request(&mut self, connection: u64, publish: Publish) {
         let messages = self.messages.clone();
         let topics = &messages.topics;
-        let Some(name) = topics.request_name(&publish.topic).map(str::to_string) else {
+        let Some((client, handed)) = self.client.clone() else {
+            return;
+        };
+        if connection != self.connection || !self.connected {
+            // Its connection is gone, unacknowledged: the broker delivers it
+            // again on the next one. Nothing was done for it here.
+            return;
+        }
+        let Some(name) = topics
+            .request_name(&publish.topic)
+            .filter(|name| requests::MESSAGE_REQUESTS.contains(name))
+            .map(str::to_string)
+        else {
+            // A subscription the session kept from another prefix or outlet
+            // id: acknowledged and dropped, so it cannot fill the broker's
+            // in-flight window.
+            tracing::info!(topic = %publish.topic, "messages: a request on another outlet's topic was dropped");
+            if client.try_ack(&publish).is_err() {
+                tracing::debug!("messages: a request could not be acknowledged");
+            }
             return;
         };
         let (result, echo) = if publish.retain {
@@ -311,10 +337,7 @@ impl Publisher {
                         Command::Read { chat, ids, sender } => {
                             super::read::read(&self.messages, chat, ids, sender).await
                         }
-                        Command::Replay { from_seq, to_seq } if connection == self.connection => {
-                            self.replay(from_seq, to_seq).await
-                        }
-                        Command::Replay { .. } => Err(CommandError::NotConnected),
+                        Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
                         other => Err(CommandError::Refused(format!(
                             "{} is not a messages request",
                             other.name()
@@ -339,25 +362,11 @@ impl Publisher {
             tracing::info!(command = %name, "MQTT request");
         }
         let body = requests::response(&result, echo).to_string();
-        let Some((client, handed)) = self.client.clone() else {
-            return;
-        };
-        if connection != self.connection {
-            // Its connection is gone, unacknowledged: the broker delivers
-            // it again, and a send is recognised by its client_id.
-            return;
-        }
-        if client.ack(&publish).await.is_err() {
+        // Done (a send is in the outbox): the broker may forget it.
+        if client.try_ack(&publish).is_err() {
             tracing::debug!("messages: a request could not be acknowledged");
         }
-        lock(&handed).push_back(ANSWER);
-        let sent = tokio::time::timeout(
-            ANSWER_WAIT,
-            client.publish(topics.response(&name), QoS::AtLeastOnce, false, body),
-        )
-        .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            lock(&handed).pop_back();
+        if !hand_over(&client, &handed, topics.response(&name), body.into_bytes()).await {
             tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
         }
     }
@@ -366,11 +375,7 @@ impl Publisher {
     /// went the first time plus `"replay": true`. Answers what it did and
     /// the first seq the journal still holds (a range no longer there is
     /// not an error: HQ learns where the journal starts).
-    async fn replay(
-        &mut self,
-        from_seq: i64,
-        to_seq: Option<i64>,
-    ) -> crate::command::CommandResult {
+    async fn replay(&self, from_seq: i64, to_seq: Option<i64>) -> crate::command::CommandResult {
         let Some((client, handed)) = self.client.clone() else {
             return Err(CommandError::NotConnected);
         };
@@ -386,7 +391,12 @@ impl Publisher {
         let (rows, first_held) = self
             .messages
             .store
-            .journal_range(from_seq, to_seq.unwrap_or(i64::MAX), MAX_REPLAY)
+            .journal_range(
+                from_seq,
+                to_seq.unwrap_or(i64::MAX),
+                MAX_REPLAY,
+                MAX_REPLAY_BYTES,
+            )
             .await
             .map_err(|e| CommandError::Failed(format!("journal: {e}")))?;
         let mut last = None;
@@ -396,20 +406,19 @@ impl Publisher {
                 outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
             };
             let payload = with_replay(&with_sequence(&row.payload, row.seq, &epoch));
-            lock(&handed).push_back(ANSWER);
-            let sent = tokio::time::timeout(
-                ANSWER_WAIT,
-                client.publish(topic, QoS::AtLeastOnce, false, payload),
-            )
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                lock(&handed).pop_back();
+            if !hand_over(&client, &handed, topic, payload).await {
                 break;
             }
             last = Some(row.seq);
         }
-        let more = rows.len() == MAX_REPLAY as usize
-            && last.is_some_and(|l| to_seq.is_none_or(|to| l < to));
+        // More to ask for: this answer stopped before the end of what was
+        // read, or read no further than its limits allowed.
+        let read_to = rows.last().map(|r| r.seq);
+        let stopped_early = read_to.is_some() && last != read_to;
+        let limited = read_to.is_some_and(|r| to_seq.is_none_or(|to| r < to))
+            && rows.len() == MAX_REPLAY as usize
+            || rows.iter().map(|r| r.payload.len()).sum::<usize>() >= MAX_REPLAY_BYTES;
+        let more = stopped_early || limited;
         Ok(serde_json::json!({
             "epoch": epoch,
             "replayed": rows.iter().take_while(|r| Some(r.seq) <= last).count(),
@@ -426,11 +435,14 @@ impl Publisher {
         let Some(&oldest) = self.in_flight.iter().min() else {
             return;
         };
-        let recent = self
+        // Soon after the hand-over, and larger than anything the broker
+        // took: a connection that dies for other reasons (a broker
+        // restarting, another client on our id) strikes no ordinary record.
+        let suspicious = self
             .handed_at
             .get(&oldest)
-            .is_some_and(|at| at.elapsed() < STRIKE_WINDOW);
-        if !recent {
+            .is_some_and(|(at, size)| at.elapsed() < STRIKE_WINDOW && *size > self.largest_acked);
+        if !suspicious {
             self.suspect = None;
             return;
         }
@@ -459,12 +471,23 @@ impl Publisher {
             let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
                 continue;
             };
-            super::kept::keep(
+            if is_notice(&row.payload) {
+                // Already a notice: a broker that refuses this refuses
+                // everything, and the original is kept already.
+                continue;
+            }
+            // The original must be safe on disk before the queue lets go of it.
+            if let Err(e) = super::kept::keep(
                 &self.messages,
                 super::kept::SET_ASIDE,
                 &seq.to_string(),
-                &row.payload,
-            );
+                row.payload.clone(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, seq, "messages: cannot keep a refused record; it stays in the queue");
+                continue;
+            }
             let notice = set_aside_notice(&row.payload);
             match self.messages.store.replace_publication(seq, notice).await {
                 Ok(true) => {
@@ -548,7 +571,8 @@ impl Publisher {
                 // Recorded before the client can send it, so the driver
                 // always finds it when the publish goes out.
                 lock(&handed).push_back(row.seq);
-                self.handed_at.insert(row.seq, Instant::now());
+                self.handed_at
+                    .insert(row.seq, (Instant::now(), row.payload.len()));
                 if client
                     .try_publish(
                         topic,
@@ -559,6 +583,7 @@ impl Publisher {
                     .is_err()
                 {
                     lock(&handed).pop_back();
+                    self.handed_at.remove(&row.seq);
                     return;
                 }
                 self.in_flight.insert(row.seq);
@@ -591,7 +616,35 @@ fn with_sequence(payload: &[u8], seq: i64, epoch: &str) -> Vec<u8> {
     out
 }
 
-/// A record published again: `"replay": true` after its seq and epoch.
+/// Hands a publish that is not a queue row (an answer, a replayed record) to
+/// the client, with its marker in `handed`. `try_publish` is synchronous:
+/// the marker and the publish go in together or not at all, so the packet
+/// ids keep mapping to rows. Waits (a little at a time) for room in the
+/// client's channel, [`ANSWER_WAIT`] at most.
+async fn hand_over(client: &AsyncClient, handed: &Handed, topic: String, payload: Vec<u8>) -> bool {
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        lock(handed).push_back(ANSWER);
+        match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()) {
+            Ok(()) => return true,
+            Err(_) => {
+                lock(handed).pop_back();
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A notice that stands for a set-aside record.
+fn is_notice(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .is_ok_and(|v| v.get("set_aside") == Some(&serde_json::Value::Bool(true)))
+}
+
+/// A record published again: `"replay": true` before its seq and epoch.
 fn with_replay(record: &[u8]) -> Vec<u8> {
     match record.strip_prefix(b"{") {
         Some(rest) => {

@@ -16,6 +16,8 @@ use crate::command::{CommandError, CommandResult};
 
 /// At most this many ids in one request (WhatsApp's cap on one receipt).
 pub const MAX_READ_IDS: usize = 256;
+/// How long the receipts may take to go out.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// An id is an id, not a document.
 const MAX_ID_LEN: usize = 128;
 
@@ -54,10 +56,15 @@ pub async fn read(
         None => None,
     };
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    client
-        .mark_as_read(&chat, sender.as_ref(), &refs)
-        .await
-        .map_err(|e| CommandError::Failed(format!("read receipts not sent: {e}")))?;
+    // The messages connection handles requests one at a time: a stalled
+    // session must not hold the ones behind this.
+    tokio::time::timeout(
+        READ_TIMEOUT,
+        client.mark_as_read(&chat, sender.as_ref(), &refs),
+    )
+    .await
+    .map_err(|_| CommandError::Failed("read receipts not sent: timed out".into()))?
+    .map_err(|e| CommandError::Failed(format!("read receipts not sent: {e}")))?;
     Ok(serde_json::json!({ "read": ids.len() }))
 }
 

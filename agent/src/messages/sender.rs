@@ -12,8 +12,8 @@
 //!    lookups;
 //! 3. WhatsApp (a usync lookup by LID), which names the number only when the
 //!    customer shares it. A LID without one is remembered for
-//!    [`HIDDEN_TTL`], so a chatty hidden customer costs one lookup, not one
-//!    per message.
+//!    [`HIDDEN_TTL`] (a failed lookup for 30 s), so a chatty hidden customer
+//!    costs one lookup, not one per message.
 //!
 //! A mapping the message carried is written to the store when the store
 //! does not have it yet: whatsapp-rust keeps the ones it learns from live
@@ -33,8 +33,10 @@ use super::inbound::KnownSender;
 /// A lookup in the inbox's path may hold back the acks of its batch this
 /// long at most.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a LID whose number WhatsApp did not give is not asked again.
+/// How long a LID whose number WhatsApp did not give is not asked again…
 pub(super) const HIDDEN_TTL: Duration = Duration::from_secs(600);
+/// …and one whose lookup failed or timed out.
+const FAILED_TTL: Duration = Duration::from_secs(30);
 /// Bound of the remembered hidden LIDs (forgotten all at once when full).
 const HIDDEN_KEPT: usize = 10_000;
 
@@ -100,7 +102,7 @@ async fn remember(client: &Client, lid: &str, number: &str) {
 async fn ask_whatsapp(messages: &Messages, client: &Client, lid: &str) -> Option<String> {
     {
         let hidden = super::lock(&messages.hidden_lids);
-        if hidden.get(lid).is_some_and(|at| at.elapsed() < HIDDEN_TTL) {
+        if hidden.get(lid).is_some_and(|until| Instant::now() < *until) {
             return None;
         }
     }
@@ -111,24 +113,27 @@ async fn ask_whatsapp(messages: &Messages, client: &Client, lid: &str) -> Option
             .is_on_whatsapp(&[Jid::lid(lid.to_string())]),
     )
     .await;
-    let number = match asked {
-        Ok(Ok(results)) => results
-            .iter()
-            .find_map(|r| r.pn_jid.as_ref().map(|pn| pn.user.to_string())),
+    let (number, ttl) = match asked {
+        Ok(Ok(results)) => (
+            results
+                .iter()
+                .find_map(|r| r.pn_jid.as_ref().map(|pn| pn.user.to_string())),
+            HIDDEN_TTL,
+        ),
         // A failed or slow lookup is not tried again for every message
-        // either: the inbox must not wait on it.
+        // either (the inbox must not wait on it), but soon.
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "messages: a LID lookup failed");
-            None
+            (None, FAILED_TTL)
         }
-        Err(_) => None,
+        Err(_) => (None, FAILED_TTL),
     };
     if number.is_none() {
         let mut hidden = super::lock(&messages.hidden_lids);
         if hidden.len() >= HIDDEN_KEPT {
             hidden.clear();
         }
-        hidden.insert(lid.to_string(), Instant::now());
+        hidden.insert(lid.to_string(), Instant::now() + ttl);
     }
     number
 }

@@ -17,8 +17,11 @@ use crate::command::MAX_SEND_REQUEST_BYTES;
 use crate::config::{BrokerAddress, BrokerUrlError, MqttConfig};
 
 /// A packet above this ends the connection (rumqttc cannot skip one), so it
-/// is generous; MQTT 3.1.1 has no way to ask the broker for less.
-pub const MAX_INCOMING_PACKET: usize = MAX_SEND_REQUEST_BYTES + 16 * 1024;
+/// is generous: twice the largest request, and above the broker cap the
+/// deployment guide recommends. On the messages' persistent session an
+/// unacknowledged request over it would come back after every reconnect;
+/// MQTT 3.1.1 has no way to ask the broker for less.
+pub const MAX_INCOMING_PACKET: usize = 2 * MAX_SEND_REQUEST_BYTES;
 /// Our largest publish is an inbound message (`message/in`): a text of
 /// 65 536 characters in JSON, well below this.
 const MAX_OUTGOING_PACKET: usize = 1024 * 1024;

@@ -38,10 +38,11 @@ pub const RETAINED_REQUEST: &str = "refused: retained requests are not run (they
 
 /// The size limit of a request named `name`.
 fn size_limit(name: &str) -> usize {
-    if name == "send" {
-        MAX_SEND_REQUEST_BYTES
-    } else {
-        MAX_REQUEST_BYTES
+    match name {
+        "send" => MAX_SEND_REQUEST_BYTES,
+        // 256 message ids of up to 128 characters, quoted, and the chat.
+        "read" => 40 * 1024,
+        _ => MAX_REQUEST_BYTES,
     }
 }
 
