@@ -174,15 +174,9 @@ pub(crate) fn prepare_connection(conn: &Connection) -> Result<MessageState> {
     })
 }
 
-/// The writer's deferred work: delete the publications the broker acked,
-/// remembering the highest seq deleted, so that no seq is ever used twice.
+/// The writer's deferred work: move the publications the broker acked into
+/// the journal (which also keeps their seqs from being used again).
 pub(crate) fn delete_acked_publications(conn: &Connection) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE message_sequence
-         SET last_seq = MAX(last_seq, (SELECT MAX(seq) FROM temp.acked_publications))
-         WHERE id = 1 AND (SELECT MAX(seq) FROM temp.acked_publications) > last_seq",
-    )?
-    .execute([])?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO message_journal (seq, kind, published_at, payload)
          SELECT seq, kind, ?1, payload FROM message_publish_queue
@@ -272,9 +266,12 @@ fn outbox_depth(conn: &Connection) -> Result<(u64, u64)> {
 }
 
 /// Queues a record under the outlet's next seq: one above every row still
-/// queued and above the highest ever deleted (`message_sequence`), so seqs
-/// have no gaps (a job rolled back takes its seq with it) and are never
-/// used twice, across restarts too.
+/// queued or journaled and above the highest ever pruned from the journal
+/// (`message_sequence.last_seq`), so seqs have no gaps (a job rolled back
+/// takes its seq with it) and are never used twice, across restarts too.
+/// (Every acked row moves to the journal, so only a prune can drop the
+/// highest seq: it writes `last_seq` first, once an hour, rather than every
+/// delete writing it.)
 fn queue_publication(
     conn: &Connection,
     kind: PublicationKind,
@@ -284,6 +281,7 @@ fn queue_publication(
     conn.prepare_cached(
         "INSERT INTO message_publish_queue (seq, kind, queued_at, payload)
          VALUES (MAX((SELECT COALESCE(MAX(seq), 0) FROM message_publish_queue),
+                     (SELECT COALESCE(MAX(seq), 0) FROM message_journal),
                      COALESCE((SELECT last_seq FROM message_sequence WHERE id = 1), 0)) + 1,
                  ?1, ?2, ?3)",
     )?
@@ -489,6 +487,14 @@ impl SqliteStore {
     pub async fn prune_journal(&self, cutoff: DateTime<Utc>, max_bytes: u64) -> Result<u64> {
         let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         self.write(move |c| {
+            // The journal's highest seq may go: remember it, so it is never
+            // used again.
+            c.prepare_cached(
+                "UPDATE message_sequence
+                 SET last_seq = MAX(last_seq, (SELECT MAX(seq) FROM message_journal))
+                 WHERE id = 1 AND (SELECT MAX(seq) FROM message_journal) > last_seq",
+            )?
+            .execute([])?;
             let old = c
                 .prepare_cached("DELETE FROM message_journal WHERE published_at < ?1")?
                 .execute([millis(&cutoff)])?;
@@ -1065,6 +1071,47 @@ mod tests {
         let queued = store.publications_after(0, 10).await.unwrap();
         assert_eq!(seqs_of(&queued), [4], "not 1 again after a restart");
         assert_eq!(store.message_epoch().await.unwrap(), epoch);
+        // Nor after the journal lost everything to a prune.
+        store.delete_publications(vec![4]).await.unwrap();
+        store
+            .enqueue_outbound(send("M1", None, "x"), ROOMY, b"queued".to_vec())
+            .await
+            .unwrap();
+        store
+            .prune_journal(Utc::now() + chrono::Duration::days(1), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .journal_range(1, i64::MAX, 10, 1 << 20)
+                .await
+                .unwrap()
+                .1,
+            None
+        );
+        let after: Vec<i64> = store
+            .publications_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(after, [5], "the queued status");
+        store.delete_publications(vec![5]).await.unwrap();
+        store
+            .enqueue_outbound(send("M2", None, "y"), ROOMY, b"queued".to_vec())
+            .await
+            .unwrap();
+        store
+            .prune_journal(Utc::now() + chrono::Duration::days(1), 0)
+            .await
+            .unwrap();
+        store
+            .commit_inbound(vec![inbound("a", "5", "five")], ROOMY)
+            .await
+            .unwrap();
+        let last = store.publications_after(0, 10).await.unwrap();
+        assert_eq!(seqs_of(&last), [6, 7], "M2's status, then the message");
         store.close().await.unwrap();
     }
 

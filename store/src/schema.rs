@@ -304,9 +304,9 @@ CREATE INDEX message_outbox_age ON message_outbox (updated_at);
 // HQ checks the records it gets for gaps by their `seq`, which must never be
 // reused, even when the publish queue empties and the process restarts; and
 // it tells a reset from a gap by the `epoch`, made once with the database.
-// `last_seq` is the highest seq deleted from the queue, written in the same
-// commit as the deletes (the deferred ones, not one commit per message); a
-// new record's seq is one above it and above every row still queued.
+// Every row the broker acked moves to the journal; `last_seq` is the highest
+// seq a journal prune ever dropped, written by the (hourly) prune. A new
+// record's seq is one above it and above every row queued or journaled.
 const V4: &str = r#"
 CREATE TABLE message_sequence (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
