@@ -421,6 +421,21 @@ mod tests {
         assert_eq!(reply["stats"]["live_connections"], 0);
     }
 
+    /// The README lists every control command: the same table as above.
+    #[test]
+    fn the_readme_lists_every_control_command() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<&str> = include_str!("control.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .collect();
+        assert!(rows.len() > 20, "{rows:?}");
+        for row in rows {
+            let line = format!("| `{row}");
+            assert!(readme.contains(&line), "README.md lacks {line}");
+        }
+    }
+
     #[tokio::test]
     async fn contact_commands_check_their_arguments() {
         let server = FakeServer::start(ServerConfig::default())

@@ -49,11 +49,14 @@ use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS, SubscribeFilte
 use tokio::sync::{mpsc, watch};
 
 use super::Messages;
+mod hq_requests;
+mod set_aside;
+
 use crate::backoff::Backoff;
-use crate::command::{Command, CommandError, SendRequest};
+
 use crate::config::ReconnectConfig;
 use crate::mqtt::options;
-use crate::mqtt::{redact, requests};
+use crate::mqtt::requests;
 
 /// Publishes the broker has not acked yet, at most. Below rumqttc's
 /// in-flight limit, so its packet ids never collide.
@@ -281,232 +284,6 @@ impl Publisher {
         }
     }
 
-    /// A `send` or `read` from HQ: run, then answered on this connection.
-    async fn on_request(&mut self, connection: u64, publish: Publish) {
-        let messages = self.messages.clone();
-        let topics = &messages.topics;
-        let Some((client, handed)) = self.client.clone() else {
-            return;
-        };
-        if connection != self.connection || !self.connected {
-            // Its connection is gone, unacknowledged: the broker delivers it
-            // again on the next one. Nothing was done for it here.
-            return;
-        }
-        let Some(name) = topics
-            .request_name(&publish.topic)
-            .filter(|name| requests::MESSAGE_REQUESTS.contains(name))
-            .map(str::to_string)
-        else {
-            // A subscription the session kept from another prefix or outlet
-            // id: acknowledged and dropped, so it cannot fill the broker's
-            // in-flight window.
-            tracing::info!(topic = %publish.topic, "messages: a request on another outlet's topic was dropped");
-            if client.try_ack(&publish).is_err() {
-                tracing::debug!("messages: a request could not be acknowledged");
-            }
-            return;
-        };
-        let (result, echo) = if publish.retain {
-            (
-                Err(requests::RETAINED_REQUEST.to_string()),
-                requests::echo_of(&publish.payload),
-            )
-        } else {
-            match requests::parse(&name, &publish.payload) {
-                Err(rejected) => (Err(rejected.message), rejected.echo),
-                Ok(request) => {
-                    let result = match request.command {
-                        Command::Send {
-                            to,
-                            text,
-                            client_id,
-                            quoted_id,
-                        } => {
-                            super::outbox::accept(
-                                &self.messages,
-                                SendRequest {
-                                    to,
-                                    text,
-                                    client_id,
-                                    quoted_id,
-                                },
-                            )
-                            .await
-                        }
-                        Command::Read { chat, ids, sender } => {
-                            super::read::read(&self.messages, chat, ids, sender).await
-                        }
-                        Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
-                        other => Err(CommandError::Refused(format!(
-                            "{} is not a messages request",
-                            other.name()
-                        ))),
-                    };
-                    (
-                        result.map_err(|e| requests::command_error(&e)),
-                        request.echo,
-                    )
-                }
-            }
-        };
-        let mut result = result;
-        redact::answer_json(
-            &name,
-            &mut result,
-            self.messages.config.mqtt.publish_full_phone,
-        );
-        if let Err(e) = &result {
-            tracing::info!(command = %name, error = %e, "MQTT request refused");
-        } else {
-            tracing::info!(command = %name, "MQTT request");
-        }
-        let body = requests::response(&result, echo).to_string();
-        // Done (a send is in the outbox): the broker may forget it.
-        if client.try_ack(&publish).is_err() {
-            tracing::debug!("messages: a request could not be acknowledged");
-        }
-        if !hand_over(&client, &handed, topics.response(&name), body.into_bytes()).await {
-            tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
-        }
-    }
-
-    /// Publishes journaled records from `from_seq` again, in order, as they
-    /// went the first time plus `"replay": true`. Answers what it did and
-    /// the first seq the journal still holds (a range no longer there is
-    /// not an error: HQ learns where the journal starts).
-    async fn replay(&self, from_seq: i64, to_seq: Option<i64>) -> crate::command::CommandResult {
-        let Some((client, handed)) = self.client.clone() else {
-            return Err(CommandError::NotConnected);
-        };
-        if from_seq < 1 || to_seq.is_some_and(|to| to < from_seq) {
-            return Err(CommandError::InvalidFormat(
-                "from_seq is 1 or more, and to_seq (when given) not below it".into(),
-            ));
-        }
-        let epoch = match self.messages.store.message_epoch().await {
-            Ok(epoch) => epoch,
-            Err(e) => return Err(CommandError::Failed(format!("journal: {e}"))),
-        };
-        let (rows, first_held) = self
-            .messages
-            .store
-            .journal_range(
-                from_seq,
-                to_seq.unwrap_or(i64::MAX),
-                MAX_REPLAY,
-                MAX_REPLAY_BYTES,
-            )
-            .await
-            .map_err(|e| CommandError::Failed(format!("journal: {e}")))?;
-        let mut last = None;
-        for row in &rows {
-            let topic = match row.kind {
-                outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
-                outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
-            };
-            let payload = with_replay(&with_sequence(&row.payload, row.seq, &epoch));
-            if !hand_over(&client, &handed, topic, payload).await {
-                break;
-            }
-            last = Some(row.seq);
-        }
-        // More to ask for: this answer stopped before the end of what was
-        // read, or read no further than its limits allowed.
-        let read_to = rows.last().map(|r| r.seq);
-        let stopped_early = read_to.is_some() && last != read_to;
-        let limited = read_to.is_some_and(|r| to_seq.is_none_or(|to| r < to))
-            && rows.len() == MAX_REPLAY as usize
-            || rows.iter().map(|r| r.payload.len()).sum::<usize>() >= MAX_REPLAY_BYTES;
-        let more = stopped_early || limited;
-        Ok(serde_json::json!({
-            "epoch": epoch,
-            "replayed": rows.iter().take_while(|r| Some(r.seq) <= last).count(),
-            "first_seq": rows.first().map(|r| r.seq),
-            "last_seq": last,
-            "first_held": first_held,
-            "more": more,
-        }))
-    }
-
-    /// The connection ended: if it ended soon after the oldest record in
-    /// flight was handed over, that record gets a strike.
-    fn strike(&mut self) {
-        let Some(&oldest) = self.in_flight.iter().min() else {
-            return;
-        };
-        // Soon after the hand-over, and larger than anything the broker
-        // took: a connection that dies for other reasons (a broker
-        // restarting, another client on our id) strikes no ordinary record.
-        let suspicious = self
-            .handed_at
-            .get(&oldest)
-            .is_some_and(|(at, size)| at.elapsed() < STRIKE_WINDOW && *size > self.largest_acked);
-        if !suspicious {
-            self.suspect = None;
-            return;
-        }
-        let strikes = match self.suspect {
-            Some((seq, n)) if seq == oldest => n + 1,
-            _ => 1,
-        };
-        self.suspect = Some((oldest, strikes));
-        if strikes >= STRIKES {
-            self.suspect = None;
-            self.to_set_aside.push(oldest);
-        }
-    }
-
-    /// Replaces each record the broker kept refusing by a notice, after
-    /// keeping it whole in the data directory.
-    async fn set_aside(&mut self) {
-        for seq in std::mem::take(&mut self.to_set_aside) {
-            let rows = match self.messages.store.publications_after(seq - 1, 1).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "messages: cannot read a refused record");
-                    continue;
-                }
-            };
-            let Some(row) = rows.into_iter().find(|r| r.seq == seq) else {
-                continue;
-            };
-            if is_notice(&row.payload) {
-                // Already a notice: a broker that refuses this refuses
-                // everything, and the original is kept already.
-                continue;
-            }
-            // The original must be safe on disk before the queue lets go of it.
-            if let Err(e) = super::kept::keep(
-                &self.messages,
-                super::kept::SET_ASIDE,
-                &seq.to_string(),
-                row.payload.clone(),
-            )
-            .await
-            {
-                tracing::warn!(error = %e, seq, "messages: cannot keep a refused record; it stays in the queue");
-                continue;
-            }
-            let notice = set_aside_notice(&row.payload);
-            match self.messages.store.replace_publication(seq, notice).await {
-                Ok(true) => {
-                    tracing::warn!(
-                        seq,
-                        bytes = row.payload.len(),
-                        "messages: the broker keeps refusing a record; it goes to HQ as a \
-                         notice (set_aside) and is kept whole in the data directory's set-aside/"
-                    );
-                    self.messages.report.send_modify(|r| r.set_aside += 1);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "messages: cannot set a refused record aside");
-                }
-            }
-        }
-    }
-
     async fn delete_acked(&mut self) {
         if self.acked.is_empty() {
             return;
@@ -614,79 +391,6 @@ fn with_sequence(payload: &[u8], seq: i64, epoch: &str) -> Vec<u8> {
         None => return payload.to_vec(),
     }
     out
-}
-
-/// Hands a publish that is not a queue row (an answer, a replayed record) to
-/// the client, with its marker in `handed`. `try_publish` is synchronous:
-/// the marker and the publish go in together or not at all, so the packet
-/// ids keep mapping to rows. Waits (a little at a time) for room in the
-/// client's channel, [`ANSWER_WAIT`] at most.
-async fn hand_over(client: &AsyncClient, handed: &Handed, topic: String, payload: Vec<u8>) -> bool {
-    let deadline = Instant::now() + ANSWER_WAIT;
-    loop {
-        lock(handed).push_back(ANSWER);
-        match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()) {
-            Ok(()) => return true,
-            Err(_) => {
-                lock(handed).pop_back();
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// A notice that stands for a set-aside record.
-fn is_notice(payload: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .is_ok_and(|v| v.get("set_aside") == Some(&serde_json::Value::Bool(true)))
-}
-
-/// A record published again: `"replay": true` before its seq and epoch.
-fn with_replay(record: &[u8]) -> Vec<u8> {
-    match record.strip_prefix(b"{") {
-        Some(rest) => {
-            let mut out = Vec::with_capacity(record.len() + 16);
-            out.extend_from_slice(br#"{"replay":true,"#);
-            out.extend_from_slice(rest);
-            out
-        }
-        None => record.to_vec(),
-    }
-}
-
-/// What HQ gets in place of a record the broker refused: who, where, when
-/// and what, without the content, and its size.
-fn set_aside_notice(payload: &[u8]) -> Vec<u8> {
-    const HEAD: &[&str] = &[
-        "id",
-        "chat",
-        "from",
-        "from_lid",
-        "at",
-        "kind",
-        "group",
-        "client_id",
-        "to",
-        "status",
-    ];
-    let mut notice = serde_json::Map::new();
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(payload) {
-        for key in HEAD {
-            if let Some(serde_json::Value::String(v)) = fields.get(*key) {
-                // Even the head cannot make the notice large.
-                notice.insert(
-                    (*key).to_string(),
-                    v.chars().take(256).collect::<String>().into(),
-                );
-            }
-        }
-    }
-    notice.insert("set_aside".into(), true.into());
-    notice.insert("bytes".into(), payload.len().into());
-    serde_json::Value::Object(notice).to_string().into_bytes()
 }
 
 fn lock(handed: &Handed) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
@@ -824,14 +528,5 @@ mod tests {
         );
         let empty = with_sequence(b"{}", 1, "e1");
         assert_eq!(empty, br#"{"seq":1,"epoch":"e1"}"#);
-    }
-
-    #[test]
-    fn a_notice_keeps_who_and_drops_the_content() {
-        let notice = set_aside_notice(br#"{"id":"A","from":"+62811","text":"long","kind":"text"}"#);
-        let v: serde_json::Value = serde_json::from_slice(&notice).expect("JSON");
-        assert_eq!(v["id"], "A");
-        assert_eq!(v["set_aside"], true);
-        assert!(v.get("text").is_none());
     }
 }

@@ -1,0 +1,202 @@
+//! HQ's `send`, `read` and `replay` on the messages' own connection: run one
+//! at a time, acknowledged to the broker once done, answered on the same
+//! connection (see the parent module's doc for why here).
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Publish, QoS};
+
+use super::{
+    ANSWER, ANSWER_WAIT, Handed, MAX_REPLAY, MAX_REPLAY_BYTES, Publisher, lock, with_sequence,
+};
+use crate::command::{Command, CommandError, SendRequest};
+use crate::mqtt::{redact, requests};
+
+impl Publisher {
+    /// A `send` or `read` from HQ: run, then answered on this connection.
+    pub(super) async fn on_request(&mut self, connection: u64, publish: Publish) {
+        let messages = self.messages.clone();
+        let topics = &messages.topics;
+        let Some((client, handed)) = self.client.clone() else {
+            return;
+        };
+        if connection != self.connection || !self.connected {
+            // Its connection is gone, unacknowledged: the broker delivers it
+            // again on the next one. Nothing was done for it here.
+            return;
+        }
+        let Some(name) = topics
+            .request_name(&publish.topic)
+            .filter(|name| requests::MESSAGE_REQUESTS.contains(name))
+            .map(str::to_string)
+        else {
+            // A subscription the session kept from another prefix or outlet
+            // id: acknowledged and dropped, so it cannot fill the broker's
+            // in-flight window.
+            tracing::info!(topic = %publish.topic, "messages: a request on another outlet's topic was dropped");
+            if client.try_ack(&publish).is_err() {
+                tracing::debug!("messages: a request could not be acknowledged");
+            }
+            return;
+        };
+        let (result, echo) = if publish.retain {
+            (
+                Err(requests::RETAINED_REQUEST.to_string()),
+                requests::echo_of(&publish.payload),
+            )
+        } else {
+            match requests::parse(&name, &publish.payload) {
+                Err(rejected) => (Err(rejected.message), rejected.echo),
+                Ok(request) => {
+                    let result = match request.command {
+                        Command::Send {
+                            to,
+                            text,
+                            client_id,
+                            quoted_id,
+                        } => {
+                            crate::messages::outbox::accept(
+                                &self.messages,
+                                SendRequest {
+                                    to,
+                                    text,
+                                    client_id,
+                                    quoted_id,
+                                },
+                            )
+                            .await
+                        }
+                        Command::Read { chat, ids, sender } => {
+                            crate::messages::read::read(&self.messages, chat, ids, sender).await
+                        }
+                        Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
+                        other => Err(CommandError::Refused(format!(
+                            "{} is not a messages request",
+                            other.name()
+                        ))),
+                    };
+                    (
+                        result.map_err(|e| requests::command_error(&e)),
+                        request.echo,
+                    )
+                }
+            }
+        };
+        let mut result = result;
+        redact::answer_json(
+            &name,
+            &mut result,
+            self.messages.config.mqtt.publish_full_phone,
+        );
+        if let Err(e) = &result {
+            tracing::info!(command = %name, error = %e, "MQTT request refused");
+        } else {
+            tracing::info!(command = %name, "MQTT request");
+        }
+        let body = requests::response(&result, echo).to_string();
+        // Done (a send is in the outbox): the broker may forget it.
+        if client.try_ack(&publish).is_err() {
+            tracing::debug!("messages: a request could not be acknowledged");
+        }
+        if !hand_over(&client, &handed, topics.response(&name), body.into_bytes()).await {
+            tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
+        }
+    }
+
+    /// Publishes journaled records from `from_seq` again, in order, as they
+    /// went the first time plus `"replay": true`. Answers what it did and
+    /// the first seq the journal still holds (a range no longer there is
+    /// not an error: HQ learns where the journal starts).
+    pub(super) async fn replay(
+        &self,
+        from_seq: i64,
+        to_seq: Option<i64>,
+    ) -> crate::command::CommandResult {
+        let Some((client, handed)) = self.client.clone() else {
+            return Err(CommandError::NotConnected);
+        };
+        if from_seq < 1 || to_seq.is_some_and(|to| to < from_seq) {
+            return Err(CommandError::InvalidFormat(
+                "from_seq is 1 or more, and to_seq (when given) not below it".into(),
+            ));
+        }
+        let epoch = match self.messages.store.message_epoch().await {
+            Ok(epoch) => epoch,
+            Err(e) => return Err(CommandError::Failed(format!("journal: {e}"))),
+        };
+        let (rows, first_held) = self
+            .messages
+            .store
+            .journal_range(
+                from_seq,
+                to_seq.unwrap_or(i64::MAX),
+                MAX_REPLAY,
+                MAX_REPLAY_BYTES,
+            )
+            .await
+            .map_err(|e| CommandError::Failed(format!("journal: {e}")))?;
+        let mut last = None;
+        for row in &rows {
+            let topic = match row.kind {
+                outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
+                outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
+            };
+            let payload = with_replay(&with_sequence(&row.payload, row.seq, &epoch));
+            if !hand_over(&client, &handed, topic, payload).await {
+                break;
+            }
+            last = Some(row.seq);
+        }
+        // More to ask for: this answer stopped before the end of what was
+        // read, or read no further than its limits allowed.
+        let read_to = rows.last().map(|r| r.seq);
+        let stopped_early = read_to.is_some() && last != read_to;
+        let limited = read_to.is_some_and(|r| to_seq.is_none_or(|to| r < to))
+            && rows.len() == MAX_REPLAY as usize
+            || rows.iter().map(|r| r.payload.len()).sum::<usize>() >= MAX_REPLAY_BYTES;
+        let more = stopped_early || limited;
+        Ok(serde_json::json!({
+            "epoch": epoch,
+            "replayed": rows.iter().take_while(|r| Some(r.seq) <= last).count(),
+            "first_seq": rows.first().map(|r| r.seq),
+            "last_seq": last,
+            "first_held": first_held,
+            "more": more,
+        }))
+    }
+}
+
+/// Hands a publish that is not a queue row (an answer, a replayed record) to
+/// the client, with its marker in `handed`. `try_publish` is synchronous:
+/// the marker and the publish go in together or not at all, so the packet
+/// ids keep mapping to rows. Waits (a little at a time) for room in the
+/// client's channel, [`ANSWER_WAIT`] at most.
+async fn hand_over(client: &AsyncClient, handed: &Handed, topic: String, payload: Vec<u8>) -> bool {
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        lock(handed).push_back(ANSWER);
+        match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()) {
+            Ok(()) => return true,
+            Err(_) => {
+                lock(handed).pop_back();
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A record published again: `"replay": true` before its seq and epoch.
+fn with_replay(record: &[u8]) -> Vec<u8> {
+    match record.strip_prefix(b"{") {
+        Some(rest) => {
+            let mut out = Vec::with_capacity(record.len() + 16);
+            out.extend_from_slice(br#"{"replay":true,"#);
+            out.extend_from_slice(rest);
+            out
+        }
+        None => record.to_vec(),
+    }
+}
