@@ -191,35 +191,37 @@ impl Commands {
     /// Sends a command and waits for its answer (`send` and `read` go to
     /// the messaging module, everything else to the supervisor).
     pub async fn send(&self, command: Command) -> CommandResult {
-        if let Command::Read { chat, ids, sender } = command {
-            let Some(target) = self.sends.get().and_then(Weak::upgrade) else {
-                return Err(CommandError::Disabled(
-                    "messages are off (messages.enabled = false, or MQTT is off)".into(),
-                ));
-            };
-            return target.read(chat, ids, sender).await;
+        match command {
+            Command::Send {
+                to,
+                text,
+                client_id,
+                quoted_id,
+            } => {
+                self.messages()?
+                    .accept(SendRequest {
+                        to,
+                        text,
+                        client_id,
+                        quoted_id,
+                    })
+                    .await
+            }
+            Command::Read { chat, ids, sender } => self.messages()?.read(chat, ids, sender).await,
+            command => self.to_supervisor(command).await,
         }
-        if let Command::Send {
-            to,
-            text,
-            client_id,
-            quoted_id,
-        } = command
-        {
-            let Some(target) = self.sends.get().and_then(Weak::upgrade) else {
-                return Err(CommandError::Disabled(
-                    "messages are off (messages.enabled = false, or MQTT is off)".into(),
-                ));
-            };
-            return target
-                .accept(SendRequest {
-                    to,
-                    text,
-                    client_id,
-                    quoted_id,
-                })
-                .await;
-        }
+    }
+
+    /// The messaging module, while it runs.
+    fn messages(&self) -> Result<Arc<dyn SendTarget>, CommandError> {
+        self.sends.get().and_then(Weak::upgrade).ok_or_else(|| {
+            CommandError::Disabled(
+                "messages are off (messages.enabled = false, or MQTT is off)".into(),
+            )
+        })
+    }
+
+    async fn to_supervisor(&self, command: Command) -> CommandResult {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(CommandRequest { command, reply })

@@ -18,9 +18,9 @@
 //! What a message costs the SD card (BENCHMARKS.md): a row the broker has
 //! acked is not deleted in a commit of its own. [`SqliteStore::delete_publications`]
 //! notes its seq in the in-memory TEMP table `acked_publications`, every
-//! read of the queue leaves those rows out, and the writer thread deletes
-//! them inside the next commit that writes anyway (usually the one that
-//! queues the next row, on the same leaf page) or after
+//! read of the queue leaves those rows out, and the writer thread moves
+//! them to the journal inside the next commit that writes anyway (usually
+//! the one that queues the next row, on the same leaf page) or after
 //! [`crate::writer::DEFER_AT_MOST`]. A crash before that publishes them
 //! once more, as a power cut before a checkpoint always could: at least
 //! once, never lost.
@@ -176,7 +176,7 @@ pub(crate) fn prepare_connection(conn: &Connection) -> Result<MessageState> {
 
 /// The writer's deferred work: move the publications the broker acked into
 /// the journal (which also keeps their seqs from being used again).
-pub(crate) fn delete_acked_publications(conn: &Connection) -> Result<()> {
+pub(crate) fn journal_acked_publications(conn: &Connection) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO message_journal (seq, kind, published_at, payload)
          SELECT seq, kind, ?1, payload FROM message_publish_queue
@@ -397,8 +397,8 @@ impl SqliteStore {
     }
 
     /// The broker has these: they leave the queue. From the answer on, no
-    /// read of the queue returns them (nor counts them); the rows are
-    /// deleted with the next commit that writes anyway, within
+    /// read of the queue returns them (nor counts them); the rows move to
+    /// the journal with the next commit that writes anyway, within
     /// [`crate::writer::DEFER_AT_MOST`] (module docs). Not fsynced: a delete
     /// lost to a crash or a power cut publishes the message once more (at
     /// least once), never loses it.

@@ -55,7 +55,7 @@ impl SqliteStore {
                 Ok((conn, (outcome, state)))
             },
             lock.clone(),
-            crate::messages::delete_acked_publications,
+            crate::messages::journal_acked_publications,
         )?;
         let (outcome, message_state) = opened.await.map_err(|_| StoreError::WriterGone)??;
         let store = SqliteStore {

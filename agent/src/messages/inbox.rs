@@ -49,30 +49,31 @@ impl InboundDurabilityHook for InboxHook {
             .saturating_sub(super::inbound::fit::PACKET_OVERHEAD);
         let mut rows: Vec<outlet_store::InboundRow> = Vec::with_capacity(records.len());
         for mut record in records {
-            let whole = record.payload.clone();
-            let cut = super::inbound::fit::fit(&mut record.payload, max_bytes);
-            if !cut.is_empty() {
+            let Ok(mut payload) = serde_json::to_vec(&record.payload) else {
+                continue;
+            };
+            if !super::inbound::fit::fits(&record.payload, payload.len(), max_bytes) {
+                let cut = super::inbound::fit::fit(&mut record.payload, max_bytes);
                 tracing::warn!(
                     id = %record.id,
                     fields = ?cut,
                     "messages: a message too large for one MQTT packet was cut; \
                      the whole of it is kept in the data directory's truncated/"
                 );
+                let Ok(cut_payload) = serde_json::to_vec(&record.payload) else {
+                    continue;
+                };
+                let whole = std::mem::replace(&mut payload, cut_payload);
                 let user = record.chat.split(['@', ':']).next().unwrap_or_default();
-                if let Ok(bytes) = serde_json::to_vec(&whole) {
-                    // Best effort: the cut record goes to HQ all the same.
-                    let _ = super::kept::keep(
-                        &self.messages,
-                        super::kept::TRUNCATED,
-                        &format!("{user}-{}", record.id),
-                        bytes,
-                    )
-                    .await;
-                }
+                // Best effort: the cut record goes to HQ all the same.
+                let _ = super::kept::keep(
+                    &self.messages,
+                    super::kept::TRUNCATED,
+                    &format!("{user}-{}", record.id),
+                    whole,
+                )
+                .await;
             }
-            let Ok(payload) = serde_json::to_vec(&record.payload) else {
-                continue;
-            };
             rows.push(outlet_store::InboundRow {
                 chat: record.chat,
                 sender: record.sender,

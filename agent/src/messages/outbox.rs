@@ -31,8 +31,8 @@ use crate::phone::normalize_phone;
 
 /// WhatsApp's limit on a text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 65_536;
-/// `client_id` and `quoted_id` are ids, not documents.
-const MAX_ID_LEN: usize = 128;
+/// `client_id`, `quoted_id` and the ids of `read` are ids, not documents.
+pub(super) const MAX_ID_LEN: usize = 128;
 /// How long a registration lookup at `send` time may take before the send
 /// is queued unchecked (it is checked again before it goes out).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,15 +11,13 @@ use whatsapp_rust::Jid;
 use whatsapp_rust::wacore_binary::JidExt as _;
 
 use super::Messages;
-use super::outbox::recipient;
+use super::outbox::{MAX_ID_LEN, recipient};
 use crate::command::{CommandError, CommandResult};
 
 /// At most this many ids in one request (WhatsApp's cap on one receipt).
 pub const MAX_READ_IDS: usize = 256;
 /// How long the receipts may take to go out.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// An id is an id, not a document.
-const MAX_ID_LEN: usize = 128;
 
 pub async fn read(
     messages: &Messages,

@@ -21,6 +21,17 @@ const MAX_CUTS: usize = 16;
 /// Fields that say who, where, when and what, never cut.
 const KEPT: &[&str] = &["id", "chat", "from", "from_lid", "at", "kind", "group"];
 
+/// Whether `payload`, `encoded_len` bytes of JSON, goes out as it is: it
+/// fits and its text is within WhatsApp's limit. (The inbox encodes every
+/// record once; only one that does not fit pays for [`fit`].)
+pub fn fits(payload: &Value, encoded_len: usize, max_bytes: usize) -> bool {
+    encoded_len <= max_bytes
+        && payload
+            .get("text")
+            .and_then(Value::as_str)
+            .is_none_or(|t| t.len() <= MAX_TEXT_CHARS || t.chars().count() <= MAX_TEXT_CHARS)
+}
+
 /// Cuts `payload` to at most `max_bytes` of JSON. Returns the paths of the
 /// fields it cut (empty when it fit as it was).
 pub fn fit(payload: &mut Value, max_bytes: usize) -> Vec<String> {
@@ -152,8 +163,26 @@ mod tests {
     fn a_record_that_fits_is_left_alone() {
         let mut r = record("halo");
         let before = r.clone();
+        let len = serde_json::to_vec(&r).unwrap().len();
+        assert!(fits(&r, len, 16 * 1024));
         assert!(fit(&mut r, 16 * 1024).is_empty());
         assert_eq!(r, before);
+    }
+
+    #[test]
+    fn what_does_not_fit_is_exactly_what_fit_cuts() {
+        let long = record(&"a".repeat(MAX_TEXT_CHARS + 1));
+        let len = serde_json::to_vec(&long).unwrap().len();
+        assert!(!fits(&long, len, 1024 * 1024), "over WhatsApp's limit");
+        assert!(!fit(&mut long.clone(), 1024 * 1024).is_empty());
+        let emoji = record(&"😀".repeat(MAX_TEXT_CHARS));
+        let len = serde_json::to_vec(&emoji).unwrap().len();
+        assert!(
+            fits(&emoji, len, 1024 * 1024),
+            "at the limit, in characters"
+        );
+        assert!(!fits(&emoji, len, 128 * 1024), "over the packet");
+        assert!(!fit(&mut emoji.clone(), 128 * 1024).is_empty());
     }
 
     #[test]

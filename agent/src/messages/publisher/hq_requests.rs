@@ -9,11 +9,12 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use super::{
     ANSWER, ANSWER_WAIT, Handed, MAX_REPLAY, MAX_REPLAY_BYTES, Publisher, lock, with_sequence,
 };
-use crate::command::{Command, CommandError, SendRequest};
+use crate::command::{Command, CommandError};
 use crate::mqtt::{redact, requests};
 
 impl Publisher {
-    /// A `send` or `read` from HQ: run, then answered on this connection.
+    /// A `send`, `read` or `replay` from HQ: run, then answered on this
+    /// connection.
     pub(super) async fn on_request(&mut self, connection: u64, publish: Publish) {
         let messages = self.messages.clone();
         let topics = &messages.topics;
@@ -49,31 +50,10 @@ impl Publisher {
                 Err(rejected) => (Err(rejected.message), rejected.echo),
                 Ok(request) => {
                     let result = match request.command {
-                        Command::Send {
-                            to,
-                            text,
-                            client_id,
-                            quoted_id,
-                        } => {
-                            crate::messages::outbox::accept(
-                                &self.messages,
-                                SendRequest {
-                                    to,
-                                    text,
-                                    client_id,
-                                    quoted_id,
-                                },
-                            )
-                            .await
-                        }
-                        Command::Read { chat, ids, sender } => {
-                            crate::messages::read::read(&self.messages, chat, ids, sender).await
-                        }
                         Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
-                        other => Err(CommandError::Refused(format!(
-                            "{} is not a messages request",
-                            other.name()
-                        ))),
+                        // `send` and `read`, by the same way as from any
+                        // other source.
+                        command => self.messages.commands.send(command).await,
                     };
                     (
                         result.map_err(|e| requests::command_error(&e)),
@@ -137,11 +117,8 @@ impl Publisher {
             .map_err(|e| CommandError::Failed(format!("journal: {e}")))?;
         let mut last = None;
         for row in &rows {
-            let topic = match row.kind {
-                outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
-                outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
-            };
-            let payload = with_replay(&with_sequence(&row.payload, row.seq, &epoch));
+            let topic = self.topic_of(row.kind);
+            let payload = with_sequence(&row.payload, row.seq, &epoch, true);
             if !hand_over(&client, &handed, topic, payload).await {
                 break;
             }
@@ -185,18 +162,5 @@ async fn hand_over(client: &AsyncClient, handed: &Handed, topic: String, payload
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-}
-
-/// A record published again: `"replay": true` before its seq and epoch.
-fn with_replay(record: &[u8]) -> Vec<u8> {
-    match record.strip_prefix(b"{") {
-        Some(rest) => {
-            let mut out = Vec::with_capacity(record.len() + 16);
-            out.extend_from_slice(br#"{"replay":true,"#);
-            out.extend_from_slice(rest);
-            out
-        }
-        None => record.to_vec(),
     }
 }

@@ -48,12 +48,11 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
 
-use super::Messages;
 mod hq_requests;
 mod set_aside;
 
+use super::Messages;
 use crate::backoff::Backoff;
-
 use crate::config::ReconnectConfig;
 use crate::mqtt::options;
 use crate::mqtt::requests;
@@ -100,7 +99,7 @@ enum DriverEvent {
         connection: u64,
         seq: i64,
     },
-    /// A `send` or `read` from HQ.
+    /// A `send`, `read` or `replay` from HQ.
     Request {
         connection: u64,
         publish: Publish,
@@ -305,6 +304,14 @@ impl Publisher {
         }
     }
 
+    /// Where a queued record of `kind` goes.
+    fn topic_of(&self, kind: outlet_store::PublicationKind) -> String {
+        match kind {
+            outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
+            outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
+        }
+    }
+
     /// Hands rows to the client until the window is full.
     async fn fill(&mut self) {
         if !self.connected {
@@ -341,10 +348,7 @@ impl Publisher {
                 return;
             }
             for row in rows {
-                let topic = match row.kind {
-                    outlet_store::PublicationKind::Inbound => self.messages.topics.message_in(),
-                    outlet_store::PublicationKind::Status => self.messages.topics.message_status(),
-                };
+                let topic = self.topic_of(row.kind);
                 // Recorded before the client can send it, so the driver
                 // always finds it when the publish goes out.
                 lock(&handed).push_back(row.seq);
@@ -355,7 +359,7 @@ impl Publisher {
                         topic,
                         QoS::AtLeastOnce,
                         false,
-                        with_sequence(&row.payload, row.seq, &epoch),
+                        with_sequence(&row.payload, row.seq, &epoch, false),
                     )
                     .is_err()
                 {
@@ -371,12 +375,13 @@ impl Publisher {
 }
 
 /// The record as HQ gets it: its `seq` in the outlet's record sequence and
-/// the sequence's `epoch` first, then the fields as they were queued. The
-/// queue keeps the seq in its row, not in the payload, so a record is
-/// written once.
-fn with_sequence(payload: &[u8], seq: i64, epoch: &str) -> Vec<u8> {
+/// the sequence's `epoch` first (after `"replay": true` when it is published
+/// again), then the fields as they were queued. The queue keeps the seq in
+/// its row, not in the payload, so a record is written once.
+fn with_sequence(payload: &[u8], seq: i64, epoch: &str, replay: bool) -> Vec<u8> {
+    let replay = if replay { r#""replay":true,"# } else { "" };
     let head = format!(
-        r#"{{"seq":{seq},"epoch":{}"#,
+        r#"{{{replay}"seq":{seq},"epoch":{}"#,
         serde_json::Value::from(epoch)
     );
     let mut out = Vec::with_capacity(payload.len() + head.len() + 1);
@@ -520,13 +525,15 @@ mod tests {
 
     #[test]
     fn records_carry_their_seq_and_epoch_first() {
-        let out = with_sequence(br#"{"id":"A","text":"hi"}"#, 7, "e1");
+        let out = with_sequence(br#"{"id":"A","text":"hi"}"#, 7, "e1", false);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
         assert_eq!(
             v,
             serde_json::json!({"seq": 7, "epoch": "e1", "id": "A", "text": "hi"})
         );
-        let empty = with_sequence(b"{}", 1, "e1");
+        let empty = with_sequence(b"{}", 1, "e1", false);
         assert_eq!(empty, br#"{"seq":1,"epoch":"e1"}"#);
+        let again = with_sequence(br#"{"id":"A"}"#, 7, "e1", true);
+        assert_eq!(again, br#"{"replay":true,"seq":7,"epoch":"e1","id":"A"}"#);
     }
 }
