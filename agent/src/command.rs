@@ -164,6 +164,32 @@ pub trait SendTarget: Send + Sync {
 
     /// Sends read receipts for customer messages HQ has read.
     async fn read(&self, chat: String, ids: Vec<String>, sender: Option<String>) -> CommandResult;
+
+    /// Runs a `send` or a `read`; any other command is not the messaging
+    /// module's.
+    async fn run(&self, command: Command) -> CommandResult {
+        match command {
+            Command::Send {
+                to,
+                text,
+                client_id,
+                quoted_id,
+            } => {
+                self.accept(SendRequest {
+                    to,
+                    text,
+                    client_id,
+                    quoted_id,
+                })
+                .await
+            }
+            Command::Read { chat, ids, sender } => self.read(chat, ids, sender).await,
+            other => Err(CommandError::Refused(format!(
+                "{} is not a messages command",
+                other.name()
+            ))),
+        }
+    }
 }
 
 /// The sending side, cloned into every command source.
@@ -192,22 +218,9 @@ impl Commands {
     /// the messaging module, everything else to the supervisor).
     pub async fn send(&self, command: Command) -> CommandResult {
         match command {
-            Command::Send {
-                to,
-                text,
-                client_id,
-                quoted_id,
-            } => {
-                self.messages()?
-                    .accept(SendRequest {
-                        to,
-                        text,
-                        client_id,
-                        quoted_id,
-                    })
-                    .await
+            command @ (Command::Send { .. } | Command::Read { .. }) => {
+                self.messages()?.run(command).await
             }
-            Command::Read { chat, ids, sender } => self.messages()?.read(chat, ids, sender).await,
             command => self.to_supervisor(command).await,
         }
     }

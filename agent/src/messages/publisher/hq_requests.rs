@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use super::{
     ANSWER, ANSWER_WAIT, Handed, MAX_REPLAY, MAX_REPLAY_BYTES, Publisher, lock, with_sequence,
 };
-use crate::command::{Command, CommandError};
+use crate::command::{Command, CommandError, SendTarget};
 use crate::mqtt::{redact, requests};
 
 impl Publisher {
@@ -51,9 +51,11 @@ impl Publisher {
                 Ok(request) => {
                     let result = match request.command {
                         Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
-                        // `send` and `read`, by the same way as from any
-                        // other source.
-                        command => self.messages.commands.send(command).await,
+                        // `send` and `read`: the messaging module's own
+                        // entry, as for every other source (not through
+                        // `Commands`, which learns of the module only
+                        // after this connection may already be up).
+                        command => SendTarget::run(&*self.messages, command).await,
                     };
                     (
                         result.map_err(|e| requests::command_error(&e)),
@@ -88,10 +90,21 @@ impl Publisher {
     /// the first seq the journal still holds (a range no longer there is
     /// not an error: HQ learns where the journal starts).
     pub(super) async fn replay(
-        &self,
+        &mut self,
         from_seq: i64,
         to_seq: Option<i64>,
     ) -> crate::command::CommandResult {
+        // Acks this loop has heard but not yet handed to the store: those
+        // records are the broker's, so they are replayable now, not after
+        // this request (a replay asked right after a reconnect would
+        // otherwise miss the record the reconnect published again).
+        while !self.acked.is_empty() {
+            let before = self.acked.len();
+            self.delete_acked().await;
+            if self.acked.len() >= before {
+                break;
+            }
+        }
         let Some((client, handed)) = self.client.clone() else {
             return Err(CommandError::NotConnected);
         };
