@@ -50,8 +50,13 @@
 //! (`synchronous=FULL` for that commit): a paired device record
 //! (`DeviceStore::save` with a JID), pre-keys marked as uploaded, signed
 //! pre-keys, the agent's identity record, and the logout wipe; and, in
-//! `messages`, a batch of received messages, a queued send and every status
-//! change that applies.
+//! `messages`, a batch of received messages and a queued send. A status
+//! change of a send is fsynced within `writer::SYNC_AT_MOST` together with
+//! whatever else comes, and held back from the publisher until then
+//! ([`SyncGate`]): the library acknowledges a receipt to WhatsApp without
+//! waiting for the agent's commit, so an fsync of its own never made a
+//! status safe from a power cut, and a `sent` lost to one sends the message
+//! again with the same id, which WhatsApp's clients drop as a repeat.
 //!
 //! The one write answered before its commit: deleting publications the
 //! broker acked (`delete_publications`). They leave every read at once and
@@ -85,6 +90,7 @@ pub use messages::{
 };
 pub use open::{CorruptionReason, CreateNotice, OpenOutcome};
 pub use store::SqliteStore;
+pub use writer::SyncGate;
 
 #[cfg(test)]
 mod tests {

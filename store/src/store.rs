@@ -182,6 +182,30 @@ impl SqliteStore {
         self.write_with(Durability::Full, f).await
     }
 
+    /// Like [`Self::write`], but the commit is fsynced within
+    /// [`writer::SYNC_AT_MOST`] together with whatever else comes
+    /// ([`Durability::Soon`]). The job names what readers must not see
+    /// before that in [`writer::WriterHandle::gate`].
+    pub(crate) async fn write_soon<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.write_with(Durability::Soon, f).await
+    }
+
+    /// What [`Durability::Soon`] writes hold back until the WAL is
+    /// fsynced; its [`writer::SyncGate::released`] wakes once they are on
+    /// disk (the publisher waits on it for held-back statuses).
+    pub fn sync_gate(&self) -> &writer::SyncGate {
+        self.writer.gate()
+    }
+
+    /// The gate, to move into a job.
+    pub(crate) fn writer_gate(&self) -> &Arc<writer::SyncGate> {
+        self.writer.gate()
+    }
+
     /// Like [`Self::write`] with the durability decided by the caller.
     ///
     /// A session handle's fence is checked on the writer thread, when the

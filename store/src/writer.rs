@@ -32,6 +32,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -44,6 +45,9 @@ const MAX_GROUP: usize = 256;
 
 /// The longest deferred work waits for a group that writes anyway.
 pub(crate) const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The longest a [`Durability::Soon`] commit waits for its fsync.
+pub(crate) const SYNC_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Runs the deferred work inside a transaction.
 pub(crate) type FlushDeferred = fn(&Connection) -> Result<()>;
@@ -58,6 +62,61 @@ pub(crate) enum Durability {
     /// the group is answered. For state the server or the phone already relies
     /// on (pairing credentials, uploaded pre-keys, a logout wipe).
     Full,
+    /// `synchronous=NORMAL` now, and the WAL fsynced within
+    /// [`SYNC_AT_MOST`] (the module docs): for records that may be lost to
+    /// a power cut in that time but must not be shown to anyone before they
+    /// are on disk (see [`SyncGate`]).
+    Soon,
+}
+
+/// What [`Durability::Soon`] work waits for: the lowest key (the store's
+/// publication seq) a job committed but the disk may not have yet, and a
+/// wake for whoever held back because of it. The writer does not know what
+/// the keys mean; it releases them all at each fsync.
+#[derive(Debug)]
+pub struct SyncGate {
+    lowest_unsynced: std::sync::atomic::AtomicI64,
+    synced: tokio::sync::Notify,
+}
+
+impl SyncGate {
+    fn new() -> Self {
+        Self {
+            lowest_unsynced: std::sync::atomic::AtomicI64::new(i64::MAX),
+            synced: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `key` is committed but may not be on disk: hold back from it until
+    /// the next fsync. Call it from inside the [`Durability::Soon`] job that
+    /// writes it (on the writer thread), so that no read between its commit
+    /// and the fsync can miss the hold.
+    pub(crate) fn hold(&self, key: i64) {
+        self.lowest_unsynced
+            .fetch_min(key, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keys from this one on may not be on disk yet (`i64::MAX`: none held).
+    pub(crate) fn held_from(&self) -> i64 {
+        self.lowest_unsynced
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wakes once after an fsync released held keys (a permit is kept for
+    /// a waiter that comes later, as [`tokio::sync::Notify::notify_one`]).
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.synced.notified()
+    }
+
+    /// Everything committed so far is on disk.
+    fn release(&self) {
+        let was = self
+            .lowest_unsynced
+            .swap(i64::MAX, std::sync::atomic::Ordering::SeqCst);
+        if was != i64::MAX {
+            self.synced.notify_one();
+        }
+    }
 }
 
 /// What the thread runs inside a transaction.
@@ -182,9 +241,15 @@ enum Msg {
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    gate: Arc<SyncGate>,
 }
 
 impl WriterHandle {
+    /// What [`Durability::Soon`] jobs hold back until their fsync.
+    pub(crate) fn gate(&self) -> &Arc<SyncGate> {
+        &self.gate
+    }
+
     /// Run `f` in a transaction on the writer thread.
     pub(crate) async fn call<T, F>(&self, durability: Durability, write: bool, f: F) -> Result<T>
     where
@@ -275,6 +340,8 @@ where
 {
     let (tx, rx) = mpsc::channel::<Msg>();
     let (opened_tx, opened_rx) = oneshot::channel();
+    let gate = Arc::new(SyncGate::new());
+    let thread_gate = Arc::clone(&gate);
     std::thread::Builder::new()
         .name("outlet-store".to_string())
         .spawn(move || {
@@ -288,7 +355,7 @@ where
                     return;
                 }
             };
-            let closed = serve(conn, rx, flush_deferred);
+            let closed = serve(conn, rx, flush_deferred, &thread_gate);
             // Release the lock before answering close(), so a caller that
             // drops its own lock handle next finds the directory free.
             drop(keep_alive);
@@ -297,7 +364,7 @@ where
             }
         })
         .map_err(|e| StoreError::io("spawn writer thread for", "session.db", e))?;
-    Ok((WriterHandle { tx }, opened_rx))
+    Ok((WriterHandle { tx, gate }, opened_rx))
 }
 
 /// Serve jobs until close() (returns its reply channel and the shutdown
@@ -306,26 +373,40 @@ fn serve(
     mut conn: Connection,
     rx: mpsc::Receiver<Msg>,
     flush_deferred: FlushDeferred,
+    gate: &SyncGate,
 ) -> Option<(oneshot::Sender<Result<()>>, Result<()>)> {
     let mut next: Option<Msg> = None;
     // Since when deferred work waits, if any does.
-    let mut deferred_since: Option<std::time::Instant> = None;
+    let mut deferred_since: Option<Instant> = None;
+    // When the WAL must be fsynced for `Soon` work, if any waits.
+    let mut sync_due: Option<Instant> = None;
     loop {
+        // Checked between jobs too: a busy queue never lets recv time out.
+        if sync_due.is_some_and(|due| Instant::now() >= due) {
+            sync_due = sync_wal(&conn, gate);
+        }
         let msg = match next.take() {
             Some(m) => m,
             None => {
-                let received = match deferred_since {
+                let deferred_due = deferred_since.map(|since| since + DEFER_AT_MOST);
+                let wake = match (deferred_due, sync_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let received = match wake {
                     None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                    Some(since) => rx.recv_timeout(DEFER_AT_MOST.saturating_sub(since.elapsed())),
+                    Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
                 };
                 match received {
                     Ok(m) => m,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if run_deferred_alone(&conn, flush_deferred) {
-                            deferred_since = None;
-                        } else {
-                            // Try again a full period later.
-                            deferred_since = Some(std::time::Instant::now());
+                        if deferred_due.is_some_and(|due| Instant::now() >= due) {
+                            deferred_since = if run_deferred_alone(&conn, flush_deferred) {
+                                None
+                            } else {
+                                // Try again a full period later.
+                                Some(Instant::now())
+                            };
                         }
                         continue;
                     }
@@ -346,7 +427,12 @@ fn serve(
                 if deferred_since.is_some() {
                     run_deferred_alone(&conn, flush_deferred);
                 }
-                return Some((reply, shutdown(conn)));
+                let closed = shutdown(conn);
+                if closed.is_ok() {
+                    // The checkpoint synced everything.
+                    gate.release();
+                }
+                return Some((reply, closed));
             }
             Msg::Txn {
                 durability,
@@ -354,6 +440,7 @@ fn serve(
                 defers,
             } => {
                 let mut full = durability == Durability::Full;
+                let mut soon = durability == Durability::Soon;
                 let mut any_defers = defers;
                 // Whether a job writes the database itself.
                 let mut writes = !defers && task.writes();
@@ -366,6 +453,7 @@ fn serve(
                             defers,
                         }) => {
                             full |= durability == Durability::Full;
+                            soon |= durability == Durability::Soon;
                             any_defers |= defers;
                             writes |= !defers && task.writes();
                             group.push(task);
@@ -380,11 +468,17 @@ fn serve(
                 // The deferred work rides along with a group that writes
                 // the database anyway (not with one that only defers).
                 let flush = (deferred_since.is_some() || any_defers) && writes;
-                let flushed = run_group(&conn, group, full, flush.then_some(flush_deferred));
-                if flushed {
+                let outcome = run_group(&conn, group, full, flush.then_some(flush_deferred), gate);
+                if outcome.flushed {
                     deferred_since = None;
                 } else if any_defers && deferred_since.is_none() {
-                    deferred_since = Some(std::time::Instant::now());
+                    deferred_since = Some(Instant::now());
+                }
+                if full && outcome.committed {
+                    // run_group released the gate.
+                    sync_due = None;
+                } else if soon && sync_due.is_none() {
+                    sync_due = Some(Instant::now() + SYNC_AT_MOST);
                 }
             }
         }
@@ -392,10 +486,39 @@ fn serve(
     if deferred_since.is_some() {
         run_deferred_alone(&conn, flush_deferred);
     }
-    if let Err(e) = shutdown(conn) {
-        tracing::warn!(error = %e, "closing the session store failed");
+    match shutdown(conn) {
+        Ok(()) => gate.release(),
+        Err(e) => tracing::warn!(error = %e, "closing the session store failed"),
     }
     None
+}
+
+/// Fsyncs the WAL, which makes every commit so far durable (a commit under
+/// `synchronous=NORMAL` has written its frames but not synced them), and
+/// releases the gate. Returns when to try again if it failed.
+fn sync_wal(conn: &Connection, gate: &SyncGate) -> Option<Instant> {
+    let Some(db) = conn.path().filter(|p| !p.is_empty()) else {
+        // An in-memory database has no disk to wait for.
+        gate.release();
+        return None;
+    };
+    let wal = format!("{db}-wal");
+    let synced = match std::fs::File::open(&wal) {
+        Ok(file) => file.sync_data(),
+        // No WAL: a checkpoint folded it into the (synced) main file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    match synced {
+        Ok(()) => {
+            gate.release();
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store: cannot fsync the WAL; trying again");
+            Some(Instant::now() + SYNC_AT_MOST)
+        }
+    }
 }
 
 /// The deferred work in a transaction of its own. True if it committed.
@@ -418,14 +541,14 @@ fn run_deferred_alone(conn: &Connection, flush_deferred: FlushDeferred) -> bool 
 }
 
 /// Runs one group in one transaction; with `flush`, the deferred work too,
-/// after the jobs (in its own savepoint). Returns true if the deferred work
-/// was committed.
+/// after the jobs (in its own savepoint). A fsynced commit releases `gate`.
 fn run_group(
     conn: &Connection,
     group: Vec<Box<dyn Task>>,
     full: bool,
     flush: Option<FlushDeferred>,
-) -> bool {
+    gate: &SyncGate,
+) -> GroupOutcome {
     // `synchronous` cannot change inside a transaction, so it is set for the
     // whole group before BEGIN and put back after COMMIT.
     if full && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
@@ -433,7 +556,7 @@ fn run_group(
         for t in group {
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
-        return false;
+        return GroupOutcome::default();
     }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = Arc::new(e);
@@ -441,7 +564,7 @@ fn run_group(
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
         restore_normal(conn, full);
-        return false;
+        return GroupOutcome::default();
     }
     let mut poisoned = false;
     let finishes: Vec<Box<dyn Finish>> = group
@@ -478,10 +601,28 @@ fn run_group(
     }
     restore_normal(conn, full);
     let committed = commit.is_ok();
+    if full && committed {
+        // This commit's fsync covered every earlier frame too; released
+        // before anyone is answered, so an answered Full write means no
+        // older Soon work is held.
+        gate.release();
+    }
     for f in finishes {
         f.finish(commit.as_ref().map(|_| ()));
     }
-    flushed && committed
+    GroupOutcome {
+        committed,
+        flushed: flushed && committed,
+    }
+}
+
+/// How a group ended.
+#[derive(Debug, Default)]
+struct GroupOutcome {
+    /// The transaction committed.
+    committed: bool,
+    /// The deferred work was part of it.
+    flushed: bool,
 }
 
 fn restore_normal(conn: &Connection, full: bool) {
@@ -608,6 +749,53 @@ mod tests {
             values_after_close(&h).await,
             Err(StoreError::Closed)
         ));
+    }
+
+    /// A `Soon` job's key is held back until an fsync: a `Full` commit
+    /// right after releases it at once and wakes the waiter; without one,
+    /// the writer fsyncs the WAL by itself within SYNC_AT_MOST.
+    #[tokio::test]
+    async fn soon_commits_hold_their_keys_until_the_wal_is_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = spawn_on(tmp.path());
+        async fn soon(h: &WriterHandle, key: i64) -> Result<()> {
+            let gate = Arc::clone(h.gate());
+            h.call(Durability::Soon, true, move |c| {
+                c.execute("INSERT INTO t (x) VALUES (?1)", [key])?;
+                gate.hold(key);
+                Ok(())
+            })
+            .await
+        }
+        soon(&h, 7).await.unwrap();
+        soon(&h, 5).await.unwrap();
+        // Committed (readable) whether or not it is synced yet.
+        assert_eq!(values(&h).await, vec![5, 7]);
+        // The lowest unsynced key, unless the writer's own fsync came
+        // first (on a slow machine): then nothing is held.
+        let held = h.gate().held_from();
+        assert!(held == 5 || held == i64::MAX, "held from {held}");
+
+        // A fsynced commit covers what came before it.
+        soon(&h, 9).await.unwrap();
+        h.call(Durability::Full, true, |c| {
+            c.execute("INSERT INTO t (x) VALUES (10)", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(h.gate().held_from(), i64::MAX);
+        tokio::time::timeout(std::time::Duration::from_secs(10), h.gate().released())
+            .await
+            .expect("the release wakes a waiter");
+
+        // Alone, the writer syncs within SYNC_AT_MOST.
+        soon(&h, 11).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), h.gate().released())
+            .await
+            .expect("the writer fsyncs Soon work by itself");
+        assert_eq!(h.gate().held_from(), i64::MAX);
+        h.close().await.unwrap();
     }
 
     async fn values_after_close(h: &WriterHandle) -> Result<()> {

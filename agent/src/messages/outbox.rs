@@ -331,6 +331,8 @@ pub(super) async fn run(messages: Arc<Messages>) {
     let mut clients = messages.client.subscribe();
     let mut health = messages.health.clone();
     let mut next_at = Instant::now();
+    // The last send handed to WhatsApp on the previous connection.
+    let mut handed_through = 0;
     loop {
         fail_all_if_unlinked(&messages, &mut health).await;
         let client = clients.borrow_and_update().clone();
@@ -341,25 +343,32 @@ pub(super) async fn run(messages: Arc<Messages>) {
             }
             continue;
         };
-        // A new connection: what went out unacked on the last one goes again.
-        match messages.store.retransmit_unacked().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(n, "messages: sending again what the server did not ack"),
-            Err(e) => tracing::warn!(error = %e, "messages: cannot read the outbox"),
+        // A new connection starts from the first queued send: what went out
+        // unacked on the last one goes again, with the same id.
+        if handed_through > 0 {
+            match messages.store.queued_outbound_through(handed_through).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "messages: sending again what the server did not ack"),
+                Err(e) => tracing::warn!(error = %e, "messages: cannot read the outbox"),
+            }
         }
-        send_while_connected(&messages, &client, &mut clients, &mut next_at).await;
+        handed_through = send_while_connected(&messages, &client, &mut clients, &mut next_at).await;
     }
 }
 
-/// Sends until the connection's client changes.
+/// Sends until the connection's client changes. Returns the seq of the last
+/// send handed to WhatsApp on it (0 for none).
 async fn send_while_connected(
     messages: &Messages,
     client: &Arc<Client>,
     clients: &mut tokio::sync::watch::Receiver<Option<Arc<Client>>>,
     next_at: &mut Instant,
-) {
+) -> i64 {
+    // Sends go in seq order; everything up to here went out on this
+    // connection (see `next_outbound_after`).
+    let mut handed_through = 0;
     loop {
-        let next = match messages.store.next_outbound().await {
+        let next = match messages.store.next_outbound_after(handed_through).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(error = %e, "messages: cannot read the outbox");
@@ -368,7 +377,7 @@ async fn send_while_connected(
         };
         let Some(entry) = next else {
             tokio::select! {
-                _ = clients.changed() => return,
+                _ = clients.changed() => return handed_through,
                 () = messages.outbox_wake.notified() => continue,
                 () = tokio::time::sleep(Duration::from_secs(5)) => continue,
             }
@@ -377,16 +386,13 @@ async fn send_while_connected(
         let wait = next_at.saturating_duration_since(Instant::now());
         if !wait.is_zero() {
             tokio::select! {
-                _ = clients.changed() => return,
+                _ = clients.changed() => return handed_through,
                 () = tokio::time::sleep(wait) => {}
             }
         }
         let Some(text) = entry.text.clone() else {
             // Text already cleared: the server had it; nothing to send.
-            let _ = messages
-                .store
-                .mark_transmitted(&entry.message_id, Utc::now())
-                .await;
+            handed_through = entry.seq;
             continue;
         };
         let Ok(jid) = entry.to_jid.parse::<Jid>() else {
@@ -405,15 +411,7 @@ async fn send_while_connected(
             .await;
         *next_at = Instant::now() + pacing_gap(messages.config.messages.max_per_minute);
         match result {
-            Ok(_) => {
-                if let Err(e) = messages
-                    .store
-                    .mark_transmitted(&entry.message_id, Utc::now())
-                    .await
-                {
-                    tracing::warn!(error = %e, "messages: cannot record a send");
-                }
-            }
+            Ok(_) => handed_through = entry.seq,
             Err(whatsapp_rust::send::SendError::InvalidRequest(why)) => {
                 tracing::warn!(id = %entry.message_id, %why, "messages: WhatsApp refused the send");
                 fail(
@@ -428,7 +426,7 @@ async fn send_while_connected(
                 // The connection: the send waits for the next one.
                 tracing::info!(error = %e, id = %entry.message_id, "messages: send waits for the connection");
                 tokio::select! {
-                    _ = clients.changed() => return,
+                    _ = clients.changed() => return handed_through,
                     () = tokio::time::sleep(RETRY_AFTER) => {}
                 }
             }
@@ -443,7 +441,7 @@ async fn send_while_connected(
                     fail(messages, &entry.message_id, format!("send_failed: {e}")).await;
                 } else {
                     tokio::select! {
-                        _ = clients.changed() => return,
+                        _ = clients.changed() => return handed_through,
                         () = tokio::time::sleep(RETRY_AFTER) => {}
                     }
                 }

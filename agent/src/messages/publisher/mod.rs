@@ -192,6 +192,8 @@ impl Publisher {
                     Some(event) => self.on_driver(event),
                 },
                 () = self.messages.publish_wake.notified() => {}
+                // Statuses held back until their fsync are now on disk.
+                () = self.messages.store.sync_gate().released() => {}
                 _ = poll.tick() => {}
             }
             // Everything the driver has said so far, before acting on it.
