@@ -620,6 +620,78 @@ async fn sends_published_while_the_agent_is_down_are_answered_and_sent_once() {
     outlet.clean_up().await;
 }
 
+/// HQ publishes 100 sends while the broker restarts (with persistence, as
+/// docs/deploy.md asks) and while the agent is SIGKILLed and restarted:
+/// each is answered with its client_id and reaches Budi exactly once, with
+/// no retry from HQ (its MQTT client only resends what the broker never
+/// acknowledged, as QoS 1 does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_sends_through_a_broker_restart_and_a_kill_are_each_sent_once() {
+    let server = server().await;
+    let mut broker = persistent_broker().await;
+    let url = broker.url(false);
+    let outlet = Outlet::new("storm", &url);
+    let mut agent = Agent::start(&server, &outlet.env(&[]));
+    agent.pair(&server).await;
+    reachable(&server).await;
+    let mut hq =
+        Subscriber::connect_persistent(&url, &unique("hq"), &[&outlet.topic("response/send")])
+            .await;
+    let topic = outlet.topic("request/send");
+    let text = |i: usize| format!("badai {i}");
+    let publish = async |hq: &Subscriber, range: std::ops::Range<usize>| {
+        for i in range {
+            hq.publish(
+                &topic,
+                json!({"to": BUDI, "text": text(i), "client_id": format!("storm-{i}")}).to_string(),
+                false,
+            )
+            .await;
+        }
+    };
+    let answers = outlet.topic("response/send");
+    let answered = async |hq: &mut Subscriber, i: usize| {
+        let client_id = format!("storm-{i}");
+        hq.seen_or_wait(&format!("the answer to {client_id}"), WAIT, |m| {
+            m.topic == answers && m.json()["client_id"] == json!(client_id)
+        })
+        .await;
+    };
+    // The broker stops while the agent works through the first third, and
+    // the second third is published while it is down (HQ's client holds
+    // them until it is back).
+    publish(&hq, 0..34).await;
+    answered(&mut hq, 10).await;
+    broker.stop();
+    publish(&hq, 34..67).await;
+    broker.spawn().await;
+    // The agent is killed while it works through the second third, and the
+    // last third is published while it is down.
+    answered(&mut hq, 40).await;
+    agent.signal("KILL");
+    agent.wait_exit().await;
+    publish(&hq, 67..100).await;
+    agent.spawn();
+
+    for i in 0..100 {
+        let client_id = format!("storm-{i}");
+        let answer = hq
+            .seen_or_wait(&format!("the answer to {client_id}"), WAIT, |m| {
+                m.topic == answers && m.json()["client_id"] == json!(client_id)
+            })
+            .await
+            .json();
+        assert_eq!(answer["status"], "ok", "{answer}");
+    }
+    for i in 0..100 {
+        wait_received(&server, BUDI, &text(i)).await;
+    }
+    for i in 0..100 {
+        assert_eq!(received_by(&server, BUDI, &text(i)), 1, "{}", text(i));
+    }
+    agent.stop().await;
+}
+
 /// HQ was away, the broker restarted without persistence and lost what it
 /// held for HQ: HQ sees the gap by the seqs and asks for a replay, and gets
 /// every record again, with its id and seq, marked `replay`.

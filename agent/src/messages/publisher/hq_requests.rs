@@ -1,13 +1,13 @@
 //! HQ's `send`, `read` and `replay` on the messages' own connection: run one
-//! at a time, acknowledged to the broker once done, answered on the same
-//! connection (see the parent module's doc for why here).
+//! at a time, answered on the same connection, and acknowledged to the
+//! broker once it has the answer (see the parent module's doc for why).
 
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use super::{
-    ANSWER, ANSWER_WAIT, Handed, MAX_REPLAY, MAX_REPLAY_BYTES, Publisher, lock, with_sequence,
+    ANSWER_WAIT, Handed, MAX_REPLAY, MAX_REPLAY_BYTES, NOT_A_ROW, Publisher, lock, with_sequence,
 };
 use crate::command::{Command, CommandError, SendTarget};
 use crate::mqtt::{redact, requests};
@@ -21,7 +21,7 @@ impl Publisher {
         let Some((client, handed)) = self.client.clone() else {
             return;
         };
-        if connection != self.connection || !self.connected {
+        if connection != self.connection || !self.connected || handed.is_closed() {
             // Its connection is gone, unacknowledged: the broker delivers it
             // again on the next one. Nothing was done for it here.
             return;
@@ -76,11 +76,23 @@ impl Publisher {
             tracing::info!(command = %name, "MQTT request");
         }
         let body = requests::response(&result, echo).to_string();
-        // Done (a send is in the outbox): the broker may forget it.
-        if client.try_ack(&publish).is_err() {
-            tracing::debug!("messages: a request could not be acknowledged");
-        }
-        if !hand_over(&client, &handed, topics.response(&name), body.into_bytes()).await {
+        // Done (a send is in the outbox), but the broker forgets the
+        // request only once it has the answer: until then a broker that
+        // goes down delivers the request again, and HQ gets its answer.
+        self.answers += 1;
+        let answer = self.answers;
+        if hand_over(
+            &client,
+            &handed,
+            -answer,
+            topics.response(&name),
+            body.into_bytes(),
+        )
+        .await
+        {
+            self.unanswered.insert(answer, publish);
+        } else {
+            // Left unacknowledged: the next connection brings it again.
             tracing::warn!(command = %name, "messages: an answer to HQ could not be handed to the broker connection");
         }
     }
@@ -132,7 +144,7 @@ impl Publisher {
         for row in &rows {
             let topic = self.topic_of(row.kind);
             let payload = with_sequence(&row.payload, row.seq, &epoch, true);
-            if !hand_over(&client, &handed, topic, payload).await {
+            if !hand_over(&client, &handed, NOT_A_ROW, topic, payload).await {
                 break;
             }
             last = Some(row.seq);
@@ -157,19 +169,27 @@ impl Publisher {
 }
 
 /// Hands a publish that is not a queue row (an answer, a replayed record) to
-/// the client, with its marker in `handed`. `try_publish` is synchronous:
+/// the client, with `marker` in `handed` (an answer's negative number, or
+/// [`NOT_A_ROW`]). `try_publish` is synchronous:
 /// the marker and the publish go in together or not at all, so the packet
 /// ids keep mapping to rows. Waits (a little at a time) for room in the
 /// client's channel, [`ANSWER_WAIT`] at most.
-async fn hand_over(client: &AsyncClient, handed: &Handed, topic: String, payload: Vec<u8>) -> bool {
+async fn hand_over(
+    client: &AsyncClient,
+    handed: &Handed,
+    marker: i64,
+    topic: String,
+    payload: Vec<u8>,
+) -> bool {
     let deadline = Instant::now() + ANSWER_WAIT;
     loop {
-        lock(handed).push_back(ANSWER);
+        lock(handed).push_back(marker);
         match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()) {
             Ok(()) => return true,
             Err(_) => {
                 lock(handed).pop_back();
-                if Instant::now() >= deadline {
+                // A closed connection never makes room.
+                if handed.is_closed() || Instant::now() >= deadline {
                     return false;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;

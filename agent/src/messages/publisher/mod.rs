@@ -26,7 +26,10 @@
 //! They are handled one at a time, in order, and acknowledged to the broker
 //! only once done (a send is in the outbox); a burst waits on the broker,
 //! not in memory. Their answers go out here as well, each handed over with
-//! a marker in place of a row, so the packet ids still map exactly.
+//! a marker in place of a row, so the packet ids still map exactly; and a
+//! request is acknowledged only once the broker has its answer: a broker
+//! that goes down in between delivers the request again, and HQ gets the
+//! answer again (a send's repeat says `duplicate`), rather than none.
 //!
 //! Why a record can be set aside: a broker drops the connection of a client
 //! that publishes a packet over its limit, and the same oldest record would
@@ -78,13 +81,31 @@ const REWARN_AFTER: Duration = Duration::from_secs(15 * 60);
 /// record); HQ asks again from where it ended (`more`).
 const MAX_REPLAY: u32 = 500;
 const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
-/// In `Handed`, an answer to a request rather than a queue row.
-const ANSWER: i64 = 0;
+/// In `Handed`, a publish that is neither a queue row nor an answer a
+/// request waits for (a replayed record). Queue rows are positive seqs;
+/// an answer is the negative of its [`Publisher::answers`] number.
+const NOT_A_ROW: i64 = 0;
 /// How long an answer may wait for room in the client's channel.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Rows handed to the client, in order, not yet seen going out.
-type Handed = Arc<Mutex<VecDeque<i64>>>;
+type Handed = Arc<HandedQueue>;
+
+/// What one connection's driver and the publisher share.
+#[derive(Default)]
+struct HandedQueue {
+    /// Markers of what was handed to the client, in order (see [`NOT_A_ROW`]).
+    markers: Mutex<VecDeque<i64>>,
+    /// The connection's event loop has ended: nothing handed to its client
+    /// goes out any more, so nobody should wait for room there.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl HandedQueue {
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 enum DriverEvent {
     Ready {
@@ -98,6 +119,11 @@ enum DriverEvent {
     Acked {
         connection: u64,
         seq: i64,
+    },
+    /// The broker has the answer numbered `answer`: its request may go.
+    AnswerAcked {
+        connection: u64,
+        answer: i64,
     },
     /// A `send`, `read` or `replay` from HQ.
     Request {
@@ -158,6 +184,11 @@ struct Publisher {
     last_warned: Option<Instant>,
     /// The store's record epoch, once read.
     epoch: Option<String>,
+    /// Answers handed over on this connection so far (they are numbered).
+    answers: i64,
+    /// Requests whose answer the broker has not acknowledged yet, by the
+    /// answer's number: acknowledged once it has (see the module doc).
+    unanswered: HashMap<i64, Publish>,
 }
 
 impl Publisher {
@@ -176,6 +207,8 @@ impl Publisher {
             acked: Vec::new(),
             last_warned: None,
             epoch: None,
+            answers: 0,
+            unanswered: HashMap::new(),
         }
     }
 
@@ -240,6 +273,9 @@ impl Publisher {
                 self.connected = false;
                 self.in_flight.clear();
                 self.handed_at.clear();
+                // Not acknowledged on the connection that got them: the
+                // broker delivers them again.
+                self.unanswered.clear();
             }
             DriverEvent::Connected { connection } if connection == self.connection => {
                 tracing::info!("messages: connected to the broker");
@@ -259,6 +295,15 @@ impl Publisher {
                 }
                 self.acked.push(seq);
             }
+            DriverEvent::AnswerAcked { connection, answer } if connection == self.connection => {
+                if let (Some(request), Some((client, _))) =
+                    (self.unanswered.remove(&answer), &self.client)
+                    && client.try_ack(&request).is_err()
+                {
+                    tracing::debug!("messages: a request could not be acknowledged");
+                }
+            }
+            DriverEvent::AnswerAcked { .. } => {}
             DriverEvent::Acked { seq, .. } => {
                 // Acked on a connection that has since ended: the broker has
                 // it all the same.
@@ -279,6 +324,7 @@ impl Publisher {
                 self.client = None;
                 self.in_flight.clear();
                 self.handed_at.clear();
+                self.unanswered.clear();
             }
             DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
             DriverEvent::Request { .. } | DriverEvent::Stopped => {}
@@ -402,6 +448,7 @@ fn with_sequence(payload: &[u8], seq: i64, epoch: &str, replay: bool) -> Vec<u8>
 
 fn lock(handed: &Handed) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
     handed
+        .markers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -467,10 +514,10 @@ async fn drive(
                             DriverEvent::Connected { connection }
                         }
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                            if let Some(seq) = lock(&handed).pop_front()
-                                && seq != ANSWER
+                            if let Some(marker) = lock(&handed).pop_front()
+                                && marker != NOT_A_ROW
                             {
-                                packet_rows.insert(pkid, seq);
+                                packet_rows.insert(pkid, marker);
                             }
                             continue;
                         }
@@ -480,7 +527,11 @@ async fn drive(
                         },
                         Ok(Event::Incoming(Packet::PubAck(ack))) => {
                             match packet_rows.remove(&ack.pkid) {
-                                Some(seq) => DriverEvent::Acked { connection, seq },
+                                Some(seq) if seq > 0 => DriverEvent::Acked { connection, seq },
+                                Some(answer) => DriverEvent::AnswerAcked {
+                                    connection,
+                                    answer: -answer,
+                                },
                                 None => continue,
                             }
                         }
@@ -489,7 +540,12 @@ async fn drive(
                             return;
                         }
                         Ok(_) => continue,
-                        Err(e) => break e.to_string(),
+                        Err(e) => {
+                            handed
+                                .closed
+                                .store(true, std::sync::atomic::Ordering::SeqCst);
+                            break e.to_string();
+                        }
                     };
                     if tx.send(event).await.is_err() {
                         return;
