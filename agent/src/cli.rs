@@ -62,17 +62,20 @@ pub enum CliCommand {
     },
     /// Print the version and build features.
     Version,
-    /// List every outlet's retained health from the MQTT broker and exit.
+    /// List every outlet's retained health from the MQTT broker and exit
+    /// (or serve the dashboard, or audit the outlets' records).
     Fleet {
+        #[command(subcommand)]
+        action: Option<FleetAction>,
         /// Broker URL (mqtt://host[:port] or mqtts://…). Default: mqtt.broker
         /// from the config; TLS files and login always come from there.
-        #[arg(long)]
+        #[arg(long, global = true)]
         broker: Option<String>,
         /// Where the outlets publish: the levels above the ids (`outlet` for
         /// `outlet/<id>/state`) or a template like the agent's
         /// `mqtt.topic_prefix` (`shops/{outlet_id}/wa`). Default:
         /// mqtt.topic_prefix from the config.
-        #[arg(long)]
+        #[arg(long, global = true)]
         prefix: Option<String>,
         /// Stop after no retained message arrived for this long.
         #[arg(long, default_value_t = 500)]
@@ -93,6 +96,32 @@ pub enum CliCommand {
     /// agent with the terminal screen. Built only with `--features demo`.
     #[cfg(feature = "demo")]
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetAction {
+    /// Follow every outlet's numbered records (`message/in`, `message/status`)
+    /// on a persistent session, ask for replays of what is missing, and
+    /// report per outlet: received, replayed, still missing, lost.
+    Audit {
+        /// Where the audit keeps what it has of each outlet (JSON), so a
+        /// restart of the audit loses nothing.
+        #[arg(long, value_name = "PATH", default_value = "outlet-audit.json")]
+        state: PathBuf,
+        /// The persistent session's MQTT client id (one per audit).
+        #[arg(long, default_value = "outlet-audit")]
+        client_id: String,
+        /// Exit once nothing is missing and every replay is answered;
+        /// exit 1 if that has not happened after SECS.
+        #[arg(long, value_name = "SECS")]
+        until_complete: Option<u64>,
+        /// Print the report every SECS while following (0: only at the end).
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        report_secs: u64,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the arguments and runs the command; returns the exit code.
@@ -130,6 +159,36 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
             } => crate::cmd::send::run(config_path, to, text, client_id, reply_to).await,
             #[cfg(feature = "demo")]
             CliCommand::Demo => crate::cmd::demo::run().await,
+            CliCommand::Fleet {
+                action:
+                    Some(FleetAction::Audit {
+                        state,
+                        client_id,
+                        until_complete,
+                        report_secs,
+                        json,
+                    }),
+                broker,
+                prefix,
+                serve,
+                ..
+            } => {
+                if serve.is_some() {
+                    return Err(crate::cmd::Failure::new(
+                        crate::cmd::EXIT_CONFIG,
+                        "fleet --serve and fleet audit: one at a time",
+                    ));
+                }
+                let args = crate::cmd::audit::AuditArgs {
+                    state,
+                    client_id,
+                    until_complete: until_complete.map(std::time::Duration::from_secs),
+                    report_every: (report_secs > 0)
+                        .then(|| std::time::Duration::from_secs(report_secs)),
+                    json,
+                };
+                crate::cmd::audit::run(config_path, broker, prefix, args).await
+            }
             CliCommand::Fleet {
                 broker,
                 prefix,

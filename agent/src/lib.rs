@@ -10,8 +10,8 @@
 //! **Entry points**
 //! - [`cli`] and [`cmd`]: the `outlet-agent` command line, one file per
 //!   command (`run`, `check-config`, `status`, `qr`, `pair-code`, `send`,
-//!   `logout`, `fleet`, `version`, and `demo` with the `demo` feature), and
-//!   the exit codes.
+//!   `logout`, `fleet`, `fleet audit`, `version`, and `demo` with the `demo`
+//!   feature), and the exit codes.
 //! - [`dashboard`]: `fleet --serve`, HQ's live web page of the fleet (the
 //!   page embedded, fed from the broker over server-sent events).
 //!
@@ -34,6 +34,8 @@
 //! - [`command`]: what the control socket, MQTT and the button can ask of
 //!   the supervisor, and the channel it travels on.
 //! - [`topics`]: the MQTT topic names. [`phone`]: phone numbers and JIDs.
+//! - [`ledger`]: what a reader at HQ holds of an outlet's numbered records,
+//!   and what it lacks (`fleet audit`, the dashboard's gap view).
 //! - [`backoff`]: reconnect timing. [`clock`]: is the system clock
 //!   trustworthy yet (`waiting_for_clock`). [`disk`]: free space on the data
 //!   directory's filesystem. [`memory`]: allocator settings that keep the
@@ -63,6 +65,7 @@ pub mod control;
 pub mod dashboard;
 pub mod disk;
 pub mod health;
+pub mod ledger;
 pub mod logging;
 pub mod memory;
 pub mod messages;

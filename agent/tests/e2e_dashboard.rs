@@ -162,6 +162,46 @@ async fn the_page_follows_the_fleet_live_and_its_buttons_reach_the_agents() {
     // reload: the marker set on this page survives.
     browser.eval("window.sameDocument = true").await;
     let mut hq = Subscriber::connect(&shared_broker(), &[&format!("{fleet}/+/response/+")]).await;
+
+    // HQ's audit (`fleet audit`) finds a gap at sby-02: the page says so
+    // in its row, and the filter finds it.
+    hq.publish(
+        &format!("{fleet}/sby-02/audit"),
+        r#"{"last_seq":40,"received":35,"replayed":2,"missing":3,"lost":0,"at":"2026-12-07T21:00:00Z"}"#,
+        true,
+    )
+    .await;
+    browser
+        .wait_until(
+            "sby-02's gap on the page",
+            &format!(
+                "(() => {{ const c = {}?.querySelector('td[data-records]'); return !!c && c.dataset.records === 'gap' && c.textContent === '3 missing'; }})()",
+                row("sby-02")
+            ),
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('filter').value = 'missing';              document.getElementById('filter').dispatchEvent(new Event('input'))",
+        )
+        .await;
+    browser
+        .wait_until(
+            "only the outlet with a gap",
+            "document.querySelectorAll('#outlets tbody tr[data-outlet]').length === 1              && !!document.querySelector('#outlets tbody tr[data-outlet=\"sby-02\"]')",
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('filter').value = '';              document.getElementById('filter').dispatchEvent(new Event('input'))",
+        )
+        .await;
+    browser
+        .wait_until(
+            "three outlets again",
+            "document.querySelectorAll('#outlets tbody tr[data-outlet]').length === 3",
+        )
+        .await;
     let paused = hq
         .request(&format!("{fleet}/jkt-01"), "pause", json!({}))
         .await;

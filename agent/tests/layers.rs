@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "backoff",
             "command",
             "health",
+            "ledger",
             "clock",
             "disk",
             "memory",

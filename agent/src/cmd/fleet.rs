@@ -120,7 +120,7 @@ pub async fn serve(
 
 /// The config with `--broker` applied, and the outlets' topic pattern from
 /// `--prefix` or `mqtt.topic_prefix`.
-fn fleet_config(
+pub(super) fn fleet_config(
     config_path: Option<&Path>,
     broker: Option<String>,
     prefix: Option<String>,

@@ -4,6 +4,7 @@
 //! (supervisor, MQTT, messages, control socket, dashboard); only
 //! the command line (`cli`) imports them.
 
+pub mod audit;
 pub mod check_config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -24,6 +24,9 @@ pub struct OutletView {
     pub availability: Option<String>,
     pub state: Option<Value>,
     pub telemetry: Option<Value>,
+    /// HQ's audit of its numbered records (`fleet audit`'s retained
+    /// summary: last seq, missing, lost), if an audit runs.
+    pub audit: Option<Value>,
     /// Newest last.
     pub events: VecDeque<Value>,
 }
@@ -35,6 +38,7 @@ impl OutletView {
             "availability": self.availability,
             "state": self.state,
             "telemetry": self.telemetry,
+            "audit": self.audit,
             "events": self.events,
         })
     }
@@ -109,6 +113,9 @@ impl FleetModel {
                 response,
             }));
         }
+        if leaf == "audit" {
+            return self.apply_audit(topic, id, payload);
+        }
         if !matches!(leaf, "state" | "availability" | "telemetry" | "event") {
             return Ok(None);
         }
@@ -164,6 +171,46 @@ impl FleetModel {
                 }
             }
         }
+        Ok(Some(Change::Outlet(id.to_string())))
+    }
+}
+
+impl FleetModel {
+    /// The audit's summary of an outlet the dashboard knows (a summary
+    /// alone, of an outlet gone, does not bring it back).
+    fn apply_audit(
+        &mut self,
+        topic: &str,
+        id: &str,
+        payload: &[u8],
+    ) -> Result<Option<Change>, String> {
+        let Some(view) = self.outlets.get_mut(id) else {
+            return Ok(None);
+        };
+        if payload.is_empty() {
+            view.audit = None;
+            return Ok(Some(Change::Outlet(id.to_string())));
+        }
+        let value: Value =
+            serde_json::from_slice(payload).map_err(|e| format!("{topic}: not JSON: {e}"))?;
+        // Only the numbers the page shows: a summary is not a place for
+        // anything else to reach the browser.
+        let mut summary = serde_json::Map::new();
+        for key in ["last_seq", "received", "replayed", "missing", "lost"] {
+            let n = value
+                .get(key)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("{topic}: not an audit summary (no {key})"))?;
+            summary.insert(key.to_string(), json!(n));
+        }
+        if let Some(at) = value
+            .get("at")
+            .and_then(Value::as_str)
+            .filter(|a| a.len() <= 40)
+        {
+            summary.insert("at".to_string(), json!(at));
+        }
+        view.audit = Some(Value::Object(summary));
         Ok(Some(Change::Outlet(id.to_string())))
     }
 }
@@ -275,6 +322,39 @@ mod tests {
         assert_eq!(response["command"], "pair_code");
         assert_eq!(response["transaction"], "t1");
         assert_eq!(response["data"]["phone"], "+*********7890");
+    }
+
+    #[test]
+    fn the_audits_summary_shows_on_known_outlets_only() {
+        let mut m = model();
+        assert_eq!(
+            m.apply(
+                "outlet/a/audit",
+                br#"{"last_seq":9,"received":5,"replayed":2,"missing":2,"lost":0}"#
+            ),
+            Ok(None)
+        );
+        m.apply("outlet/a/availability", b"online")
+            .expect("availability");
+        let summary = br#"{"last_seq":9,"received":5,"replayed":2,"missing":2,"lost":0,
+            "gaps":[{"from":3,"to":4}],"epoch":"e","at":"2026-12-07T21:00:00Z"}"#;
+        assert_eq!(
+            m.apply("outlet/a/audit", summary),
+            Ok(Some(Change::Outlet("a".into())))
+        );
+        let view = m.snapshot()[0].clone();
+        assert_eq!(view["audit"]["missing"], 2, "{view}");
+        assert_eq!(view["audit"]["at"], "2026-12-07T21:00:00Z", "{view}");
+        assert!(view["audit"].get("gaps").is_none(), "{view}");
+        assert!(m.apply("outlet/a/audit", br#"{"missing":"many"}"#).is_err());
+        assert_eq!(
+            m.get("a")
+                .and_then(|a| a.audit.clone())
+                .map(|a| a["missing"].clone()),
+            Some(json!(2))
+        );
+        m.apply("outlet/a/audit", b"").expect("cleared");
+        assert!(m.get("a").expect("a").audit.is_none());
     }
 
     #[test]

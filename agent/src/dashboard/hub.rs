@@ -2,7 +2,8 @@
 //! fleet model, the live feed, and the requests waiting for their answers.
 //!
 //! The connection subscribes to every outlet's retained `state`,
-//! `availability` and `telemetry`, its `event`s and its `response/+`, and
+//! `availability` and `telemetry`, its `event`s, the audit's retained
+//! summary (`audit`, from `fleet audit`) and its `response/+`, and
 //! feeds them into the [`FleetModel`]. Each change goes to every open page
 //! as one pre-rendered server-sent event, so a thousand pages cost one
 //! serialisation per change, not a thousand. It reconnects by itself (with
@@ -266,10 +267,17 @@ async fn drive(
     let filters: Vec<SubscribeFilter> = {
         let model = lock(&hub.model);
         let pattern = model.pattern();
-        ["state", "availability", "telemetry", "event", "response/+"]
-            .iter()
-            .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtMostOnce))
-            .collect()
+        [
+            "state",
+            "availability",
+            "telemetry",
+            "event",
+            "audit",
+            "response/+",
+        ]
+        .iter()
+        .map(|leaf| SubscribeFilter::new(pattern.filter(leaf), QoS::AtMostOnce))
+        .collect()
     };
     let mut backoff = crate::mqtt::driver::reconnect_backoff(&mqtt);
     let mut connected_at: Option<Instant> = None;

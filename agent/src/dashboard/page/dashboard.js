@@ -59,13 +59,14 @@ function bytes(n) {
 function row(id, view, now) {
   const s = view.state || {}, t = view.telemetry || {}, m = s.messages || {};
   const h = health(view, now);
+  const a = view.audit, gaps = a ? a.missing + a.lost : -1;
   return {
     id, h,
     sort: {
       id, name: s.push_name || "", phone: s.phone || "", health: HEALTH_ORDER[h], state: s.state || "",
       attempt: s.attempt ?? -1, last_in: Date.parse(m.last_message_in_at) || 0, last_out: Date.parse(m.last_message_out_at) || 0,
       uptime: t.uptime_secs ?? -1, memory: t.rss_bytes ?? -1, temp: t.cpu_temp_c ?? -999, disk: t.disk_free_bytes ?? -1,
-      version: s.version || "", mqtt: s.mqtt || "",
+      version: s.version || "", mqtt: s.mqtt || "", records: gaps,
     },
     cells: [
       `<td>${esc(id)}</td>`,
@@ -82,8 +83,16 @@ function row(id, view, now) {
       `<td class="num">${esc(bytes(t.disk_free_bytes))}</td>`,
       `<td>${esc(s.version)}</td>`,
       `<td>${esc(s.mqtt)}</td>`,
+      `<td data-records="${a ? (gaps ? "gap" : "ok") : ""}" class="${gaps > 0 ? "bad" : ""}" title="${a ? esc(`seq ${a.last_seq}: ${a.received} received, ${a.replayed} replayed`) : ""}">${esc(records(a))}</td>`,
     ],
   };
+}
+
+// What HQ's audit (`fleet audit`) says of the outlet's numbered records.
+function records(a) {
+  if (!a) return "";
+  if (!a.missing && !a.lost) return "all had";
+  return [a.missing ? `${a.missing} missing` : "", a.lost ? `${a.lost} lost` : ""].filter(Boolean).join(", ");
 }
 
 function matches(r, view) {
@@ -92,7 +101,7 @@ function matches(r, view) {
   if (show === "offline" && r.h !== "offline" && r.h !== "stale") return false;
   if (!filterText) return true;
   const s = view.state || {};
-  const hay = [r.id, s.push_name, s.phone, s.state, s.version, r.h, s.last_error].join(" ").toLowerCase();
+  const hay = [r.id, s.push_name, s.phone, s.state, s.version, r.h, s.last_error, r.sort.records > 0 ? "gap missing lost" : ""].join(" ").toLowerCase();
   return filterText.split(/\s+/).every((w) => hay.includes(w));
 }
 
@@ -169,6 +178,7 @@ function renderDetail(now) {
     ["throttled", t.throttled_flags && t.throttled_flags.length ? t.throttled_flags.join(", ") : null],
     ["disk free", bytes(t.disk_free_bytes)], ["database", bytes(t.db_bytes)], ["reconnects", t.reconnects],
     ["version", s.version], ["valid until", s.valid_until],
+    ["records (audit)", view.audit ? `${records(view.audit)}: up to seq ${view.audit.last_seq}, ${view.audit.received} received, ${view.audit.replayed} replayed (${view.audit.at || ""})` : null],
   ];
   $("detail-fields").innerHTML = fields
     .filter(([, v]) => v != null && v !== "")
