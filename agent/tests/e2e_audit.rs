@@ -271,7 +271,6 @@ async fn an_audit_killed_in_a_burst_fills_the_gap_after_its_restart() {
     );
     let distinct = ledger["received"].as_u64().unwrap() + ledger["replayed"].as_u64().unwrap();
     assert_eq!(distinct, 200, "{report}\n{log}");
-    eprintln!("{report}\n{log}");
     agent.stop().await;
     drop(dir);
 }
