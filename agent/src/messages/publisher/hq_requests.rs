@@ -35,9 +35,7 @@ impl Publisher {
             // id: acknowledged and dropped, so it cannot fill the broker's
             // in-flight window.
             tracing::info!(topic = %publish.topic, "messages: a request on another outlet's topic was dropped");
-            if client.try_ack(&publish).is_err() {
-                tracing::debug!("messages: a request could not be acknowledged");
-            }
+            self.acks_due.push_back(publish);
             return;
         };
         let (result, echo) = if publish.retain {

@@ -189,6 +189,12 @@ struct Publisher {
     /// Requests whose answer the broker has not acknowledged yet, by the
     /// answer's number: acknowledged once it has (see the module doc).
     unanswered: HashMap<i64, Publish>,
+    /// Requests to acknowledge, in order, once the client's channel has
+    /// room: an acknowledgement dropped for a full channel would hold one
+    /// of the broker's in-flight slots until the next connection (after
+    /// about 20, the broker stops delivering). At most the broker's
+    /// in-flight window.
+    acks_due: VecDeque<Publish>,
 }
 
 impl Publisher {
@@ -209,6 +215,7 @@ impl Publisher {
             epoch: None,
             answers: 0,
             unanswered: HashMap::new(),
+            acks_due: VecDeque::new(),
         }
     }
 
@@ -240,6 +247,7 @@ impl Publisher {
                     event => self.on_driver(event),
                 }
             }
+            self.ack_due();
             self.delete_acked().await;
             self.set_aside().await;
             self.fill().await;
@@ -276,6 +284,7 @@ impl Publisher {
                 // Not acknowledged on the connection that got them: the
                 // broker delivers them again.
                 self.unanswered.clear();
+                self.acks_due.clear();
             }
             DriverEvent::Connected { connection } if connection == self.connection => {
                 tracing::info!("messages: connected to the broker");
@@ -296,11 +305,8 @@ impl Publisher {
                 self.acked.push(seq);
             }
             DriverEvent::AnswerAcked { connection, answer } if connection == self.connection => {
-                if let (Some(request), Some((client, _))) =
-                    (self.unanswered.remove(&answer), &self.client)
-                    && client.try_ack(&request).is_err()
-                {
-                    tracing::debug!("messages: a request could not be acknowledged");
+                if let Some(request) = self.unanswered.remove(&answer) {
+                    self.acks_due.push_back(request);
                 }
             }
             DriverEvent::AnswerAcked { .. } => {}
@@ -325,9 +331,24 @@ impl Publisher {
                 self.in_flight.clear();
                 self.handed_at.clear();
                 self.unanswered.clear();
+                self.acks_due.clear();
             }
             DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
             DriverEvent::Request { .. } | DriverEvent::Stopped => {}
+        }
+    }
+
+    /// Acknowledges the requests that are done, as far as the client's
+    /// channel has room; the rest on the next turn.
+    fn ack_due(&mut self) {
+        let Some((client, _)) = &self.client else {
+            return;
+        };
+        while let Some(request) = self.acks_due.front() {
+            if client.try_ack(request).is_err() {
+                break;
+            }
+            self.acks_due.pop_front();
         }
     }
 
