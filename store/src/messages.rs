@@ -444,14 +444,15 @@ impl SqliteStore {
 
     /// Journaled records from `from_seq` on (up to `to_seq`, at most
     /// `limit` of them and, beyond the first, `max_bytes` of payload), in
-    /// order, and the first seq the journal still holds.
+    /// order; the first seq the journal still holds; and whether a limit
+    /// stopped the read before `to_seq` (there may be more to ask for).
     pub async fn journal_range(
         &self,
         from_seq: i64,
         to_seq: i64,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<(Vec<Publication>, Option<i64>)> {
+    ) -> Result<(Vec<Publication>, Option<i64>, bool)> {
         self.read(move |c| {
             // Acked rows not yet moved (the move is deferred, see the module
             // doc) are in the journal already as far as HQ is concerned.
@@ -474,9 +475,11 @@ impl SqliteStore {
             let mut found = stmt.query(params![from_seq, to_seq, limit])?;
             let mut rows = Vec::new();
             let mut bytes = 0usize;
+            let mut limited = false;
             while let Some(r) = found.next()? {
                 let payload: Vec<u8> = r.get(2)?;
                 if !rows.is_empty() && bytes + payload.len() > max_bytes {
+                    limited = true;
                     break;
                 }
                 bytes += payload.len();
@@ -486,7 +489,10 @@ impl SqliteStore {
                     payload,
                 });
             }
-            Ok((rows, first))
+            // As many rows as asked for: the next may be there too.
+            limited |= u32::try_from(rows.len()).is_ok_and(|n| n >= limit)
+                && rows.last().is_some_and(|r| r.seq < to_seq);
+            Ok((rows, first, limited))
         })
         .await
     }
@@ -1150,15 +1156,23 @@ mod tests {
             .collect();
         store.delete_publications(seqs[..2].to_vec()).await.unwrap();
         // Acked, not yet moved: replayable all the same; the unacked one is not.
-        let (rows, first) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
+        let (rows, first, more) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(first, Some(1));
+        assert_eq!((first, more), (Some(1), false));
+        // A limit that stops the read says there may be more: by bytes
+        // ("one" is 3, "two" would pass 4), and by count.
+        let (rows, _, more) = store.journal_range(1, i64::MAX, 10, 4).await.unwrap();
+        assert_eq!((rows.len(), more), (1, true));
+        let (rows, _, more) = store.journal_range(1, i64::MAX, 1, 1 << 20).await.unwrap();
+        assert_eq!((rows.len(), more), (1, true));
+        let (rows, _, more) = store.journal_range(1, 1, 1, 1 << 20).await.unwrap();
+        assert_eq!((rows.len(), more), (1, false));
         // After the deferred move, the same.
         store
             .enqueue_outbound(send("M1", None, "x"), ROOMY, b"queued".to_vec())
             .await
             .unwrap();
-        let (rows, _) = store.journal_range(2, 2, 10, 1 << 20).await.unwrap();
+        let (rows, _, _) = store.journal_range(2, 2, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].payload, b"two");
         // The byte cap keeps the newest that fit ("two" is 3 bytes)...
@@ -1169,7 +1183,7 @@ mod tests {
                 .unwrap(),
             1
         );
-        let (rows, first) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
+        let (rows, first, _) = store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(first, Some(2));
         // ...and the age the rest.
@@ -1182,7 +1196,7 @@ mod tests {
         );
         assert_eq!(
             store.journal_range(1, i64::MAX, 10, 1 << 20).await.unwrap(),
-            (vec![], None)
+            (vec![], None, false)
         );
     }
 

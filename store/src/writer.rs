@@ -474,10 +474,12 @@ fn serve(
                 } else if any_defers && deferred_since.is_none() {
                     deferred_since = Some(Instant::now());
                 }
-                if full && outcome.committed {
-                    // run_group released the gate.
+                let held = gate.held_from() != i64::MAX;
+                if full && outcome.committed && !held {
+                    // Its fsync (run_group's, if it wrote nothing) covered
+                    // every earlier commit.
                     sync_due = None;
-                } else if soon && sync_due.is_none() {
+                } else if (soon || held) && sync_due.is_none() {
                     sync_due = Some(Instant::now() + SYNC_AT_MOST);
                 }
             }
@@ -491,6 +493,11 @@ fn serve(
         Err(e) => tracing::warn!(error = %e, "closing the session store failed"),
     }
     None
+}
+
+thread_local! {
+    /// When the writer thread last logged a failed fsync (once a minute).
+    static LAST_SYNC_WARNING: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
 /// Fsyncs the WAL, which makes every commit so far durable (a commit under
@@ -515,8 +522,17 @@ fn sync_wal(conn: &Connection, gate: &SyncGate) -> Option<Instant> {
             None
         }
         Err(e) => {
-            tracing::warn!(error = %e, "store: cannot fsync the WAL; trying again");
-            Some(Instant::now() + SYNC_AT_MOST)
+            // Held until an fsync succeeds. (After a failed fsync Linux may
+            // have dropped the pages it could not write and report the next
+            // one clean; the disk is failing then, and the log says so.)
+            let now = Instant::now();
+            let last = LAST_SYNC_WARNING.with(|w| w.replace(Some(now)));
+            if last.is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60)) {
+                tracing::error!(error = %e, "store: cannot fsync the WAL; statuses wait for it");
+            } else {
+                LAST_SYNC_WARNING.with(|w| w.set(last));
+            }
+            Some(now + SYNC_AT_MOST)
         }
     }
 }
@@ -601,11 +617,12 @@ fn run_group(
     }
     restore_normal(conn, full);
     let committed = commit.is_ok();
-    if full && committed {
-        // This commit's fsync covered every earlier frame too; released
-        // before anyone is answered, so an answered Full write means no
-        // older Soon work is held.
-        gate.release();
+    if full && committed && gate.held_from() != i64::MAX {
+        // A commit that wrote frames fsynced the WAL, and with it every
+        // earlier frame; one that changed nothing fsynced nothing. So sync
+        // here (a no-op on a clean file), before anyone is answered: an
+        // answered Full write means no older Soon work is held.
+        sync_wal(conn, gate);
     }
     for f in finishes {
         f.finish(commit.as_ref().map(|_| ()));
@@ -789,12 +806,22 @@ mod tests {
             .await
             .expect("the release wakes a waiter");
 
+        // A fsynced job that changes nothing makes SQLite sync nothing: the
+        // writer syncs the WAL itself before answering it.
+        soon(&h, 10).await.unwrap();
+        h.call(Durability::Full, true, |_| Ok(())).await.unwrap();
+        assert_eq!(h.gate().held_from(), i64::MAX);
+
         // Alone, the writer syncs within SYNC_AT_MOST.
         soon(&h, 11).await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(30), h.gate().released())
-            .await
-            .expect("the writer fsyncs Soon work by itself");
-        assert_eq!(h.gate().held_from(), i64::MAX);
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            // A wake may be left over from the release above.
+            while h.gate().held_from() != i64::MAX {
+                h.gate().released().await;
+            }
+        })
+        .await
+        .expect("the writer fsyncs Soon work by itself");
         h.close().await.unwrap();
     }
 

@@ -127,7 +127,7 @@ impl Publisher {
             Ok(epoch) => epoch,
             Err(e) => return Err(CommandError::Failed(format!("journal: {e}"))),
         };
-        let (rows, first_held) = self
+        let (rows, first_held, limited) = self
             .messages
             .store
             .journal_range(
@@ -151,9 +151,6 @@ impl Publisher {
         // read, or read no further than its limits allowed.
         let read_to = rows.last().map(|r| r.seq);
         let stopped_early = read_to.is_some() && last != read_to;
-        let limited = read_to.is_some_and(|r| to_seq.is_none_or(|to| r < to))
-            && rows.len() == MAX_REPLAY as usize
-            || rows.iter().map(|r| r.payload.len()).sum::<usize>() >= MAX_REPLAY_BYTES;
         let more = stopped_early || limited;
         Ok(serde_json::json!({
             "epoch": epoch,
