@@ -811,9 +811,14 @@ impl SqliteStore {
             let seen = c
                 .prepare_cached("DELETE FROM message_inbound_seen WHERE received_at < ?1")?
                 .execute([millis(&cutoff)])?;
+            // The newest row stays, however old: the outbox's seqs are
+            // rowids, and a new send must never take a seq at or below
+            // one the outbox task has already handed over on this
+            // connection (it would wait for the next one).
             let sends = c
                 .prepare_cached(
-                    "DELETE FROM message_outbox WHERE status <> 'queued' AND updated_at < ?1",
+                    "DELETE FROM message_outbox WHERE status <> 'queued' AND updated_at < ?1
+                       AND seq < (SELECT MAX(seq) FROM message_outbox)",
                 )?
                 .execute([millis(&cutoff)])?;
             if seen > 0 {
@@ -1393,5 +1398,33 @@ mod tests {
         assert_eq!(store.prune_messages(future).await.unwrap(), (1, 0));
         assert_eq!(store.publications_after(0, 10).await.unwrap().len(), 2);
         assert_eq!(store.queued_outbound().await.unwrap().len(), 1);
+    }
+
+    /// Old final sends go, but never the newest row: a seq, once handed
+    /// out, is not given to a later send (the outbox task's cursor).
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_send_so_seqs_only_grow() {
+        let (_dir, store, _lock) = open().await;
+        for id in ["M1", "M2"] {
+            store
+                .enqueue_outbound(send(id, None, id), ROOMY, Vec::new())
+                .await
+                .unwrap();
+            store
+                .set_outbound_status(id, &["queued"], "sent", None, Utc::now(), |_| Vec::new())
+                .await
+                .unwrap();
+        }
+        let future = Utc::now() + chrono::Duration::days(1);
+        assert_eq!(store.prune_messages(future).await.unwrap(), (0, 1));
+        let newest = store.outbound("M2").await.unwrap().expect("kept");
+        let next = store
+            .enqueue_outbound(send("M3", None, "c"), ROOMY, Vec::new())
+            .await
+            .unwrap();
+        let Enqueued::Queued(next) = next else {
+            panic!("not queued: {next:?}");
+        };
+        assert!(next.seq > newest.seq, "{} after {}", next.seq, newest.seq);
     }
 }
