@@ -48,7 +48,14 @@ pub struct Ledger {
     /// Times the outlet's epoch changed (its data started anew).
     #[serde(default)]
     pub resets: u64,
+    /// Epochs the outlet has left (the last [`PAST_EPOCHS`]): their records
+    /// change nothing any more.
+    #[serde(default)]
+    pub past_epochs: Vec<String>,
 }
+
+/// Past epochs remembered per outlet.
+pub const PAST_EPOCHS: usize = 8;
 
 /// What one record did to a ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +67,8 @@ pub enum Taken {
     /// The first of a new epoch: the ledger started over (the old epoch is
     /// given, `None` for an outlet's first record).
     Reset { from: Option<String> },
-    /// From an epoch other than the ledger's and not its first record
-    /// (a late replay of an old epoch): ignored.
+    /// From an epoch the outlet has left (a late record or replay of it):
+    /// ignored.
     OtherEpoch,
 }
 
@@ -85,8 +92,10 @@ impl Ledger {
     /// A ledger that has seen nothing yet follows from the first record it
     /// gets: what came before it was published before this reader existed.
     /// A new epoch starts at 1, so its first record at a higher seq leaves
-    /// a gap from 1 to ask for. A record of an older epoch (a replay that
-    /// crossed the reset) changes nothing.
+    /// a gap from 1 to ask for; what was still missing of the old epoch is
+    /// lost with its data (counted). A record of an epoch the outlet has
+    /// left (a replay that crossed the reset, a late delivery) changes
+    /// nothing.
     pub fn take(&mut self, epoch: &str, seq: u64, replay: bool) -> Taken {
         if seq == 0 {
             return Taken::Duplicate;
@@ -99,14 +108,21 @@ impl Ledger {
                 self.next = seq;
                 taken = Taken::Reset { from: None };
             }
-            Some(_) if replay => return Taken::OtherEpoch,
+            Some(_) if replay || self.past_epochs.iter().any(|e| e == epoch) => {
+                return Taken::OtherEpoch;
+            }
             Some(old) => {
-                let from = Some(old.to_string());
+                let old = old.to_string();
+                self.lost += self.missing();
+                self.past_epochs.push(old.clone());
+                if self.past_epochs.len() > PAST_EPOCHS {
+                    self.past_epochs.remove(0);
+                }
                 self.epoch = Some(epoch.to_string());
                 self.next = 1;
                 self.ahead.clear();
                 self.resets += 1;
-                taken = Taken::Reset { from };
+                taken = Taken::Reset { from: Some(old) };
             }
         }
         if seq < self.next || self.ahead.contains(&seq) {
@@ -238,8 +254,20 @@ mod tests {
         );
         assert_eq!(l.gaps(), vec![Gap { from: 1, to: 2 }]);
         assert_eq!(l.take("e1", 8, true), Taken::OtherEpoch);
+        // A late live record of the old epoch does not flip it back.
+        assert_eq!(l.take("e1", 9, false), Taken::OtherEpoch);
         assert_eq!(l.resets, 1);
         assert_eq!(l.epoch.as_deref(), Some("e2"));
+    }
+
+    #[test]
+    fn what_an_epoch_still_missed_is_lost_with_it() {
+        let mut l = Ledger::default();
+        l.take("e1", 1, false);
+        l.take("e1", 4, false);
+        assert_eq!(l.missing(), 2);
+        l.take("e2", 1, false);
+        assert_eq!((l.lost, l.missing(), l.next), (2, 0, 2));
     }
 
     #[test]

@@ -54,6 +54,13 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const MAX_OUTLETS: usize = 10_000;
 /// How often the loop looks at gaps, answers and the file.
 const TICK: Duration = Duration::from_millis(250);
+/// Replays asked, and summaries published, at most per tick.
+const ASKS_PER_TICK: usize = 32;
+/// An outlet that answers no replay is asked again at most this late.
+const REASK_MAX: Duration = Duration::from_secs(1800);
+/// Gaps listed in a report or summary, at most (their count is always
+/// there): one outlet's holes must not make a packet the broker refuses.
+const GAPS_SHOWN: usize = 20;
 
 /// What the command line gave `fleet audit`.
 #[derive(Debug, Clone)]
@@ -97,6 +104,10 @@ struct Follow {
     /// outlet's replays do not close (records still on their way, or a
     /// journal that never had them) is asked again ever less often.
     last_gap: Option<(u64, u32)>,
+    /// Replays in a row that got no answer: each is asked again later
+    /// than the last (the broker keeps every request for an outlet that
+    /// is away, and it would find them all on its return).
+    unanswered: u32,
 }
 
 struct Audit {
@@ -107,6 +118,10 @@ struct Audit {
     last_saved: Instant,
     /// The summary last published per outlet (see `publish_summaries`).
     published: HashMap<String, Value>,
+    /// Messages to acknowledge once the client's channel has room (a
+    /// dropped acknowledgement would hold one of the broker's in-flight
+    /// slots until the next connection). At most the broker's window.
+    acks_due: std::collections::VecDeque<rumqttc::Publish>,
 }
 
 pub async fn run(
@@ -124,6 +139,7 @@ pub async fn run(
         dirty: false,
         last_saved: Instant::now(),
         published: HashMap::new(),
+        acks_due: std::collections::VecDeque::new(),
     };
     let mut failover = Failover::new(&config.mqtt, &args.client_id);
     let options = session_options(&config.mqtt, failover.url(), &args.client_id)
@@ -152,6 +168,7 @@ pub async fn run(
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             _ = tick.tick() => {
+                audit.ack_due(&client);
                 audit.ask_for_gaps(&client);
                 audit.save_if_due(&args.state);
                 if connected_at.is_some() {
@@ -187,8 +204,11 @@ pub async fn run(
                     connected_at = Some(Instant::now());
                     eprintln!("audit: connected to {}", failover.shown());
                     audit.published.clear();
+                    // Not acknowledged on the connection that brought
+                    // them: the broker delivers them again.
+                    audit.acks_due.clear();
                     subscribe(&client, &audit.pattern);
-                    audit.came_back(&client);
+                    audit.came_back();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if audit.on_publish(&client, &p.topic, &p.payload) {
@@ -197,9 +217,8 @@ pub async fn run(
                         // run's count after it.
                         audit.save(&args.state);
                     }
-                    if let Err(e) = client.try_ack(&p) {
-                        eprintln!("audit: cannot acknowledge a record: {e}");
-                    }
+                    audit.acks_due.push_back(p);
+                    audit.ack_due(&client);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -383,6 +402,7 @@ impl Audit {
             return;
         }
         follow.asked = None;
+        follow.unanswered = 0;
         if answer["status"] != "ok" {
             eprintln!(
                 "audit: {}: replay refused: {}; asking again in {RETRY_AFTER:?}",
@@ -425,7 +445,7 @@ impl Audit {
 
     /// Asks for what may have been lost while the audit was away: every
     /// known outlet's records from the first it lacks on.
-    fn came_back(&mut self, client: &AsyncClient) {
+    fn came_back(&mut self) {
         let known: Vec<(String, u64)> = self
             .file
             .outlets
@@ -433,8 +453,24 @@ impl Audit {
             .filter(|(_, l)| l.next > 0)
             .map(|(id, l)| (id.clone(), l.next))
             .collect();
+        // Asked from the next tick on, a bounded number at a time.
+        let now = Instant::now();
         for (id, next) in known {
-            self.ask(client, &id, next, None);
+            let follow = self.follow.entry(id).or_default();
+            follow.asked = None;
+            follow.retry = Some((now, next, None));
+            follow.unanswered = 0;
+        }
+    }
+
+    /// Acknowledges what was taken, as far as the client's channel has
+    /// room; the rest on the next turn.
+    fn ack_due(&mut self, client: &AsyncClient) {
+        while let Some(publish) = self.acks_due.front() {
+            if client.try_ack(publish).is_err() {
+                break;
+            }
+            self.acks_due.pop_front();
         }
     }
 
@@ -444,11 +480,19 @@ impl Audit {
         let now = Instant::now();
         for (id, follow) in &mut self.follow {
             if let Some(asked) = follow.asked.take_if(|a| a.at.elapsed() >= ANSWER_WAIT) {
+                follow.unanswered = follow.unanswered.saturating_add(1);
+                // At once the first time (the outlet may have been
+                // reconnecting), then ever later.
+                let later = match follow.unanswered {
+                    0 | 1 => Duration::ZERO,
+                    n => ANSWER_WAIT.saturating_mul(1 << (n - 2).min(8)),
+                }
+                .min(REASK_MAX);
                 eprintln!(
-                    "audit: {}: no answer to a replay; asking again",
+                    "audit: {}: no answer to a replay; asking again in {later:?}",
                     printable(id)
                 );
-                follow.retry = Some((now, asked.from, asked.to));
+                follow.retry = Some((now + later, asked.from, asked.to));
             }
             if follow.asked.is_some() {
                 continue;
@@ -481,7 +525,14 @@ impl Audit {
                 wanted.push((id.clone(), gap.from, Some(gap.to)));
             }
         }
-        for (id, from, to) in wanted {
+        // A bounded number per tick: after a reconnect every outlet is
+        // asked, and the client's channel must keep room for acks.
+        for (n, (id, from, to)) in wanted.into_iter().enumerate() {
+            if n >= ASKS_PER_TICK {
+                // Left for the next tick.
+                self.follow.entry(id).or_default().retry = Some((now, from, to));
+                continue;
+            }
             self.ask(client, &id, from, to);
         }
     }
@@ -542,11 +593,16 @@ impl Audit {
     /// dashboard to show which outlets have gaps: published when it
     /// changed (QoS 1), and once at the start of every connection.
     fn publish_summaries(&mut self, client: &AsyncClient) {
+        let mut sent = 0;
         for (id, ledger) in &self.file.outlets {
+            if sent >= ASKS_PER_TICK {
+                break;
+            }
             let summary = report_json(ledger);
             if self.published.get(id) == Some(&summary) {
                 continue;
             }
+            sent += 1;
             let mut payload = summary.clone();
             payload["at"] = json!(chrono::Utc::now());
             let topic = self.pattern.topic(id, "audit");
@@ -602,7 +658,8 @@ pub fn report_json(l: &Ledger) -> Value {
         "replayed": l.replayed,
         "duplicates": l.duplicates,
         "missing": l.missing(),
-        "gaps": l.gaps(),
+        "gaps": l.gaps().into_iter().take(GAPS_SHOWN).collect::<Vec<_>>(),
+        "gaps_total": l.gaps().len(),
         "lost": l.lost,
         "resets": l.resets,
     })
