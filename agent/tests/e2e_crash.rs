@@ -24,11 +24,18 @@ fn integrity_ok(agent: &Agent) {
     assert_eq!(result, "ok", "session.db damaged\n{}", agent.log());
 }
 
-/// The next start settles in `connected` or `pairing`, nothing else.
+/// The next start settles in `connected` or `pairing`, or, after a kill
+/// during pairing, in `logged_out` with a new QR on the screen: a kill
+/// after the agent stored the scan's identity but before the server took
+/// the device's signature leaves a device the server does not know, which
+/// it answers with 401; the agent wipes the keys and shows a QR (seen once
+/// in 80 kills). Nothing else.
 async fn settles(agent: &mut Agent) -> String {
     let health = agent
-        .wait_for("connected or pairing", |h| {
-            h["state"] == "connected" || h["state"] == "pairing"
+        .wait_for("connected, pairing, or unlinked with a QR", |h| {
+            h["state"] == "connected"
+                || h["state"] == "pairing"
+                || (h["state"] == "logged_out" && h["qr"].is_object())
         })
         .await;
     health["state"].as_str().unwrap_or_default().to_string()
