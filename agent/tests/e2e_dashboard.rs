@@ -258,6 +258,50 @@ async fn the_page_follows_the_fleet_live_and_its_buttons_reach_the_agents() {
         .wait_until("sby-02 offline", &row_health("sby-02", "offline"))
         .await;
     assert_eq!(count(&mut browser, "offline").await, "1");
+
+    // Another outlet cannot answer for this one: a forged answer to the
+    // page's request to the dead sby-02, published on jkt-01's response
+    // topic with the request's transaction (read off the broker, as only a
+    // looser ACL than docs/deploy.md's allows), is refused, and the page
+    // says sby-02 did not answer.
+    let mut forger =
+        Subscriber::connect(&shared_broker(), &[&format!("{fleet}/sby-02/request/+")]).await;
+    select(&mut browser, "sby-02").await;
+    browser
+        .eval(
+            "document.getElementById('response').dataset.status = ''; \
+             document.querySelector('#actions [data-action=\"status\"]').click()",
+        )
+        .await;
+    let asked = forger
+        .wait_for("the page's request to sby-02", DEADLINE, |m| {
+            m.topic.ends_with("/request/status")
+        })
+        .await
+        .json();
+    forger
+        .publish(
+            &format!("{fleet}/jkt-01/response/status"),
+            json!({"status": "ok", "transaction": asked["transaction"], "data": {"state": "forged"}})
+                .to_string(),
+            false,
+        )
+        .await;
+    browser
+        .wait_until(
+            "the page's answer to sby-02's status",
+            "['ok', 'error'].includes(document.getElementById('response').dataset.status)",
+        )
+        .await;
+    let shown = browser
+        .eval(
+            "({ status: document.getElementById('response').dataset.status, \
+                body: document.getElementById('response-body').textContent })",
+        )
+        .await;
+    assert_eq!(shown["status"], "error", "{shown}");
+    assert!(!shown.to_string().contains("forged"), "{shown}");
+    assert!(shown.to_string().contains("sby-02"), "{shown}");
     if let Some(dir) = screenshot_dir() {
         browser
             .eval("document.getElementById('detail-close').click()")

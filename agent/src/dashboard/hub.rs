@@ -11,7 +11,6 @@
 //! a dashboard whose broker is gone must not look like a quiet fleet.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,11 +78,22 @@ pub struct Hub {
     model: Mutex<FleetModel>,
     broker: Mutex<BrokerStatus>,
     feed: broadcast::Sender<Arc<str>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Requests waiting for their answers, by transaction.
+    pending: Mutex<HashMap<String, Waiting>>,
     client: AsyncClient,
-    transactions: AtomicU64,
     /// Tells this dashboard's requests from another's.
     instance: String,
+}
+
+/// A request the page made, waiting for its answer: only the outlet it
+/// went to may answer it, on that command's response topic. Under the
+/// documented ACL every outlet may write its own `response/#`; matched by
+/// transaction alone, outlet X could answer HQ's `pair_code` for outlet Y
+/// with a code of its choosing.
+struct Waiting {
+    outlet: String,
+    command: String,
+    answer: oneshot::Sender<Value>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data is still whole
@@ -117,7 +127,6 @@ impl Hub {
             feed,
             pending: Mutex::new(HashMap::new()),
             client,
-            transactions: AtomicU64::new(1),
             instance,
         });
         let task = tokio::spawn(drive(
@@ -173,14 +182,19 @@ impl Hub {
         if !lock(&self.broker).connected {
             return Err(ActionError::BrokerDown);
         }
-        let transaction = format!(
-            "{}-{}",
-            self.instance,
-            self.transactions.fetch_add(1, Ordering::Relaxed)
-        );
+        // Unguessable: no one who sees neither the request nor this
+        // process can answer it ahead of the outlet.
+        let transaction = format!("{}-{:016x}", self.instance, rand::random::<u64>());
         args.insert("transaction".into(), json!(transaction));
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(transaction.clone(), tx);
+        lock(&self.pending).insert(
+            transaction.clone(),
+            Waiting {
+                outlet: outlet.to_string(),
+                command: command.to_string(),
+                answer: tx,
+            },
+        );
         let sent = self
             .client
             .publish(
@@ -218,13 +232,26 @@ impl Hub {
             }
             Ok(Some(Change::Removed(id))) => self.publish_event("removed", &json!({ "id": id })),
             Ok(Some(Change::Response { outlet, response })) => {
-                let waiting = response["transaction"]
-                    .as_str()
-                    .and_then(|t| lock(&self.pending).remove(t));
-                if let Some(waiting) = waiting {
-                    let _ = waiting.send(response);
-                } else {
+                let Some(transaction) = response["transaction"].as_str() else {
+                    return;
+                };
+                let mut pending = lock(&self.pending);
+                let Some(waiting) = pending.get(transaction) else {
                     tracing::debug!(outlet, "dashboard: a response for another client");
+                    return;
+                };
+                if waiting.outlet != outlet || response["command"] != waiting.command.as_str() {
+                    // Not from the outlet asked: refused, and the request
+                    // still waits for the real answer.
+                    tracing::warn!(
+                        outlet,
+                        asked = %waiting.outlet,
+                        "dashboard: an answer to another outlet's request; ignored"
+                    );
+                    return;
+                }
+                if let Some(waiting) = pending.remove(transaction) {
+                    let _ = waiting.answer.send(response);
                 }
             }
             Err(e) => tracing::warn!("dashboard: ignored a message: {e}"),
@@ -311,6 +338,37 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer counts only from the outlet asked, on the command asked:
+    /// a forged one from another outlet's topic is ignored and the request
+    /// keeps waiting for the real one.
+    #[tokio::test]
+    async fn answers_from_another_outlet_are_refused() {
+        let mqtt = MqttConfig {
+            broker: crate::config::Brokers::one("mqtt://127.0.0.1:1"),
+            ..MqttConfig::default()
+        };
+        let pattern = PrefixPattern::parse("outlet").expect("prefix");
+        let (hub, task) = Hub::start(&mqtt, pattern).expect("a hub");
+        let (tx, mut rx) = oneshot::channel();
+        lock(&hub.pending).insert(
+            "t1".into(),
+            Waiting {
+                outlet: "y".into(),
+                command: "pair_code".into(),
+                answer: tx,
+            },
+        );
+        let forged = br#"{"status":"ok","transaction":"t1","data":{"code":"EVIL-CODE"}}"#;
+        hub.on_message("outlet/x/response/pair_code", forged);
+        hub.on_message("outlet/y/response/status", forged);
+        assert!(rx.try_recv().is_err(), "a forged answer was taken");
+        let real = br#"{"status":"ok","transaction":"t1","data":{"code":"ABCD-EFGH"}}"#;
+        hub.on_message("outlet/y/response/pair_code", real);
+        let answer = rx.try_recv().expect("the real answer");
+        assert_eq!(answer["data"]["code"], "ABCD-EFGH");
+        task.abort();
+    }
 
     #[test]
     fn every_action_is_a_command_the_agent_knows() {
