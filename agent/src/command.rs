@@ -127,6 +127,9 @@ pub enum CommandError {
     OutboxFull(String),
     #[error("disabled: {0}")]
     Disabled(String),
+    /// Number lookups are paced (`whatsapp.lookups_per_minute`).
+    #[error("rate_limited: number lookups are paced; ask again in {0} s")]
+    RateLimited(u64),
 }
 
 impl From<crate::phone::InvalidPhone> for CommandError {

@@ -42,6 +42,7 @@
 //!   idle footprint small. [`notify`]: systemd `READY=1`, `STATUS=`,
 //!   `WATCHDOG=1`. [`cert_check`]: detects a test build that skips
 //!   WhatsApp's certificate check, so it can refuse real endpoints.
+//!   [`pacing`]: the turns number lookups take (a ban trigger unpaced).
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
@@ -71,6 +72,7 @@ pub mod memory;
 pub mod messages;
 pub mod mqtt;
 pub mod notify;
+pub mod pacing;
 pub mod phone;
 pub mod screen;
 pub mod supervisor;

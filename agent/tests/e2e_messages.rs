@@ -620,6 +620,55 @@ async fn sends_published_while_the_agent_is_down_are_answered_and_sent_once() {
     outlet.clean_up().await;
 }
 
+/// Number lookups are paced like sends (WhatsApp bans accounts that look
+/// numbers up at machine speed): with 120 a minute after a burst of 3,
+/// eight `check_number` asked at once (as many as the link runs at a
+/// time; more are answered `busy`) are all answered, and the k-th answer
+/// comes no earlier than the pace allows ((k - 2) half-seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_lookups_are_paced() {
+    let server = server().await;
+    let outlet = Outlet::new("lookups", &shared_broker());
+    let (mut agent, mut hq) = linked(
+        &server,
+        &outlet,
+        &[
+            ("OUTLET_AGENT__WHATSAPP__LOOKUPS_PER_MINUTE", "120"),
+            ("OUTLET_AGENT__WHATSAPP__LOOKUP_BURST", "3"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        hq.publish(
+            &outlet.topic("request/check_number"),
+            json!({"phone": BUDI, "transaction": format!("look-{i}")}).to_string(),
+            false,
+        )
+        .await;
+    }
+    let topic = outlet.topic("response/check_number");
+    let mut at = Vec::new();
+    while at.len() < 8 {
+        let answer = hq
+            .wait_for("the lookups' answers", WAIT, |m| m.topic == topic)
+            .await;
+        let body = answer.json();
+        assert_eq!(body["status"], "ok", "{body}");
+        assert_eq!(body["data"]["registered"], true, "{body}");
+        at.push(answer.at.duration_since(started));
+    }
+    at.sort();
+    for (k, when) in at.iter().enumerate().skip(3) {
+        let earliest = Duration::from_millis(500 * (k as u64 - 2));
+        assert!(
+            *when + Duration::from_millis(50) >= earliest,
+            "answer {k} came {when:?} after the first request, before its turn at {earliest:?}"
+        );
+    }
+    agent.stop().await;
+}
+
 /// HQ publishes 100 sends while the broker restarts (with persistence, as
 /// docs/deploy.md asks) and while the agent is SIGKILLed and restarted:
 /// each is answered with its client_id and reaches Budi exactly once, with

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "memory",
             "cert_check",
             "notify",
+            "pacing",
         ],
     ),
     (

@@ -631,6 +631,21 @@ impl SqliteStore {
             .await
     }
 
+    /// Whether a send to `to_jid` ever reached WhatsApp's server (`sent` or
+    /// later), within the outbox's retention: that number has WhatsApp, and
+    /// the agent need not look it up again.
+    pub async fn reached_before(&self, to_jid: &str) -> Result<bool> {
+        let to = to_jid.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM message_outbox
+                   WHERE to_jid = ?1 AND status IN ('sent', 'delivered', 'read'))",
+            )?
+            .query_row([to], |r| r.get(0))?)
+        })
+        .await
+    }
+
     /// The outbox row queued with `client_id`.
     pub async fn outbound_by_client_id(&self, client_id: &str) -> Result<Option<OutboxEntry>> {
         let id = client_id.to_string();
@@ -1398,6 +1413,24 @@ mod tests {
         assert_eq!(store.prune_messages(future).await.unwrap(), (1, 0));
         assert_eq!(store.publications_after(0, 10).await.unwrap().len(), 2);
         assert_eq!(store.queued_outbound().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_number_reached_before_is_known() {
+        let (_dir, store, _lock) = open().await;
+        store
+            .enqueue_outbound(send("M1", None, "a"), ROOMY, Vec::new())
+            .await
+            .unwrap();
+        let to = store.outbound("M1").await.unwrap().expect("queued").to_jid;
+        // Queued is not reached.
+        assert!(!store.reached_before(&to).await.unwrap());
+        store
+            .set_outbound_status("M1", &["queued"], "sent", None, Utc::now(), |_| Vec::new())
+            .await
+            .unwrap();
+        assert!(store.reached_before(&to).await.unwrap());
+        assert!(!store.reached_before("628999@s.whatsapp.net").await.unwrap());
     }
 
     /// Old final sends go, but never the newest row: a seq, once handed

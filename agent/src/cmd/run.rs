@@ -102,6 +102,7 @@ pub async fn run_with(config: Arc<crate::config::Config>) -> CmdResult {
         store.clone(),
         link.health.clone(),
         link.commands.clone(),
+        supervisor.lookups(),
     );
     if let Some((messages, _)) = &messages {
         link.commands.route_sends_to(messages.clone());

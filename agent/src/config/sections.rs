@@ -59,6 +59,12 @@ pub struct WhatsAppConfig {
     /// as it is now": a companion that says `available` silences the
     /// primary phone's notifications).
     pub presence: Presence,
+    /// Number lookups (`check_number`, the check before a send to a new
+    /// number, a customer's number behind a LID) at most this many a
+    /// minute after a burst of `lookup_burst`: lookups at machine speed
+    /// get accounts banned, as sends do. 0 turns pacing off (tests).
+    pub lookups_per_minute: u32,
+    pub lookup_burst: u32,
 }
 
 /// `whatsapp.presence`.
@@ -78,6 +84,8 @@ impl Default for WhatsAppConfig {
             endpoint: "wss://web.whatsapp.com/ws/chat".into(),
             version: "2.3000.1023868176".into(),
             presence: Presence::default(),
+            lookups_per_minute: 30,
+            lookup_burst: 5,
         }
     }
 }

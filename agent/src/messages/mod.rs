@@ -88,6 +88,9 @@ pub struct Messages {
     commands: Commands,
     /// Which numbers have WhatsApp, as last looked up (see `outbox`).
     registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
+    /// Turns for number lookups (shared with the supervisor's
+    /// `check_number`).
+    lookups: Arc<crate::pacing::LookupPacer>,
     /// LIDs whose number WhatsApp did not give, and until when it is not
     /// asked again (see `sender`).
     hidden_lids: std::sync::Mutex<HashMap<String, std::time::Instant>>,
@@ -119,6 +122,7 @@ impl Messages {
         store: Arc<outlet_store::SqliteStore>,
         health: watch::Receiver<Health>,
         commands: Commands,
+        lookups: Arc<crate::pacing::LookupPacer>,
     ) -> Option<(Arc<Messages>, MessageTasks)> {
         if !config.messages_enabled() {
             return None;
@@ -147,6 +151,7 @@ impl Messages {
             commands,
             registrations: std::sync::Mutex::default(),
             hidden_lids: std::sync::Mutex::default(),
+            lookups,
         });
         let publisher = publisher::spawn(messages.clone());
         let tasks = vec![

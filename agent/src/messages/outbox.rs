@@ -200,7 +200,7 @@ pub async fn accept(messages: &Messages, request: SendRequest) -> CommandResult 
     let client = messages.client.borrow().clone();
     if let Some(client) = client
         && jid.is_pn()
-        && registered(messages, &client, &jid).await == Some(false)
+        && registered(messages, &client, &jid, Turn::IfFree).await == Some(false)
     {
         return Err(CommandError::NotOnWhatsApp);
     }
@@ -399,7 +399,7 @@ async fn send_while_connected(
             fail(messages, &entry.message_id, "invalid_recipient").await;
             continue;
         };
-        if jid.is_pn() && registered(messages, client, &jid).await == Some(false) {
+        if jid.is_pn() && registered(messages, client, &jid, Turn::Wait).await == Some(false) {
             fail(messages, &entry.message_id, status::NOT_ON_WHATSAPP).await;
             continue;
         }
@@ -455,7 +455,7 @@ async fn send_while_connected(
 /// send checked at `send` time and again before it goes out costs one
 /// lookup. `None`: the lookup failed; the send itself then says what is
 /// wrong.
-async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<bool> {
+async fn registered(messages: &Messages, client: &Client, jid: &Jid, turn: Turn) -> Option<bool> {
     let key = jid.to_string();
     {
         let known = super::lock(&messages.registrations);
@@ -470,14 +470,26 @@ async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<b
             }
         }
     }
-    let answer = match tokio::time::timeout(
-        LOOKUP_TIMEOUT,
-        client.contacts().is_on_whatsapp(std::slice::from_ref(jid)),
-    )
-    .await
-    {
-        Ok(Ok(results)) => results.iter().any(|r| r.is_registered),
-        _ => return None,
+    // A number this outlet has reached before has WhatsApp: no lookup.
+    let reached = messages.store.reached_before(&key).await.unwrap_or(false);
+    let answer = if reached {
+        true
+    } else {
+        // Paced with every other lookup; no turn: unknown, and the send
+        // itself says what is wrong.
+        match turn {
+            Turn::Wait => messages.lookups.turn().await.ok()?,
+            Turn::IfFree => messages.lookups.try_now().then_some(())?,
+        }
+        match tokio::time::timeout(
+            LOOKUP_TIMEOUT,
+            client.contacts().is_on_whatsapp(std::slice::from_ref(jid)),
+        )
+        .await
+        {
+            Ok(Ok(results)) => results.iter().any(|r| r.is_registered),
+            _ => return None,
+        }
     };
     let mut known = super::lock(&messages.registrations);
     if known.len() >= REGISTRATIONS_KEPT {
@@ -485,6 +497,16 @@ async fn registered(messages: &Messages, client: &Client, jid: &Jid) -> Option<b
     }
     known.insert(key, (answer, Instant::now()));
     Some(answer)
+}
+
+/// How a lookup takes its turn (`crate::pacing`).
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// Before a send goes out: the outbox waits anyway (sends are paced).
+    Wait,
+    /// While HQ waits for `send`'s answer: only a free turn, else the check
+    /// is left to the outbox.
+    IfFree,
 }
 
 /// An unlinked device cannot send for the account that unlinked it: what

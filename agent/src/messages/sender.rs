@@ -106,6 +106,18 @@ async fn ask_whatsapp(messages: &Messages, client: &Client, lid: &str) -> Option
             return None;
         }
     }
+    // Paced with every other lookup, but the inbox never waits for a
+    // turn: without one the customer is named by the LID this time, and
+    // asked about again soon.
+    if !messages.lookups.try_now() {
+        tracing::debug!("messages: no lookup turn free for a LID");
+        let mut hidden = super::lock(&messages.hidden_lids);
+        if hidden.len() >= HIDDEN_KEPT {
+            hidden.clear();
+        }
+        hidden.insert(lid.to_string(), Instant::now() + FAILED_TTL);
+        return None;
+    }
     let asked = tokio::time::timeout(
         LOOKUP_TIMEOUT,
         client

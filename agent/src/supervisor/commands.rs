@@ -178,8 +178,15 @@ impl Supervisor {
                         // A network round trip: answered from its own task so
                         // the supervisor never waits on it.
                         let client = session.client().clone();
+                        let lookups = self.lookups.clone();
                         tokio::spawn(async move {
-                            let _ = request.reply.send(check_number(client, number).await);
+                            let answer = match lookups.turn().await {
+                                Ok(()) => check_number(client, number).await,
+                                Err(later) => {
+                                    Err(CommandError::RateLimited(later.as_secs().max(1)))
+                                }
+                            };
+                            let _ = request.reply.send(answer);
                         });
                         return None;
                     }

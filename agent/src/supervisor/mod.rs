@@ -96,6 +96,8 @@ pub struct Supervisor {
     display_status: Option<watch::Receiver<outlet_display::DisplayStatus>>,
     mqtt_status: Option<watch::Receiver<MqttStatus>>,
     notifier: Notifier,
+    /// Turns for number lookups, shared with the messages.
+    lookups: Arc<crate::pacing::LookupPacer>,
     history: mpsc::Sender<Transition>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events_rx: mpsc::UnboundedReceiver<SessionEvent>,
@@ -165,6 +167,10 @@ impl Supervisor {
             backoff: Backoff::new(&config.reconnect),
             rounds: Rounds::new(config.pairing.max_rounds_per_hour),
             pair_codes: Rounds::new(config.pairing.max_pair_codes_per_hour),
+            lookups: Arc::new(crate::pacing::LookupPacer::new(
+                config.whatsapp.lookups_per_minute,
+                config.whatsapp.lookup_burst,
+            )),
             config,
             store,
             health,
@@ -192,6 +198,12 @@ impl Supervisor {
                 .filter(|_| crate::cert_check::skips_certificate_check()),
         };
         (supervisor, link)
+    }
+
+    /// The turns every number lookup of this outlet takes (the messages
+    /// share them).
+    pub fn lookups(&self) -> Arc<crate::pacing::LookupPacer> {
+        self.lookups.clone()
     }
 
     /// Reports the MQTT link's health in the snapshot (`mqtt`), so a broker

@@ -1,0 +1,147 @@
+//! How often the outlet may ask WhatsApp who has an account: the token
+//! bucket behind `whatsapp.lookups_per_minute` and `lookup_burst`.
+//!
+//! A number lookup (usync) is what a spammer's tool does thousands of times
+//! a minute, and WhatsApp bans accounts for it, as for sends at machine
+//! speed. Every lookup the agent makes (`check_number`, the check before a
+//! send to a new number, a customer's number behind a LID) takes a turn
+//! here: `burst` at once, then `per_minute`, in the order they asked. A
+//! caller that would wait longer than [`MAX_WAIT`] gets no turn and is told
+//! when to ask again, so a flood cannot queue hours of lookups.
+//!
+//! Plain data and one lock; the caller sleeps. It must not import anything
+//! from the crate but the config values.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest a lookup waits for its turn; beyond, it is refused.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Turns for lookups: `burst` at once, refilled at `per_minute`.
+#[derive(Debug)]
+pub struct LookupPacer {
+    per_sec: f64,
+    burst: f64,
+    /// Tokens left (negative: turns promised to callers still waiting)
+    /// as of `at`.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl LookupPacer {
+    /// `per_minute` 0: no pacing (benchmarks, tests that count nothing).
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            per_sec: f64::from(per_minute) / 60.0,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes a turn at `now`: how long to wait for it (zero: at once), or,
+    /// when that would be longer than [`MAX_WAIT`], `Err` with how long
+    /// until a turn is free (no turn is taken then).
+    pub fn take_at(&self, now: Instant) -> Result<Duration, Duration> {
+        if self.per_sec <= 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, at) = *state;
+        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        let tokens = (tokens + elapsed * self.per_sec).min(self.burst);
+        // With this turn taken, the tokens would be `tokens - 1`; a
+        // negative count is the wait until the refill reaches it.
+        let after = tokens - 1.0;
+        let wait = Duration::from_secs_f64((-after / self.per_sec).max(0.0));
+        if wait > MAX_WAIT {
+            *state = (tokens, now.max(at));
+            let free = Duration::from_secs_f64(((1.0 - tokens) / self.per_sec).max(0.0));
+            return Err(free.saturating_sub(MAX_WAIT));
+        }
+        *state = (after, now.max(at));
+        Ok(wait)
+    }
+
+    /// Takes a turn only if one is free right now (for lookups that must
+    /// not wait, such as those of the inbox).
+    pub fn try_now(&self) -> bool {
+        if self.per_sec <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, at) = *state;
+        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        let tokens = (tokens + elapsed * self.per_sec).min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now.max(at));
+            true
+        } else {
+            *state = (tokens, now.max(at));
+            false
+        }
+    }
+
+    /// Waits for a turn; `Err` (at once) with when to ask again when the
+    /// wait would be longer than [`MAX_WAIT`].
+    pub async fn turn(&self) -> Result<(), Duration> {
+        let wait = self.take_at(Instant::now())?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_at_once_then_the_rate_then_refusals() {
+        let pacer = LookupPacer::new(60, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(pacer.take_at(t0), Ok(Duration::ZERO));
+        }
+        // One a second after the burst, in line.
+        let waits: Vec<u64> = (0..30)
+            .map(|_| pacer.take_at(t0).map(|w| w.as_secs()).unwrap_or(999))
+            .collect();
+        assert_eq!(waits[0], 1);
+        assert_eq!(waits[29], 30);
+        // The 31st would wait 31 s: refused, and told to come back later.
+        let refused = pacer.take_at(t0);
+        assert!(refused.is_err(), "{refused:?}");
+        // Time refills the bucket; it never holds more than the burst.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(pacer.take_at(later), Ok(Duration::ZERO));
+        }
+        assert!(pacer.take_at(later).is_ok_and(|w| w > Duration::ZERO));
+    }
+
+    #[test]
+    fn a_caller_that_cannot_wait_gets_only_a_free_turn() {
+        let pacer = LookupPacer::new(60, 2);
+        assert!(pacer.try_now());
+        assert!(pacer.try_now());
+        assert!(!pacer.try_now());
+    }
+
+    #[test]
+    fn zero_per_minute_is_no_pacing() {
+        let pacer = LookupPacer::new(0, 1);
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(pacer.take_at(t0), Ok(Duration::ZERO));
+        }
+    }
+}
