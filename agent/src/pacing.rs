@@ -46,13 +46,8 @@ impl LookupPacer {
         if self.per_sec <= 0.0 {
             return Ok(Duration::ZERO);
         }
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, at) = *state;
-        let elapsed = now.saturating_duration_since(at).as_secs_f64();
-        let tokens = (tokens + elapsed * self.per_sec).min(self.burst);
+        let mut state = self.lock();
+        let (tokens, at) = self.refilled(&state, now);
         // With this turn taken, the tokens would be `tokens - 1`; a
         // negative count is the wait until the refill reaches it.
         let after = tokens - 1.0;
@@ -73,13 +68,8 @@ impl LookupPacer {
             return true;
         }
         let now = Instant::now();
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, at) = *state;
-        let elapsed = now.saturating_duration_since(at).as_secs_f64();
-        let tokens = (tokens + elapsed * self.per_sec).min(self.burst);
+        let mut state = self.lock();
+        let (tokens, at) = self.refilled(&state, now);
         if tokens >= 1.0 {
             *state = (tokens - 1.0, now.max(at));
             true
@@ -87,6 +77,20 @@ impl LookupPacer {
             *state = (tokens, now.max(at));
             false
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The tokens at `now` (refilled since the last turn, at most `burst`),
+    /// and when they were last counted.
+    fn refilled(&self, state: &(f64, Instant), now: Instant) -> (f64, Instant) {
+        let (tokens, at) = *state;
+        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        ((tokens + elapsed * self.per_sec).min(self.burst), at)
     }
 
     /// Waits for a turn; `Err` (at once) with when to ask again when the

@@ -162,6 +162,17 @@ async fn wait_seqs(hq: &mut Subscriber, outlet: &Outlet, n: usize) -> BTreeSet<u
     }
 }
 
+/// Runs the audit with `--until-complete` and returns its report and its
+/// stderr, once it says it completed.
+async fn audit_until_complete(url: &str, state: &Path) -> (Value, String) {
+    let audit = AuditRun::start(url, state, &["--until-complete", "120"]);
+    let stderr = audit.stderr.clone();
+    let (status, report) = audit.finish(Duration::from_secs(150)).await;
+    let log = stderr.lock().unwrap().clone();
+    assert!(status.success(), "{status}: {report}\n{log}");
+    (report, log)
+}
+
 fn state_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let state = dir.path().join("audit.json");
@@ -202,11 +213,7 @@ async fn the_audit_gets_back_what_a_broker_restart_lost_while_it_was_away() {
     broker.stop();
     broker.spawn().await;
 
-    let audit = AuditRun::start(&url, &state, &["--until-complete", "120"]);
-    let stderr = audit.stderr.clone();
-    let (status, report) = audit.finish(Duration::from_secs(150)).await;
-    let log = stderr.lock().unwrap().clone();
-    assert!(status.success(), "{status}: {report}\n{log}");
+    let (report, log) = audit_until_complete(&url, &state).await;
     let ledger = &report["outlets"][&outlet.id];
     // All 51, each once: what the broker lost came back by replay (a
     // record the agent had not yet seen acknowledged it publishes again
@@ -259,11 +266,7 @@ async fn an_audit_killed_in_a_burst_fills_the_gap_after_its_restart() {
     burst.await.expect("joined").expect("Budi sends 200");
     let seqs = wait_seqs(&mut hq, &outlet, 200).await;
 
-    let audit = AuditRun::start(&url, &state, &["--until-complete", "120"]);
-    let stderr = audit.stderr.clone();
-    let (status, report) = audit.finish(Duration::from_secs(150)).await;
-    let log = stderr.lock().unwrap().clone();
-    assert!(status.success(), "{status}: {report}\n{log}");
+    let (report, log) = audit_until_complete(&url, &state).await;
     let ledger = &report["outlets"][&outlet.id];
     assert_eq!(ledger["missing"], 0, "{report}\n{log}");
     assert_eq!(ledger["lost"], 0, "{report}");
