@@ -374,7 +374,7 @@ impl SqliteStore {
     /// that no seq HQ has seen can be lost to a power cut and given to
     /// another record.
     pub async fn publications_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Publication>> {
-        let gate = Arc::clone(self.writer_gate());
+        let gate = Arc::clone(self.sync_gate());
         self.read(move |c| {
             let held_from = gate.held_from();
             let mut stmt = c.prepare_cached(
@@ -716,7 +716,7 @@ impl SqliteStore {
         if !current.is_some_and(|s| from.contains(&s.as_str())) {
             return Ok(None);
         }
-        let gate = Arc::clone(self.writer_gate());
+        let gate = Arc::clone(self.sync_gate());
         self.write_soon(move |c| {
             let Some(entry) = outbox_where(c, "message_id = ?1", &id)? else {
                 return Ok(None);

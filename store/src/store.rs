@@ -196,13 +196,9 @@ impl SqliteStore {
 
     /// What [`Durability::Soon`] writes hold back until the WAL is
     /// fsynced; its [`writer::SyncGate::released`] wakes once they are on
-    /// disk (the publisher waits on it for held-back statuses).
-    pub fn sync_gate(&self) -> &writer::SyncGate {
-        self.writer.gate()
-    }
-
-    /// The gate, to move into a job.
-    pub(crate) fn writer_gate(&self) -> &Arc<writer::SyncGate> {
+    /// disk (the publisher waits on it for held-back statuses). An `Arc`,
+    /// so a job can take it along.
+    pub fn sync_gate(&self) -> &Arc<writer::SyncGate> {
         self.writer.gate()
     }
 

@@ -28,6 +28,16 @@
 //! with the rows being added), or after [`DEFER_AT_MOST`] without such a
 //! group, or before a checkpoint and at close. A process crash before then
 //! loses only what the deferred work would have undone.
+//!
+//! Soon-synced work: a [`Durability::Soon`] job commits at once (durable
+//! against a process crash) and names what must not be seen before it is on
+//! disk in the [`SyncGate`] (the store's publication seq); readers hold back
+//! everything from the lowest such key. The WAL is then fsynced within
+//! [`SYNC_AT_MOST`], by one `fdatasync` for whatever else came meanwhile,
+//! or earlier by a [`Durability::Full`] commit. Why: each fsynced commit
+//! also rewrites the WAL's last, partly filled 4 KiB block, which was most
+//! of what a send's statuses cost the SD card (BENCHMARKS.md, "Statuses
+//! share an fsync"); statuses that come close together now share one.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -63,9 +73,9 @@ pub(crate) enum Durability {
     /// on (pairing credentials, uploaded pre-keys, a logout wipe).
     Full,
     /// `synchronous=NORMAL` now, and the WAL fsynced within
-    /// [`SYNC_AT_MOST`] (the module docs): for records that may be lost to
-    /// a power cut in that time but must not be shown to anyone before they
-    /// are on disk (see [`SyncGate`]).
+    /// [`SYNC_AT_MOST`] of the job naming a key in the [`SyncGate`] (the
+    /// module docs): for records that may be lost to a power cut in that
+    /// time but must not be shown to anyone before they are on disk.
     Soon,
 }
 
@@ -440,7 +450,6 @@ fn serve(
                 defers,
             } => {
                 let mut full = durability == Durability::Full;
-                let mut soon = durability == Durability::Soon;
                 let mut any_defers = defers;
                 // Whether a job writes the database itself.
                 let mut writes = !defers && task.writes();
@@ -453,7 +462,6 @@ fn serve(
                             defers,
                         }) => {
                             full |= durability == Durability::Full;
-                            soon |= durability == Durability::Soon;
                             any_defers |= defers;
                             writes |= !defers && task.writes();
                             group.push(task);
@@ -468,20 +476,19 @@ fn serve(
                 // The deferred work rides along with a group that writes
                 // the database anyway (not with one that only defers).
                 let flush = (deferred_since.is_some() || any_defers) && writes;
-                let outcome = run_group(&conn, group, full, flush.then_some(flush_deferred), gate);
-                if outcome.flushed {
+                let flushed = run_group(&conn, group, full, flush.then_some(flush_deferred), gate);
+                if flushed {
                     deferred_since = None;
                 } else if any_defers && deferred_since.is_none() {
                     deferred_since = Some(Instant::now());
                 }
-                let held = gate.held_from() != i64::MAX;
-                if full && outcome.committed && !held {
-                    // Its fsync (run_group's, if it wrote nothing) covered
-                    // every earlier commit.
-                    sync_due = None;
-                } else if (soon || held) && sync_due.is_none() {
-                    sync_due = Some(Instant::now() + SYNC_AT_MOST);
-                }
+                // An fsync is due while something is held back for one (a
+                // fsynced commit, run_group's own sync included, released it).
+                sync_due = if gate.held_from() == i64::MAX {
+                    None
+                } else {
+                    sync_due.or_else(|| Some(Instant::now() + SYNC_AT_MOST))
+                };
             }
         }
     }
@@ -557,14 +564,15 @@ fn run_deferred_alone(conn: &Connection, flush_deferred: FlushDeferred) -> bool 
 }
 
 /// Runs one group in one transaction; with `flush`, the deferred work too,
-/// after the jobs (in its own savepoint). A fsynced commit releases `gate`.
+/// after the jobs (in its own savepoint). Returns true if the deferred work
+/// was committed. A fsynced commit releases `gate`.
 fn run_group(
     conn: &Connection,
     group: Vec<Box<dyn Task>>,
     full: bool,
     flush: Option<FlushDeferred>,
     gate: &SyncGate,
-) -> GroupOutcome {
+) -> bool {
     // `synchronous` cannot change inside a transaction, so it is set for the
     // whole group before BEGIN and put back after COMMIT.
     if full && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
@@ -572,7 +580,7 @@ fn run_group(
         for t in group {
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
-        return GroupOutcome::default();
+        return false;
     }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = Arc::new(e);
@@ -580,7 +588,7 @@ fn run_group(
             t.abort(StoreError::Sqlite(Arc::clone(&e)));
         }
         restore_normal(conn, full);
-        return GroupOutcome::default();
+        return false;
     }
     let mut poisoned = false;
     let finishes: Vec<Box<dyn Finish>> = group
@@ -627,19 +635,7 @@ fn run_group(
     for f in finishes {
         f.finish(commit.as_ref().map(|_| ()));
     }
-    GroupOutcome {
-        committed,
-        flushed: flushed && committed,
-    }
-}
-
-/// How a group ended.
-#[derive(Debug, Default)]
-struct GroupOutcome {
-    /// The transaction committed.
-    committed: bool,
-    /// The deferred work was part of it.
-    flushed: bool,
+    flushed && committed
 }
 
 fn restore_normal(conn: &Connection, full: bool) {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
@@ -131,6 +131,9 @@ pub async fn run(
     args: AuditArgs,
 ) -> CmdResult {
     let (config, pattern) = fleet_config(config_path, broker, prefix)?;
+    // Logs (the MQTT options' own warnings among them) go to stderr, as
+    // `fleet --serve`'s do; the audit's account of what it does, too.
+    crate::logging::init(&config.log);
     let file = load(&args.state).or_exit(EXIT_CONFIG)?;
     let mut audit = Audit {
         pattern,
@@ -197,7 +200,9 @@ pub async fn run(
             }
             () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
                 reconnect_at = None;
-                move_on(&mut eventloop, &config.mqtt, &mut failover, &args.client_id);
+                options::move_on_with(&mut eventloop, &mut failover, |url| {
+                    session_options(&config.mqtt, url, &args.client_id)
+                });
             }
             event = eventloop.poll(), if reconnect_at.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -254,20 +259,6 @@ fn session_options(
     // disk); the ledger file's `next` covers the rest after a crash.
     opts.set_manual_acks(true);
     Ok(opts)
-}
-
-fn move_on(eventloop: &mut EventLoop, mqtt: &MqttConfig, failover: &mut Failover, id: &str) {
-    let mut next = failover.clone();
-    if !next.failed() {
-        return;
-    }
-    match session_options(mqtt, next.url(), id) {
-        Ok(opts) => {
-            eventloop.mqtt_options = opts;
-            *failover = next;
-        }
-        Err(e) => eprintln!("audit: cannot move to {}: {e}", next.shown()),
-    }
 }
 
 fn subscribe(client: &AsyncClient, pattern: &PrefixPattern) {

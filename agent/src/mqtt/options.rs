@@ -115,11 +115,24 @@ pub fn move_on(
     client_id: &str,
     will: Option<&LastWill>,
 ) {
+    move_on_with(eventloop, failover, |url| {
+        client_options(config, url, client_id, will.cloned())
+    });
+}
+
+/// [`move_on`] for a connection whose options are not plain
+/// [`client_options`] (a persistent session): `options` builds them for a
+/// node's URL.
+pub fn move_on_with(
+    eventloop: &mut rumqttc::EventLoop,
+    failover: &mut Failover,
+    options: impl FnOnce(&str) -> Result<MqttOptions, OptionsError>,
+) {
     let mut next = failover.clone();
     if !next.failed() {
         return;
     }
-    match client_options(config, next.url(), client_id, will.cloned()) {
+    match options(next.url()) {
         Ok(opts) => {
             eventloop.mqtt_options = opts;
             *failover = next;
