@@ -193,7 +193,7 @@ pi_cargo() { # [PI_TARGETS="T..."] pi_cargo ARGS...: cargo for those targets (de
 
 # --- Release builds and packages ------------------------------------------------
 log "release build: ${targets[*]}"
-timed "release build" pi_cargo build --release -p outlet-agent --bin outlet-agent ||
+timed "release build" pi_cargo build --release -p outlet-agent --bin outlet-agent --no-default-features ||
     abort "cargo build --release (${targets[*]})"
 
 for t in "${targets[@]}"; do
@@ -293,7 +293,7 @@ while read -r kind value; do
 done < <(suite_metadata)
 ((${#suite_manifests[@]} == 2 && ${#test_args[@]})) ||
     abort "cargo metadata: no outlet-store and outlet-display with integration tests"
-suites=(-p outlet-store -p outlet-display -p outlet-agent --features outlet-agent/demo)
+suites=(-p outlet-store -p outlet-display -p outlet-agent --no-default-features --features outlet-agent/demo)
 # The store's and display's test executables, from cargo's messages: one line
 # per executable, "<target triple> <package directory> <executable>" (tabs).
 executables() {

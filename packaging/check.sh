@@ -68,10 +68,12 @@ check "packaging/agent.toml is config/agent.toml with the package's values (else
 
 # --- Build -------------------------------------------------------------------
 log "release build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-# Exactly what `cargo deb` would build: the workspace release profile and the
-# package's default features (never `demo`).
+# Exactly what `cargo deb` would build (package.metadata.deb): the workspace
+# release profile, without the default `hq` feature (HQ's tools are not for
+# an outlet) and never `demo`.
 t0="$(now)"
-cargo build --release -p outlet-agent --bin outlet-agent || abort "cargo build --release -p outlet-agent"
+cargo build --release -p outlet-agent --bin outlet-agent --no-default-features ||
+    abort "cargo build --release -p outlet-agent --no-default-features"
 build_s="$(elapsed "$t0" "$(now)")"
 bin="$CARGO_TARGET_DIR/release/outlet-agent"
 
@@ -227,16 +229,21 @@ pbin="$root/usr/bin/outlet-agent"
 "$pbin" version || true
 check "version: certificate-chain verification enforced" bash -c \
     '"$1" version | grep -qx "certificate-chain verification: enforced"' _ "$pbin"
+check "version: no HQ tools in the outlet's binary" bash -c \
+    '"$1" version | grep -q "^HQ tools .*: not built"' _ "$pbin"
 glibc_max="$(glibc_max_of "$pbin")"
 check "readelf: newest glibc symbol ${glibc_max:-?} <= $GLIBC_MAX" glibc_at_most "$glibc_max"
-not_in_build() {
-    local out
-    out="$(cargo tree -p outlet-agent -e normal,build --target all -i "$1" 2>&1)" && { echo "$out" | head -n 5; return 1; }
+not_in_build() { # not_in_build CRATE [CARGO TREE ARGS...]
+    local out crate="$1"
+    shift
+    out="$(cargo tree -p outlet-agent "$@" -e normal,build --target all -i "$crate" 2>&1)" && { echo "$out" | head -n 5; return 1; }
     grep -q 'did not match any packages' <<<"$out" || { echo "$out" | tail -n 3; return 1; }
 }
 for crate in aws-lc-sys tikv-jemalloc-sys jemalloc-sys openssl-sys; do
     check "no $crate in the build (any target)" not_in_build "$crate"
 done
+# The dashboard's HTTP server is HQ's (the `hq` feature), not an outlet's.
+check "no hyper in the outlet's build (--no-default-features)" not_in_build hyper --no-default-features
 shipped_config_ok() {
     local out
     out="$("$pbin" check-config --config "$root/etc/outlet-agent/agent.toml")" || { echo "$out"; return 1; }

@@ -63,7 +63,10 @@ pub enum CliCommand {
     /// Print the version and build features.
     Version,
     /// List every outlet's retained health from the MQTT broker and exit
-    /// (or serve the dashboard, or audit the outlets' records).
+    /// (or serve the dashboard, or audit the outlets' records). HQ's tool:
+    /// built only with the `hq` feature (on by default; the outlet's
+    /// package is built without it).
+    #[cfg(feature = "hq")]
     Fleet {
         #[command(subcommand)]
         action: Option<FleetAction>,
@@ -91,6 +94,14 @@ pub enum CliCommand {
         /// outlets and every action.
         #[arg(long, value_name = "PATH", requires = "serve")]
         token_file: Option<PathBuf>,
+        /// Serve HTTPS with this certificate (PEM, the chain from the
+        /// server's own certificate up); needs --tls-key. The login cookie
+        /// is then `Secure`.
+        #[arg(long, value_name = "PATH", requires_all = ["serve", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM; keep the file 0600).
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Demo without WhatsApp: a fake server and phone on loopback, the real
     /// agent with the terminal screen. Built only with `--features demo`.
@@ -98,6 +109,7 @@ pub enum CliCommand {
     Demo,
 }
 
+#[cfg(feature = "hq")]
 #[derive(Debug, Subcommand)]
 pub enum FleetAction {
     /// Follow every outlet's numbered records (`message/in`, `message/status`)
@@ -159,6 +171,7 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
             } => crate::cmd::send::run(config_path, to, text, client_id, reply_to).await,
             #[cfg(feature = "demo")]
             CliCommand::Demo => crate::cmd::demo::run().await,
+            #[cfg(feature = "hq")]
             CliCommand::Fleet {
                 action:
                     Some(FleetAction::Audit {
@@ -189,6 +202,7 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                 };
                 crate::cmd::audit::run(config_path, broker, prefix, args).await
             }
+            #[cfg(feature = "hq")]
             CliCommand::Fleet {
                 broker,
                 prefix,
@@ -196,15 +210,29 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                 serve: None,
                 ..
             } => crate::cmd::fleet::run(config_path, broker, prefix, quiet_ms).await,
+            #[cfg(feature = "hq")]
             CliCommand::Fleet {
                 broker,
                 prefix,
                 serve: Some(addr),
                 token_file,
+                tls_cert,
+                tls_key,
                 ..
             } => {
-                crate::cmd::fleet::serve(config_path, broker, prefix, addr, token_file.as_deref())
-                    .await
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| crate::dashboard::TlsFiles { cert, key });
+                let token_file = token_file.as_deref();
+                crate::cmd::fleet::serve(
+                    config_path,
+                    broker,
+                    prefix,
+                    addr,
+                    token_file,
+                    tls.as_ref(),
+                )
+                .await
             }
             CliCommand::Version => crate::cmd::version::run(),
             CliCommand::CheckConfig => crate::cmd::check_config::run(config_path),

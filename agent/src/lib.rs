@@ -63,9 +63,11 @@ pub mod cmd;
 pub mod command;
 pub mod config;
 pub mod control;
+#[cfg(feature = "hq")]
 pub mod dashboard;
 pub mod disk;
 pub mod health;
+#[cfg(feature = "hq")]
 pub mod ledger;
 pub mod logging;
 pub mod memory;

@@ -413,20 +413,38 @@ async fn beyond_loopback_the_dashboard_needs_its_token() {
         .http(&dashboard.post("/api/login", "", &format!(r#"{{"token":"{token}"}}"#)))
         .await;
     assert_eq!(status, 200);
-    let cookie = head
+    let set_cookie = head
         .lines()
-        .find_map(|l| l.strip_prefix("Set-Cookie: "))
-        .and_then(|c| c.split(';').next())
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: "))
+        .expect("a cookie")
+        .to_string();
+    let cookie = set_cookie["set-cookie: ".len()..]
+        .split(';')
+        .next()
         .expect("a cookie")
         .to_string();
     assert!(
-        head.contains("HttpOnly") && head.contains("SameSite=Strict"),
-        "{head}"
+        set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict")
+            && set_cookie.contains("Max-Age=43200"),
+        "{set_cookie}"
     );
+    assert!(
+        !set_cookie.contains(token),
+        "the cookie is a session, not the token"
+    );
+    let with_cookie = format!("Cookie: {cookie}\r\n");
     let (status, _, _) = dashboard
-        .http(&dashboard.get("/api/outlets", &format!("Cookie: {cookie}\r\n")))
+        .http(&dashboard.get("/api/outlets", &with_cookie))
         .await;
     assert_eq!(status, 200, "the login's cookie opens the data");
+    let (status, _, _) = dashboard
+        .http(&dashboard.get(
+            "/api/outlets",
+            &format!("Cookie: outlet_dashboard={token}\r\n"),
+        ))
+        .await;
+    assert_eq!(status, 401, "the token itself is no cookie");
 
     // Bad requests get an answer; the dashboard stays up.
     let (status, _, _) = dashboard.http("NOT HTTP AT ALL\r\n\r\n").await;
@@ -453,6 +471,40 @@ async fn beyond_loopback_the_dashboard_needs_its_token() {
             "document.getElementById('login').hidden && document.getElementById('feed').textContent === 'live'",
         )
         .await;
+
+    // Wrong tokens: a burst, then 429 for this address, even for the
+    // right token (the limit must not answer a right guess), while an
+    // open session goes on working.
+    for _ in 0..4 {
+        let (status, _, _) = dashboard
+            .http(&dashboard.post("/api/login", "", r#"{"token":"guess-guess-guess-guess"}"#))
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, head, _) = dashboard
+        .http(&dashboard.post("/api/login", "", &format!(r#"{{"token":"{token}"}}"#)))
+        .await;
+    assert_eq!(status, 429, "out of tries: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    let (status, _, _) = dashboard
+        .http(&dashboard.get("/api/outlets", &bearer))
+        .await;
+    assert_eq!(status, 429, "a bearer token is a try too");
+    let (status, _, _) = dashboard
+        .http(&dashboard.get("/api/outlets", &with_cookie))
+        .await;
+    assert_eq!(status, 200, "a session goes on");
+    let (status, _, _) = dashboard
+        .http(&dashboard.post("/api/logout", &with_cookie, ""))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = dashboard
+        .http(&dashboard.get("/api/outlets", &with_cookie))
+        .await;
+    assert_eq!(status, 401, "a session ends at logout");
     drop(browser);
     drop(dashboard);
 

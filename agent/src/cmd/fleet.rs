@@ -23,6 +23,9 @@ use crate::mqtt::options;
 use crate::phone::mask_phone;
 use crate::topics::{OUTLET_ID, PrefixPattern};
 
+/// The longest line printed for one outlet.
+pub const MAX_LINE_CHARS: usize = 300;
+
 /// However busy the broker, the command ends after this.
 const OVERALL: Duration = Duration::from_secs(15);
 
@@ -70,10 +73,15 @@ pub async fn run(
 /// What the broker handed over, safe for a terminal: anyone who may write
 /// an outlet's retained state could otherwise send escape sequences to the
 /// operator's terminal (move the cursor, rewrite lines, set the title).
-/// Control characters are shown escaped (`\u{1b}`).
+/// Control characters are shown escaped (`\u{1b}`), and a line is cut at
+/// [`MAX_LINE_CHARS`] (a hostile outlet's 600 KB state is one line too).
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let mut out = String::with_capacity(text.len().min(MAX_LINE_CHARS * 4));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_LINE_CHARS {
+            out.push('…');
+            break;
+        }
         if c.is_control() {
             out.extend(c.escape_unicode());
         } else {
@@ -91,12 +99,18 @@ pub async fn serve(
     prefix: Option<String>,
     addr: std::net::SocketAddr,
     token_file: Option<&Path>,
+    tls: Option<&crate::dashboard::TlsFiles>,
 ) -> CmdResult {
     let (config, pattern) = fleet_config(config_path, broker, prefix)?;
     crate::logging::init(&config.log);
     let filter = pattern.filter("state");
-    let result =
-        crate::dashboard::serve(&config.mqtt, pattern, addr, token_file, |bound, token| {
+    let result = crate::dashboard::serve(
+        &config.mqtt,
+        pattern,
+        addr,
+        token_file,
+        tls,
+        |bound, token| {
             let access = if token {
                 "token required"
             } else {
@@ -104,16 +118,20 @@ pub async fn serve(
             };
             // The one line a person (or a test) needs, on stdout: where to
             // point the browser. The journal gets it too.
-            let where_ = format!("dashboard on http://{bound}/ ({access}), outlets under {filter}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let where_ =
+                format!("dashboard on {scheme}://{bound}/ ({access}), outlets under {filter}");
             println!("{where_}");
             tracing::info!("{where_}");
-        })
-        .await;
+        },
+    )
+    .await;
     match result {
         Ok(()) => Ok(()),
-        Err(e @ crate::dashboard::DashboardError::Access(_)) => {
-            Err(Failure::new(EXIT_CONFIG, e.to_string()))
-        }
+        Err(
+            e @ (crate::dashboard::DashboardError::Access(_)
+            | crate::dashboard::DashboardError::Tls(_)),
+        ) => Err(Failure::new(EXIT_CONFIG, e.to_string())),
         Err(e) => Err(Failure::new(EXIT_FAILURE, e.to_string())),
     }
 }
@@ -266,6 +284,12 @@ mod tests {
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
         assert!(shown.contains("\\u{1b}"), "{shown:?}");
         assert_eq!(printable("jkt-01 connected 😀"), "jkt-01 connected 😀");
+        let long = printable(&"x".repeat(600_000));
+        assert_eq!(
+            long.chars().count(),
+            MAX_LINE_CHARS + 1,
+            "cut, with an ellipsis"
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! (supervisor, MQTT, messages, control socket, dashboard); only
 //! the command line (`cli`) imports them.
 
+#[cfg(feature = "hq")]
 pub mod audit;
 pub mod check_config;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod exit;
+#[cfg(feature = "hq")]
 pub mod fleet;
 pub mod logout;
 pub mod pair_code;

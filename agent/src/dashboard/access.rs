@@ -6,8 +6,9 @@
 //!   cannot reach the dashboard through a DNS name it rebinds to 127.0.0.1.
 //! - Bound to any other address, the dashboard does not start without a
 //!   token. The page itself (HTML and script, no data) loads freely; the
-//!   feed, the outlets and the actions need the token, as a bearer header or
-//!   the cookie the page's login sets (`HttpOnly`, `SameSite=Strict`).
+//!   feed, the outlets and the actions need the token as a bearer header,
+//!   or the session cookie the page's login sets (`HttpOnly`,
+//!   `SameSite=Strict`, `Secure` under TLS; it expires: [`super::login`]).
 //! - Actions need one more header the page sends (`X-Outlet-Dashboard`):
 //!   a cross-site form cannot set it, and a cross-site script that tries is
 //!   stopped by the browser's CORS preflight, which the dashboard never
@@ -15,6 +16,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::login::Sessions;
 
 /// The header every action must carry.
 pub const ACTION_HEADER: &str = "x-outlet-dashboard";
@@ -40,14 +45,18 @@ pub struct Access {
     token: Option<String>,
     /// The `Host` values accepted without a token (loopback only).
     loopback_hosts: Vec<String>,
+    /// What the login cookie names.
+    sessions: Arc<Sessions>,
 }
 
 /// Whether a request may go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allowed,
-    /// No or a wrong token: 401, the page shows its login.
+    /// No token and no open session: 401, the page shows its login.
     NeedsToken,
+    /// A bearer header with a wrong token: 401, and it counts as a try.
+    WrongToken,
     /// A `Host` that is not this loopback dashboard: 421.
     WrongHost,
 }
@@ -65,6 +74,7 @@ impl Access {
         Ok(Self {
             token,
             loopback_hosts: Vec::new(),
+            sessions: Arc::default(),
         }
         .listening_on(addr))
     }
@@ -89,7 +99,12 @@ impl Access {
         self.token.is_some()
     }
 
-    /// Checks a request's `Host`, `Authorization` and `Cookie` headers.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Checks a request's `Host`, `Authorization` and `Cookie` headers: the
+    /// bearer header must carry the token, the cookie an open session.
     pub fn check(
         &self,
         host: Option<&str>,
@@ -113,15 +128,15 @@ impl Access {
                 let bearer = authorization
                     .and_then(|a| a.strip_prefix("Bearer "))
                     .map(str::trim);
-                let from_cookie = cookie.and_then(|c| {
-                    c.split(';').find_map(|pair| {
-                        let (name, value) = pair.trim().split_once('=')?;
-                        (name == COOKIE).then_some(value)
-                    })
-                });
-                let shown = [bearer, from_cookie];
-                if shown.into_iter().flatten().any(|t| same(t, token)) {
-                    Verdict::Allowed
+                if bearer.is_some_and(|t| same(t, token)) {
+                    return Verdict::Allowed;
+                }
+                let now = Instant::now();
+                if session_of(cookie).is_some_and(|id| self.sessions.is_open(id, now)) {
+                    return Verdict::Allowed;
+                }
+                if bearer.is_some() {
+                    Verdict::WrongToken
                 } else {
                     Verdict::NeedsToken
                 }
@@ -135,6 +150,14 @@ impl Access {
             .as_deref()
             .is_some_and(|t| same(candidate.trim(), t))
     }
+}
+
+/// The session id in a `Cookie` header.
+pub fn session_of(cookie: Option<&str>) -> Option<&str> {
+    cookie?.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == COOKIE).then_some(value)
+    })
 }
 
 /// Compares in time independent of where the strings differ, so the token
@@ -219,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn a_token_opens_by_bearer_header_or_cookie_only() {
+    fn a_token_opens_by_bearer_header_or_a_session_cookie_only() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cret-token-of-hq\n").expect("write");
@@ -234,17 +257,23 @@ mod tests {
             access.check(None, Some("Bearer s3cret-token-of-hq"), None),
             Verdict::Allowed
         );
+        // The cookie carries a session, never the token itself.
         assert_eq!(
             access.check(None, None, Some("a=b; outlet_dashboard=s3cret-token-of-hq")),
-            Verdict::Allowed
+            Verdict::NeedsToken
         );
+        let session = access.sessions().open(Instant::now());
+        let cookie = format!("a=b; outlet_dashboard={session}");
+        assert_eq!(access.check(None, None, Some(&cookie)), Verdict::Allowed);
+        access.sessions().close(&session);
+        assert_eq!(access.check(None, None, Some(&cookie)), Verdict::NeedsToken);
         assert_eq!(
             access.check(
                 None,
                 Some("Bearer s3cret-token-of-hQ"),
                 Some("outlet_dashboard=x")
             ),
-            Verdict::NeedsToken
+            Verdict::WrongToken
         );
         assert!(access.is_token(" s3cret-token-of-hq "));
         assert!(!access.is_token("s3cret"));

@@ -17,6 +17,18 @@ use crate::topics::PrefixPattern;
 
 /// Transitions kept per outlet for its detail view.
 pub const EVENTS_KEPT: usize = 20;
+/// The largest `state`, `telemetry` or response taken (an agent's are a
+/// few hundred bytes to a few KiB).
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+/// The largest `event` taken (a transition: a few hundred bytes).
+pub const MAX_EVENT_BYTES: usize = 4 * 1024;
+/// Outlets known at once; messages of more are refused.
+pub const MAX_OUTLETS: usize = 10_000;
+/// The longest outlet id taken.
+pub const MAX_ID_LEN: usize = 128;
+// So an outlet's view is at most about 2 × 16 + 20 × 4 = 112 KiB of JSON
+// whatever it publishes, a fleet's model is bounded by its size, and a
+// change sent to the pages is one such view.
 
 /// One outlet, as the broker last told it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -101,6 +113,28 @@ impl FleetModel {
         let Some((id, leaf)) = self.pattern.split_leaves(topic) else {
             return Ok(None);
         };
+        let limit = if leaf == "event" {
+            MAX_EVENT_BYTES
+        } else {
+            MAX_RECORD_BYTES
+        };
+        if payload.len() > limit {
+            return Err(format!(
+                "{topic}: {} bytes, over the dashboard's {limit}",
+                payload.len()
+            ));
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(format!("{topic}: an outlet id over {MAX_ID_LEN} bytes"));
+        }
+        if self.outlets.len() >= MAX_OUTLETS
+            && !self.outlets.contains_key(id)
+            && !payload.is_empty()
+        {
+            return Err(format!(
+                "{topic}: more than {MAX_OUTLETS} outlets; not shown"
+            ));
+        }
         if let Some(command) = leaf.strip_prefix("response/") {
             let mut response: Value =
                 serde_json::from_slice(payload).map_err(|e| format!("{topic}: not JSON: {e}"))?;
@@ -287,6 +321,30 @@ mod tests {
             a.state.as_ref().map(|s| s["state"].clone()),
             Some(json!("connected"))
         );
+    }
+
+    #[test]
+    fn oversized_records_are_refused_and_the_view_stays_bounded() {
+        let mut m = model();
+        m.apply("outlet/a/state", br#"{"state":"connected"}"#)
+            .expect("state");
+        let big = format!(r#"{{"state":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
+        let err = m
+            .apply("outlet/a/state", big.as_bytes())
+            .expect_err("too big");
+        assert!(err.contains("over the dashboard's"), "{err}");
+        let big_event = format!(r#"{{"reason":"{}"}}"#, "x".repeat(MAX_EVENT_BYTES));
+        for _ in 0..100 {
+            assert!(m.apply("outlet/a/event", big_event.as_bytes()).is_err());
+        }
+        let a = m.get("a").expect("a");
+        assert_eq!(
+            a.state.as_ref().map(|s| s["state"].clone()),
+            Some(json!("connected"))
+        );
+        assert!(a.events.is_empty());
+        let long_id = format!("outlet/{}/state", "i".repeat(MAX_ID_LEN + 1));
+        assert!(m.apply(&long_id, b"{}").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
@@ -25,9 +26,11 @@ use crate::config::MqttConfig;
 use crate::mqtt::options::{self, Failover};
 use crate::topics::PrefixPattern;
 
-/// Changes buffered per page; a page that falls further behind gets a
-/// fresh snapshot instead (see `server::events`).
-const FEED_BUFFER: usize = 4096;
+/// Changes kept for the pages (shared by all of them; each is one
+/// outlet's bounded view, see `fleet_model`). A page that falls further
+/// behind has its feed ended and starts again from a snapshot
+/// (`server::feed`).
+const FEED_BUFFER: usize = 64;
 
 /// The commands the page may send (of the agent's `mqtt::requests::COMMANDS`;
 /// `send` and `check_number` are for HQ's systems, not a button).
@@ -77,13 +80,25 @@ pub enum ActionError {
 pub struct Hub {
     model: Mutex<FleetModel>,
     broker: Mutex<BrokerStatus>,
-    feed: broadcast::Sender<Arc<str>>,
+    feed: broadcast::Sender<Bytes>,
     /// Requests waiting for their answers, by transaction.
     pending: Mutex<HashMap<String, Waiting>>,
     client: AsyncClient,
     /// Tells this dashboard's requests from another's.
     instance: String,
+    /// Messages refused since the last report (logged as a count, so a
+    /// hostile outlet cannot flood the log).
+    ignored: Mutex<Ignored>,
 }
+
+#[derive(Default)]
+struct Ignored {
+    count: u64,
+    reported_at: Option<Instant>,
+}
+
+/// Refused messages are reported at most this often.
+const IGNORED_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// A request the page made, waiting for its answer: only the outlet it
 /// went to may answer it, on that command's response topic. Under the
@@ -128,6 +143,7 @@ impl Hub {
             pending: Mutex::new(HashMap::new()),
             client,
             instance,
+            ignored: Mutex::default(),
         });
         let task = tokio::spawn(drive(
             Arc::clone(&hub),
@@ -150,7 +166,7 @@ impl Hub {
     }
 
     /// The live feed: pre-rendered server-sent events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
         self.feed.subscribe()
     }
 
@@ -158,7 +174,7 @@ impl Hub {
         // No page open is no error.
         let _ = self
             .feed
-            .send(Arc::from(sse_event(name, &data.to_string())));
+            .send(Bytes::from(sse_event(name, &data.to_string())));
     }
 
     /// Sends `command` to `outlet` and waits for its response.
@@ -254,7 +270,23 @@ impl Hub {
                     let _ = waiting.answer.send(response);
                 }
             }
-            Err(e) => tracing::warn!("dashboard: ignored a message: {e}"),
+            Err(e) => {
+                let mut ignored = lock(&self.ignored);
+                ignored.count += 1;
+                let due = ignored
+                    .reported_at
+                    .is_none_or(|at| at.elapsed() >= IGNORED_REPORT_EVERY);
+                if due {
+                    tracing::warn!(
+                        refused = ignored.count,
+                        "dashboard: refused messages since the last report; the latest: {e}"
+                    );
+                    *ignored = Ignored {
+                        count: 0,
+                        reported_at: Some(Instant::now()),
+                    };
+                }
+            }
         }
     }
 

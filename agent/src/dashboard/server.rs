@@ -4,146 +4,171 @@
 //! |---|---|
 //! | `GET /`, `/dashboard.js`, `/dashboard.css` | the page, embedded in the binary |
 //! | `GET /api/session` | whether a token is needed and whether this request has it |
-//! | `POST /api/login` | `{"token"}` → the login cookie |
+//! | `POST /api/login` | `{"token"}` → a session cookie ([`super::login`]) |
+//! | `POST /api/logout` | ends the session |
 //! | `GET /api/outlets` | every outlet and the broker link, as one JSON document |
 //! | `GET /events` | the live feed (server-sent events): `snapshot`, then `outlet`, `removed`, `broker` |
 //! | `POST /api/outlets/<id>/<action>` | sends the MQTT request, answers with the agent's response |
 
+use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{AUTHORIZATION, COOKIE as COOKIE_HEADER, HOST, RETRY_AFTER, SET_COOKIE};
+use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
-use super::access::{ACTION_HEADER, Access, COOKIE, Verdict};
-use super::http::{self, Request, Response};
+use super::access::{ACTION_HEADER, Access, COOKIE, Verdict, session_of};
+use super::http::{self, Body};
 use super::hub::{ActionError, Hub};
+use super::login::{SESSION_TTL, Tries};
+use super::slots::SlotHandle;
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/dashboard.js");
 const STYLE: &str = include_str!("page/dashboard.css");
 
-/// A request's head and body must arrive within this.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an action waits for the agent's response.
 pub const ACTION_WAIT: Duration = Duration::from_secs(20);
 /// A comment on an idle feed, so proxies and the browser keep it open and
 /// a page notices a dead dashboard.
 const FEED_KEEPALIVE: Duration = Duration::from_secs(15);
+/// A page that has not taken the next change for this long has stopped
+/// reading: its feed is ended rather than buffered without end.
+pub const SLOW_PAGE: Duration = Duration::from_secs(30);
 
 pub struct Server {
     pub hub: Arc<Hub>,
     pub access: Access,
+    pub tries: Tries,
+    /// Whether pages come over HTTPS (the cookie is then `Secure`).
+    pub tls: bool,
 }
 
 impl Server {
-    /// Serves one connection: one request, or the feed until the page goes.
-    pub async fn connection(self: Arc<Self>, mut stream: TcpStream) {
-        let request = match tokio::time::timeout(READ_TIMEOUT, http::read_request(&mut stream))
-            .await
+    /// Answers one request from `peer` on the connection `slot`.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        slot: SlotHandle,
+    ) -> Response<Body> {
+        let _busy = slot.busy();
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        // An address out of tries is refused before its token is even
+        // compared, or a right guess would still show as a 200.
+        if self.access.token_required()
+            && header(AUTHORIZATION).is_some()
+            && let Err(wait) = self.tries.may_try(peer, Instant::now())
         {
-            Ok(Ok(request)) => request,
-            Ok(Err(e)) => {
-                if let Some(status) = e.status() {
-                    tracing::debug!("dashboard: {e}");
-                    let _ = http::write_response(&mut stream, &Response::error(status, &e)).await;
-                    linger(&mut stream).await;
-                }
-                return;
-            }
-            Err(_) => return,
-        };
-        let verdict = self.access.check(
-            request.header("host"),
-            request.header("authorization"),
-            request.header("cookie"),
-        );
-        if verdict == Verdict::WrongHost {
-            let response =
-                Response::error(421, "this dashboard answers only to its loopback address");
-            let _ = http::write_response(&mut stream, &response).await;
-            return;
+            return too_many(wait);
         }
-        if request.method == "GET" && request.path == "/events" {
-            if verdict != Verdict::Allowed {
-                let _ = http::write_response(&mut stream, &Response::error(401, "token required"))
-                    .await;
-                return;
+        let verdict = self
+            .access
+            .check(header(HOST), header(AUTHORIZATION), header(COOKIE_HEADER));
+        let session = session_of(header(COOKIE_HEADER)).map(str::to_string);
+        match verdict {
+            Verdict::WrongHost => {
+                return http::error(421, "this dashboard answers only to its loopback address");
             }
-            self.feed(stream).await;
-            return;
+            Verdict::WrongToken => {
+                self.tries.failed(peer, Instant::now());
+                return http::error(401, "wrong token");
+            }
+            Verdict::Allowed | Verdict::NeedsToken => {}
         }
-        let response = self.route(&request, verdict).await;
-        let _ = http::write_response(&mut stream, &response).await;
-    }
-
-    async fn route(&self, request: &Request, verdict: Verdict) -> Response {
         let allowed = verdict == Verdict::Allowed;
-        match (request.method.as_str(), request.path.as_str()) {
-            ("GET", "/") | ("GET", "/index.html") => {
-                Response::new(200, "text/html; charset=utf-8", PAGE)
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/") | (&Method::GET, "/index.html") => {
+                http::page("text/html; charset=utf-8", PAGE)
             }
-            ("GET", "/dashboard.js") => {
-                Response::new(200, "text/javascript; charset=utf-8", SCRIPT)
-            }
-            ("GET", "/dashboard.css") => Response::new(200, "text/css; charset=utf-8", STYLE),
-            ("GET", "/api/session") => Response::json(
+            (&Method::GET, "/dashboard.js") => http::page("text/javascript; charset=utf-8", SCRIPT),
+            (&Method::GET, "/dashboard.css") => http::page("text/css; charset=utf-8", STYLE),
+            (&Method::GET, "/api/session") => http::json(
                 200,
                 &json!({
                     "token_required": self.access.token_required(),
                     "authenticated": allowed,
                 }),
             ),
-            ("POST", "/api/login") => self.login(request),
-            ("GET", "/api/outlets") if allowed => Response::json(200, &self.hub.snapshot()),
-            ("POST", path) if path.starts_with("/api/outlets/") => {
+            (&Method::POST, "/api/login") => self.login(request.into_body(), peer).await,
+            (&Method::POST, "/api/logout") => {
+                if let Some(session) = session {
+                    self.access.sessions().close(&session);
+                }
+                let mut response = http::json(200, &json!({ "authenticated": false }));
+                http::add_header(&mut response, SET_COOKIE, &self.cookie("", 0));
+                response
+            }
+            (_, "/api/outlets") | (_, "/events") if !allowed => http::error(401, "token required"),
+            (&Method::GET, "/events") => self.feed(&slot),
+            (&Method::GET, "/api/outlets") => http::json(200, &self.hub.snapshot()),
+            (&Method::POST, path) if path.starts_with("/api/outlets/") => {
                 if !allowed {
-                    return Response::error(401, "token required");
+                    return http::error(401, "token required");
                 }
-                if request.header(ACTION_HEADER).is_none() {
-                    return Response::error(
-                        403,
-                        format!("actions need the {ACTION_HEADER} header"),
-                    );
+                if !request.headers().contains_key(ACTION_HEADER) {
+                    return http::error(403, format!("actions need the {ACTION_HEADER} header"));
                 }
-                self.action(path, &request.body).await
+                match http::read_body(request.into_body()).await {
+                    Ok(body) => self.action(path, &body).await,
+                    Err(e) => http::error(e.status(), e),
+                }
             }
-            (_, "/api/outlets") | (_, "/events") if !allowed => {
-                Response::error(401, "token required")
-            }
-            ("GET", _) => Response::error(404, "no such page"),
-            _ => Response::error(405, "method not allowed"),
+            (&Method::GET, _) => http::error(404, "no such page"),
+            _ => http::error(405, "method not allowed"),
         }
     }
 
-    fn login(&self, request: &Request) -> Response {
-        let token = serde_json::from_slice::<Value>(&request.body)
+    /// The login cookie: `value` for `max_age` seconds (0 ends it).
+    fn cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
+    }
+
+    async fn login(&self, body: Incoming, peer: IpAddr) -> Response<Body> {
+        let body = match http::read_body(body).await {
+            Ok(body) => body,
+            Err(e) => return http::error(e.status(), e),
+        };
+        if !self.access.token_required() {
+            return http::json(200, &json!({ "authenticated": true }));
+        }
+        let now = Instant::now();
+        if let Err(wait) = self.tries.may_try(peer, now) {
+            return too_many(wait);
+        }
+        let token = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["token"].as_str().map(str::to_string))
             .unwrap_or_default();
-        if !self.access.token_required() {
-            return Response::json(200, &json!({ "authenticated": true }));
-        }
         if !self.access.is_token(&token) {
-            tracing::warn!("dashboard: a login with a wrong token");
-            return Response::error(401, "wrong token");
+            self.tries.failed(peer, now);
+            return http::error(401, "wrong token");
         }
-        Response::json(200, &json!({ "authenticated": true })).with_header(
-            "Set-Cookie",
-            format!(
-                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                token.trim()
-            ),
-        )
+        let session = self.access.sessions().open(now);
+        let mut response = http::json(200, &json!({ "authenticated": true }));
+        http::add_header(
+            &mut response,
+            SET_COOKIE,
+            &self.cookie(&session, SESSION_TTL.as_secs()),
+        );
+        response
     }
 
     /// `/api/outlets/<id>/<action>` with the action's arguments as JSON.
-    async fn action(&self, path: &str, body: &[u8]) -> Response {
+    async fn action(&self, path: &str, body: &[u8]) -> Response<Body> {
         let rest = path.trim_start_matches("/api/outlets/");
         let Some((id, command)) = rest.rsplit_once('/') else {
-            return Response::error(404, "want /api/outlets/<id>/<action>");
+            return http::error(404, "want /api/outlets/<id>/<action>");
         };
         let id = percent_decode(id);
         let args = if body.is_empty() {
@@ -151,72 +176,85 @@ impl Server {
         } else {
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(map)) => map,
-                _ => return Response::error(400, "the body must be a JSON object"),
+                _ => return http::error(400, "the body must be a JSON object"),
             }
         };
         match self.hub.act(&id, command, args, ACTION_WAIT).await {
-            Ok(response) => Response::json(200, &response),
+            Ok(response) => http::json(200, &response),
             Err(e @ ActionError::Unknown(_)) | Err(e @ ActionError::NoSuchOutlet(_)) => {
-                Response::error(404, e)
+                http::error(404, e)
             }
             Err(e @ ActionError::BrokerDown) | Err(e @ ActionError::Queue(_)) => {
-                Response::error(503, e)
+                http::error(503, e)
             }
-            Err(e @ ActionError::Timeout { .. }) => Response::error(504, e),
+            Err(e @ ActionError::Timeout { .. }) => http::error(504, e),
         }
     }
 
-    /// The live feed: the whole fleet first, then every change. A page that
-    /// cannot keep up gets the whole fleet again rather than a gap.
-    async fn feed(&self, mut stream: TcpStream) {
+    /// The live feed: the whole fleet first, then every change. Changes
+    /// are shared with every other page (one buffer each, not a copy per
+    /// page). A page that falls behind the hub's buffer gets the whole
+    /// fleet again rather than a gap. What waits for one page is bounded:
+    /// the frame this task holds, one in the channel, and hyper's write
+    /// buffer (flat, one frame over [`super::MAX_HEAD`] at most; see
+    /// `serve`). A page that takes nothing for [`SLOW_PAGE`] has stopped
+    /// reading: its feed is ended (a browser that comes back reconnects).
+    fn feed(&self, slot: &SlotHandle) -> Response<Body> {
         let mut changes = self.hub.subscribe();
-        if http::write_sse_head(&mut stream).await.is_err() {
-            return;
-        }
-        let snapshot = |hub: &Hub| http::sse_event("snapshot", &hub.snapshot().to_string());
-        if stream
-            .write_all(snapshot(&self.hub).as_bytes())
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            let next = tokio::time::timeout(FEED_KEEPALIVE, changes.recv()).await;
-            let text: Arc<str> = match next {
-                Ok(Ok(event)) => event,
-                Ok(Err(RecvError::Lagged(missed))) => {
-                    tracing::debug!("dashboard: a page missed {missed} changes; sending all");
-                    Arc::from(snapshot(&self.hub))
-                }
-                Ok(Err(RecvError::Closed)) => return,
-                Err(_) => Arc::from(": keepalive\n\n"),
-            };
-            if stream.write_all(text.as_bytes()).await.is_err() {
+        let snapshot = Bytes::from(http::sse_event(
+            "snapshot",
+            &self.hub.snapshot().to_string(),
+        ));
+        let (frames, rx) = mpsc::channel::<Bytes>(1);
+        let busy = slot.busy();
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            let _busy = busy;
+            if frames.send(snapshot).await.is_err() {
                 return;
             }
-        }
+            loop {
+                let next = tokio::time::timeout(FEED_KEEPALIVE, changes.recv()).await;
+                let frame = match next {
+                    Ok(Ok(event)) => event,
+                    Ok(Err(RecvError::Lagged(missed))) => {
+                        tracing::debug!("dashboard: a page missed {missed} changes; sending all");
+                        Bytes::from(http::sse_event("snapshot", &hub.snapshot().to_string()))
+                    }
+                    Ok(Err(RecvError::Closed)) => return,
+                    Err(_) => Bytes::from_static(b": keepalive\n\n"),
+                };
+                match tokio::time::timeout(SLOW_PAGE, frames.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!("dashboard: a page stopped reading its feed; ended it");
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let frame = rx.recv().await?;
+            Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+        });
+        http::with_body(
+            200,
+            "text/event-stream",
+            StreamBody::new(stream).boxed_unsync(),
+        )
     }
 }
 
-/// Closes after an early answer (a body refused unread) without resetting
-/// the connection: a close with unread bytes makes the kernel send a reset,
-/// and the client would lose the answer. Reads what is left, a bounded
-/// amount for a bounded time.
-async fn linger(stream: &mut TcpStream) {
-    use tokio::io::AsyncReadExt;
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let mut left: usize = 256 * 1024;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
+/// 429 with when to try again.
+fn too_many(wait: Duration) -> Response<Body> {
+    let mut response = http::error(429, "too many wrong tokens from this address; wait");
+    http::add_header(
+        &mut response,
+        RETRY_AFTER,
+        &wait.as_secs().max(1).to_string(),
+    );
+    response
 }
 
 /// Outlet ids travel in the path; the page encodes them.

@@ -49,6 +49,7 @@ impl Dashboard {
             .unwrap_or_else(|_| panic!("no \"dashboard on\" line: {}", read(&log)));
         let addr = line
             .strip_prefix("dashboard on http://")
+            .or_else(|| line.strip_prefix("dashboard on https://"))
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let port: u16 = addr
@@ -107,7 +108,7 @@ impl Dashboard {
 
     pub fn post(&self, path: &str, extra: &str, body: &str) -> String {
         format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.port,
             body.len()
         )

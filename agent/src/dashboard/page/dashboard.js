@@ -309,6 +309,7 @@ document.addEventListener("DOMContentLoaded", () => {
       body: JSON.stringify({ token: $("login-token").value }),
     }).catch(() => null);
     if (r && r.ok) { $("login-error").textContent = ""; $("login-token").value = ""; checkSession(); }
+    else if (r && r.status === 429) $("login-error").textContent = `Too many wrong tokens; try again in ${r.headers.get("Retry-After") || "a few"} s.`;
     else $("login-error").textContent = "That is not the token.";
   });
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") { selected = null; render(); } });
