@@ -809,3 +809,76 @@ async fn hq_replays_what_a_broker_restart_lost() {
     assert_eq!(got, want, "the same ids");
     agent.stop().await;
 }
+
+/// The finding: 200 `check_number` in 1.5 s all reached WhatsApp. Now 200
+/// at once are each answered (registered, `busy` beyond the link's eight
+/// in flight, or `rate_limited`), and the answers from WhatsApp keep to the
+/// burst and the rate: the k-th no sooner than its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_lookups_at_once_reach_whatsapp_paced() {
+    let server = server().await;
+    let outlet = Outlet::new("lookups200", &shared_broker());
+    let (mut agent, mut hq) = linked(
+        &server,
+        &outlet,
+        &[
+            ("OUTLET_AGENT__WHATSAPP__LOOKUPS_PER_MINUTE", "120"),
+            ("OUTLET_AGENT__WHATSAPP__LOOKUP_BURST", "3"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        hq.publish(
+            &outlet.topic("request/check_number"),
+            json!({"phone": BUDI, "transaction": format!("look-{i}")}).to_string(),
+            false,
+        )
+        .await;
+    }
+    let topic = outlet.topic("response/check_number");
+    let mut answered = std::collections::HashSet::new();
+    let (mut registered, mut refused) = (Vec::new(), 0);
+    while answered.len() < 200 {
+        let answer = hq
+            .wait_for("the 200 lookups' answers", WAIT, |m| {
+                m.topic == topic && !answered.contains(&m.json()["transaction"].to_string())
+            })
+            .await;
+        let body = answer.json();
+        answered.insert(body["transaction"].to_string());
+        if body["status"] == "ok" {
+            assert_eq!(body["data"]["registered"], true, "{body}");
+            registered.push(answer.at.duration_since(started));
+        } else {
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("busy") || error.starts_with("rate_limited"),
+                "{body}"
+            );
+            refused += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        registered.len() >= 3,
+        "{} answered, {refused} refused",
+        registered.len()
+    );
+    registered.sort();
+    // The burst at once, then one per 500 ms.
+    for (k, at) in registered.iter().enumerate().skip(3) {
+        let earliest = Duration::from_millis(500 * (k as u64 - 2));
+        assert!(
+            *at + Duration::from_millis(50) >= earliest,
+            "lookup {k} answered {at:?} after the first request, before its turn at {earliest:?}"
+        );
+    }
+    let allowed = 3 + (elapsed.as_millis() / 500) as usize + 1;
+    assert!(
+        registered.len() <= allowed,
+        "{} lookups in {elapsed:?}: more than the pace allows",
+        registered.len()
+    );
+    agent.stop().await;
+}
