@@ -154,6 +154,22 @@ impl Contacts {
         self.send(number, media_message(kind, caption)).await
     }
 
+    /// A real file from `number`: encrypted with a fresh media key, stored
+    /// on the media host, and sent with its url, direct path, key and both
+    /// hashes, so a client downloads and decrypts it as from WhatsApp. The
+    /// kind follows `file_name`'s extension ([`crate::media`]).
+    pub async fn send_file(
+        &self,
+        number: &str,
+        file_name: &str,
+        data: &[u8],
+        caption: &str,
+    ) -> Result<String, MessageError> {
+        let message = crate::media::file_message(&self.shared.media, file_name, data, caption)
+            .map_err(|e| MessageError::Media(e.to_string()))?;
+        self.send(number, message).await
+    }
+
     /// `number` posts `text` in `group` (a `…@g.us` JID), encrypted with its
     /// sender key.
     pub async fn send_group_text(

@@ -23,13 +23,16 @@
 //! | `presence [number]` | the account's presence and each companion's last `<presence>` (`{"presence","devices"}`) |
 //! | `contact-send <number> <text>` | the contact sends a text (`{"id"}`); a number is one word (`+62-811-…` is fine) |
 //! | `contact-send-media <number> <kind> <caption>` | image, video, audio or document (metadata only) |
+//! | `contact-send-file <number> <path> [caption]` | a real file, encrypted and on the media host; the kind follows the extension (`{"id","sha256","size"}`) |
+//! | `media-fail 404\|410\|500\|truncate\|off` | the next download from the media host fails so |
+//! | `media` | the media host's `hostname`, upload/download counts and certificate (`ca_pem`) |
 //! | `contact-burst <number> <n> [prefix]` | n texts back to back (`{"ids":[…]}`) |
 //! | `contact-reply <number> <quoted-id> <text>`, `contact-react <number> <id> <emoji>` | a quoting reply, a reaction |
 //! | `contact-location <number> <lat> <lon> <name>` | a shared location |
 //! | `contact-group <group-jid> <number> <text>` | the contact posts in a group (sender keys) |
 //! | `lid <number>` | the LID of the account, a contact or any number (`{"lid"}`) |
 //! | `contact-addressing <number> pn\|lid\|lid-hidden` | how the contact's messages are addressed: by number, by LID with the number in `sender_pn` (the default), by LID alone |
-//! | `contact-inbox <number>` | what the contact decrypted, in order, with ids (`{"inbox":[…]}`) |
+//! | `contact-inbox <number>` | what the contact decrypted, in order, with ids (`{"inbox":[…]}`); a file it got shows its kind, size and plaintext `sha256` (downloaded and decrypted) |
 //! | `contact-receipts <number>` | the receipts it got (`{"receipts":[…]}`) |
 //! | `contact-reinstall <number>` | new identity and keys on all its devices |
 //! | `contact-whatsapp <number> on\|off` | whether the number is on WhatsApp |
@@ -235,6 +238,43 @@ async fn run(server: &FakeServer, line: &str) -> Result<Value, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json!({ "id": id }))
+        }
+        "contact-send-file" => {
+            let mut parts = arg.splitn(3, ' ');
+            let (Some(who), Some(path)) = (parts.next(), parts.next()) else {
+                return Err("usage: contact-send-file <number> <path> [caption]".into());
+            };
+            let caption = parts.next().unwrap_or("").trim();
+            let data = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
+            let name = Path::new(path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.to_string());
+            let id = server
+                .contacts()
+                .send_file(&digits(who), &name, &data, caption)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sha256 = crate::media::hex(&<sha2::Sha256 as sha2::Digest>::digest(&data));
+            Ok(json!({ "id": id, "sha256": sha256, "size": data.len() }))
+        }
+        "media-fail" => {
+            let fault = match arg.trim() {
+                "off" => None,
+                other => Some(other.parse::<crate::media::MediaFault>()?),
+            };
+            server.media().fail_next(fault);
+            Ok(json!({}))
+        }
+        "media" => {
+            let media = server.media();
+            Ok(json!({
+                "hostname": media.hostname(),
+                "stats": media.stats(),
+                "ca_pem": media.ca_pem(),
+            }))
         }
         "contact-burst" => {
             let mut parts = arg.splitn(3, ' ');
@@ -445,6 +485,9 @@ mod tests {
             "contact-send 6281111111111",
             "contact-send 6299999999999 halo",
             "contact-send-media 6281111111111 hologram hi",
+            "contact-send-file 6281111111111",
+            "contact-send-file 6281111111111 /nonexistent/file.jpg",
+            "media-fail 418",
             "contact-inbox 6299999999999",
             "offline-queue 6281234567890:9@s.whatsapp.net",
             "receipts sometimes",
@@ -470,6 +513,23 @@ mod tests {
         assert_eq!(reply["lid"], crate::config::lid_for("6281111111111"));
         let reply = handle_line(&server, "lid 6281234567890").await;
         assert_eq!(reply["lid"], crate::config::ACCOUNT_LID);
+        let reply = handle_line(&server, "media-fail 410").await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        let reply = handle_line(&server, "media-fail off").await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        let reply = handle_line(&server, "media").await;
+        assert!(
+            reply["hostname"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("127.0.0.1:")),
+            "{reply}"
+        );
+        assert!(
+            reply["ca_pem"]
+                .as_str()
+                .is_some_and(|p| p.contains("BEGIN CERTIFICATE")),
+            "{reply}"
+        );
         let reply = handle_line(&server, "contact-addressing 6281111111111 lid-hidden").await;
         assert_eq!(reply["ok"], true, "{reply}");
         let reply = handle_line(&server, "receipts delay 50").await;

@@ -22,6 +22,9 @@
 //!   decrypted and the receipts it got.
 //! - `messaging`, `keys`, [`signal`]: routing with per-device offline
 //!   queues, the key directory, and the parties' real Signal state.
+//! - [`media`]: the media servers on loopback HTTPS (`media_conn`,
+//!   uploads and downloads of encrypted files, download faults) and an HTTP
+//!   client that trusts them.
 //! - [`observe`]: attempts, per-device concurrency, the event stream.
 //! - [`control`]: the line-based control interface of the `fake-whatsapp`
 //!   binary.
@@ -37,6 +40,7 @@ pub mod contacts;
 pub mod control;
 mod keys;
 pub mod link_code;
+pub mod media;
 pub mod messaging;
 mod noise;
 pub mod observe;

@@ -75,6 +75,10 @@ pub struct InboxEntry {
     pub quoted_id: Option<String>,
     /// The chat it was addressed to (a group JID for group messages).
     pub chat: String,
+    /// A file the message carried, as the contact downloaded and decrypted
+    /// it from the media host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<crate::media::ReceivedFile>>,
 }
 
 /// A receipt a contact got from the account.
@@ -342,6 +346,8 @@ pub enum MessageError {
     NoDevices,
     #[error("signal: {0}")]
     Signal(String),
+    #[error("media: {0}")]
+    Media(String),
 }
 
 /// Summary of a message kind and its text, for inboxes and events.
@@ -1046,6 +1052,7 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
                         text: None,
                         quoted_id: None,
                         chat: to.clone(),
+                        file: None,
                     },
                     &message,
                 );
@@ -1097,6 +1104,7 @@ pub(crate) async fn on_client_message(shared: Arc<Shared>, sender: u16, node: No
                         text: None,
                         quoted_id: None,
                         chat: to.clone(),
+                        file: None,
                     },
                     &message,
                 );
@@ -1136,6 +1144,7 @@ fn record_inbox(shared: &Shared, target: &Jid, mut entry: InboxEntry, message: &
     entry.kind = kind;
     entry.text = text;
     entry.quoted_id = quoted;
+    entry.file = crate::media::received_file(&shared.media, message).map(Box::new);
     let phone = &shared.config.account.phone;
     {
         let mut state = shared.state();

@@ -79,7 +79,9 @@ pub(crate) fn answer(shared: &Shared, device: Option<u16>, iq: &Node) -> (Node, 
             ("w", "props") => Ok(vec![
                 NodeBuilder::new("props").attr("protocol", "1").build(),
             ]),
-            // Media hosts, groups, profile pictures...
+            // The media servers' route and upload token.
+            ("w:m", "media_conn") => Ok(vec![media_conn(shared)]),
+            // Groups, profile pictures...
             _ => Err((501, "feature-not-implemented")),
         };
 
@@ -348,4 +350,25 @@ fn device_list(shared: &Shared, state: &crate::state::State, number: &str) -> No
 /// An attribute as a string (JIDs and tokens included).
 pub(crate) fn attr(node: &Node, key: &str) -> Option<String> {
     node.attrs.get(key).map(|v| v.to_string())
+}
+
+/// `<media_conn>`: the upload token and the one host, as WhatsApp builds it
+/// (wacore's own server-side type, so the client parses what it expects).
+fn media_conn(shared: &Shared) -> Node {
+    use wacore::iq::mediaconn::{HostType, MediaConnHostExtended, MediaConnResponseExtended};
+    use wacore::protocol::ProtocolNode;
+    let mut host = MediaConnHostExtended::simple(shared.media.hostname(), HostType::Primary);
+    host.upload = true;
+    host.download = true;
+    host.download_categories = [
+        "image", "video", "audio", "document", "gif", "ptt", "sticker",
+    ]
+    .map(String::from)
+    .to_vec();
+    MediaConnResponseExtended::mock(
+        shared.media.auth().to_string(),
+        crate::media::MEDIA_CONN_TTL,
+        vec![host],
+    )
+    .into_node()
 }

@@ -53,7 +53,8 @@ impl FakeServer {
         }
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let media = crate::media::MediaHost::start().await?;
+        let shared = Arc::new(Shared::new(config, media));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
         tracing::info!(%addr, "fake WhatsApp server listening");
@@ -83,6 +84,12 @@ impl FakeServer {
         Phone {
             shared: self.shared.clone(),
         }
+    }
+
+    /// WhatsApp's media servers: what was uploaded, faults for downloads,
+    /// and an HTTP client that trusts them.
+    pub fn media(&self) -> &crate::media::MediaHost {
+        &self.shared.media
     }
 
     /// The simulated contacts (and their faults).

@@ -154,11 +154,13 @@ pub(crate) struct Shared {
     /// The Signal state of every simulated device (the phone, contacts and
     /// their companions). Async: encryption awaits the libsignal stores.
     pub parties: tokio::sync::Mutex<crate::messaging::Parties>,
+    /// WhatsApp's media servers: encrypted files, uploaded and fetched.
+    pub media: crate::media::MediaHost,
     state: Mutex<State>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: ServerConfig) -> Self {
+    pub(crate) fn new(config: ServerConfig, media: crate::media::MediaHost) -> Self {
         let (events, _) = broadcast::channel(4096);
         let registered_numbers = config.registered_numbers.clone();
         let phone_identity = KeyPair::generate(&mut rand::rng());
@@ -172,6 +174,7 @@ impl Shared {
             events,
             raw_id,
             parties: tokio::sync::Mutex::new(parties),
+            media,
             state: Mutex::new(State {
                 devices: BTreeMap::new(),
                 next_device_id: 1,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use fake_whatsapp::{FakeServer, ServerConfig};
 use tokio::sync::mpsc;
 use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
@@ -19,15 +18,6 @@ use whatsapp_rust::types::events::Event;
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The agent has no use for HTTP (media, version fetch); neither do tests.
-pub struct NoHttp;
-
-#[whatsapp_rust::async_trait]
-impl HttpClient for NoHttp {
-    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        anyhow::bail!("no HTTP in tests")
-    }
-}
-
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -59,7 +49,9 @@ pub async fn start_client(server: &FakeServer, store: Arc<dyn Backend>) -> TestC
     let bot = Bot::builder()
         .with_backend_arc(store)
         .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(server.url()))
-        .with_http_client(NoHttp)
+        // The media host's own client: it trusts that host's certificate
+        // and nothing else (no certificate check is skipped for media).
+        .with_http_client(server.media().client().expect("a media client"))
         .with_version((2, 3000, 1_023_868_176))
         .on_event(move |event, _client| {
             let tx = tx.clone();
