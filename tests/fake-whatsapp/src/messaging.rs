@@ -114,6 +114,9 @@ pub(crate) struct ContactState {
     pub receipts: Vec<ReceiptEntry>,
     /// ADV raw id; new at each reinstall.
     pub raw_id: u32,
+    /// Its phone's identity key pair: signs its companions' ADV identities
+    /// and its device list's key-index list, as WhatsApp's phones do.
+    pub account_key: wacore::libsignal::protocol::KeyPair,
 }
 
 /// Injected message faults, applied to the next stanzas.
@@ -242,7 +245,7 @@ pub(crate) fn setup(
     for contact in &config.contacts {
         let devices: Vec<u16> = (0..=contact.companions).collect();
         let raw_id = rand::random::<u32>();
-        install_contact(
+        let account_key = install_contact(
             &mut parties,
             &mut state,
             &contact.number,
@@ -261,6 +264,7 @@ pub(crate) fn setup(
                 inbox: Vec::new(),
                 receipts: Vec::new(),
                 raw_id,
+                account_key,
             },
         );
     }
@@ -268,7 +272,8 @@ pub(crate) fn setup(
 }
 
 /// (Re)creates a contact's devices and publishes their bundles; companions
-/// carry an ADV identity signed by the contact's phone.
+/// carry an ADV identity signed by the contact's phone. Returns the phone's
+/// identity key pair (the contact's account key).
 fn install_contact(
     parties: &mut Parties,
     state: &mut MessagingState,
@@ -276,7 +281,7 @@ fn install_contact(
     devices: &[u16],
     raw_id: u32,
     _previous: Option<()>,
-) {
+) -> wacore::libsignal::protocol::KeyPair {
     let primary = SignalDevice::new(device_jid(number, 0), None);
     let account_pair = primary.identity_pair().clone();
     state
@@ -291,6 +296,7 @@ fn install_contact(
             .insert(party_key(number, d), companion.published_bundle(identity));
         parties.devices.insert(party_key(number, d), companion);
     }
+    account_pair.into()
 }
 
 /// `ADVSignedDeviceIdentity` for a contact's companion: account signature
@@ -1532,9 +1538,10 @@ pub(crate) async fn change_identity(
         let mut parties = shared.parties.lock().await;
         let mut state = shared.state();
         let messaging = &mut state.messaging;
-        install_contact(&mut parties, messaging, number, &devices, raw_id, None);
+        let account_key = install_contact(&mut parties, messaging, number, &devices, raw_id, None);
         if let Some(c) = messaging.contacts.get_mut(number) {
             c.raw_id = raw_id;
+            c.account_key = account_key;
         }
         messaging.skdm_sent.retain(|(_, n, _)| n != number);
     }

@@ -311,7 +311,7 @@ fn device_list(shared: &Shared, state: &crate::state::State, number: &str) -> No
                 .filter(|d| **d != 0)
                 .map(|d| (*d, u32::from(*d)))
                 .collect(),
-            None,
+            Some(contact.account_key.clone()),
             contact.raw_id,
         )
     } else {
@@ -325,14 +325,13 @@ fn device_list(shared: &Shared, state: &crate::state::State, number: &str) -> No
             .build()
     }));
     let mut children = vec![NodeBuilder::new("device-list").children(list).build()];
-    if !devices.is_empty() {
+    if !devices.is_empty()
+        && let Some(signer) = signer
+    {
         let ts = crate::connection::unix_now();
-        // A contact's list is signed by its phone; the fake keeps no key
-        // pair for that outside the parties, so it signs with a throwaway
-        // key: the client does not check this signature (the stanza came
-        // over the authenticated Noise channel).
-        let signer = signer
-            .unwrap_or_else(|| wacore::libsignal::protocol::KeyPair::generate(&mut rand::rng()));
+        // Signed by the user's phone (its account identity key), as
+        // WhatsApp's lists are: a client that checks the signature against
+        // the identity it holds for that user accepts it.
         let indexes = devices.iter().map(|(_, i)| *i).collect();
         children.push(
             NodeBuilder::new("key-index-list")
@@ -371,4 +370,43 @@ fn media_conn(shared: &Shared) -> Node {
         vec![host],
     )
     .into_node()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buffa::Message as _;
+    use waproto::whatsapp as wa;
+
+    /// A contact's device list is signed by its phone, as WhatsApp's are:
+    /// the key-index list verifies against the identity key that phone
+    /// publishes (the one a client holds for the contact), over
+    /// `[6, 2] ‖ details`.
+    #[tokio::test]
+    async fn a_contacts_device_list_is_signed_by_its_phone() {
+        let media = crate::media::MediaHost::start().await.expect("media host");
+        let shared = Shared::new(crate::config::ServerConfig::default(), media);
+        let sari = "6282222222222";
+        let state = shared.state();
+        let list = device_list(&shared, &state, sari);
+        let key_index = list
+            .get_optional_child("key-index-list")
+            .and_then(|n| match &n.content {
+                Some(wacore_binary::NodeContent::Bytes(b)) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a key-index list (Sari has a companion)");
+        let signed = wa::ADVSignedKeyIndexList::decode_from_slice(&key_index).expect("decodes");
+        let details = signed.details.expect("details");
+        let signature = signed.account_signature.expect("a signature");
+        let published = state.messaging.bundles[&crate::messaging::party_key(sari, 0)].identity;
+        let phone = wacore::libsignal::protocol::PublicKey::from_djb_public_key_bytes(&published)
+            .expect("a key");
+        let mut message = vec![6u8, 2];
+        message.extend_from_slice(&details);
+        assert!(
+            phone.verify_signature(&message, &signature),
+            "signed by Sari's phone"
+        );
+    }
 }
