@@ -803,6 +803,7 @@ impl Session {
             connection: self.conn,
             jid: jid.clone(),
         });
+        crate::messaging::notify_devices(&self.shared, pending.device_id, true);
         let _ = pending.reply.send(Ok(jid));
         self.stream_error(ciphers, StreamErrorKind::Restart).await
     }

@@ -1572,3 +1572,88 @@ pub(crate) async fn change_identity(
     });
     Ok(())
 }
+
+/// Tells the account's other companions that `changed` was linked
+/// (`added`) or unlinked, as WhatsApp does with `<notification
+/// type="devices">`: one operation, the device (with its key index when
+/// added), the new device-list hash, and the account's key-index list
+/// signed by the phone. Queued like any stanza, so an offline companion
+/// gets it when it connects.
+pub(crate) fn notify_devices(shared: &Shared, changed: u16, added: bool) {
+    let phone = shared.config.account.phone.clone();
+    let (others, indexes, changed_index) = {
+        let state = shared.state();
+        let others: Vec<u16> = state
+            .devices
+            .keys()
+            .copied()
+            .filter(|d| *d != changed)
+            .collect();
+        let indexes: Vec<u32> = state.devices.values().map(|d| d.key_index).collect();
+        let changed_index = state.devices.get(&changed).map(|d| d.key_index);
+        (others, indexes, changed_index)
+    };
+    if others.is_empty() {
+        return;
+    }
+    let ts = crate::connection::unix_now();
+    let list = crate::keys::key_index_list(&shared.phone_identity, shared.raw_id, ts, indexes);
+    let changed_jid = shared.device_jid(changed);
+    let mut jids: Vec<String> = std::iter::once(format!("{phone}@s.whatsapp.net"))
+        .chain(others.iter().map(|d| shared.device_jid(*d)))
+        .chain(added.then(|| changed_jid.clone()))
+        .collect();
+    jids.sort();
+    let hash = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(jids.join("").as_bytes());
+        use base64::Engine;
+        format!(
+            "2:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(&digest[..6])
+        )
+    };
+    let operation = if added { "add" } else { "remove" };
+    let mut device = NodeBuilder::new("device").attr("jid", changed_jid.clone());
+    if let Some(index) = changed_index.filter(|_| added) {
+        device = device.attr("key-index", index.to_string());
+    }
+    let device = device.build();
+    for other in others {
+        let id = shared.state().messaging.new_id();
+        let node = NodeBuilder::new("notification")
+            .attr("from", format!("{phone}@s.whatsapp.net"))
+            .attr("id", id.clone())
+            .attr("type", "devices")
+            .attr("t", ts.to_string())
+            .children([NodeBuilder::new(operation)
+                .attr("device_hash", hash.clone())
+                .children([
+                    device.clone(),
+                    NodeBuilder::new("key-index-list")
+                        .attr("ts", ts.to_string())
+                        .bytes(list.clone())
+                        .build(),
+                ])
+                .build()])
+            .build();
+        enqueue(
+            shared,
+            other,
+            Queued {
+                class: "notification".into(),
+                id: id.clone(),
+                // The client's ack echoes the notification's type.
+                kind: "devices".into(),
+                node,
+                sent: false,
+            },
+        );
+        shared.emit(ServerEvent::DevicesNotified {
+            to: shared.device_jid(other),
+            id,
+            operation: operation.into(),
+            device: changed_jid.clone(),
+        });
+    }
+}

@@ -224,6 +224,14 @@ pub enum ServerEvent {
     IdentityChanged {
         number: String,
     },
+    /// A `<notification type="devices">` was queued for a companion: another
+    /// device of the account was linked (`add`) or unlinked (`remove`).
+    DevicesNotified {
+        to: String,
+        id: String,
+        operation: String,
+        device: String,
+    },
     Closed {
         connection: ConnectionId,
         reason: String,
@@ -257,7 +265,8 @@ impl ServerEvent {
             | ServerEvent::ReceiptToDevice { .. }
             | ServerEvent::ReceiptFromDevice { .. }
             | ServerEvent::KeyShareSent { .. }
-            | ServerEvent::IdentityChanged { .. } => None,
+            | ServerEvent::IdentityChanged { .. }
+            | ServerEvent::DevicesNotified { .. } => None,
         }
     }
 }

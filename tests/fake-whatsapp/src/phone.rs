@@ -253,7 +253,7 @@ impl Phone {
     /// `<stream:error code="401"><conflict type="device_removed"/>`.
     pub fn unlink(&self, jid: &str) -> Result<(), UnlinkError> {
         let shared = &self.shared;
-        let txs = {
+        let (removed, txs) = {
             let mut state = shared.state();
             let device_id = state
                 .devices
@@ -262,12 +262,13 @@ impl Phone {
                 .find(|id| shared.device_jid(*id) == jid)
                 .ok_or_else(|| UnlinkError::NoSuchDevice(jid.to_string()))?;
             let record = state.devices.remove(&device_id);
-            state
+            let txs = state
                 .connections
                 .values()
                 .filter(|c| record.as_ref().is_some_and(|r| r.noise_key == c.device))
                 .map(|c| c.tx.clone())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (device_id, txs)
         };
         for tx in txs {
             let _ = tx.send(ConnCommand::StreamError(StreamErrorKind::DeviceRemoved));
@@ -275,6 +276,7 @@ impl Phone {
         shared.emit(ServerEvent::Unlinked {
             jid: jid.to_string(),
         });
+        crate::messaging::notify_devices(shared, removed, false);
         Ok(())
     }
 

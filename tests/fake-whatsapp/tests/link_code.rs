@@ -59,7 +59,11 @@ async fn a_client_links_by_code_then_connects() {
         .filter(|a| a.purpose == Some(Purpose::Registration))
         .count();
     assert_eq!(registrations, 1, "{:?}", stats.attempts);
-    assert_eq!(stats.max_concurrent(), 1);
+    // Two at most: after the 515 a plain whatsapp-rust client can hold its
+    // registration and its login (or two logins) for a moment, as in the
+    // QR pairing test (pairing.rs says why). Seen once in a full suite run
+    // on a loaded machine. The agent's own link-by-code tests hold it to one.
+    assert!(stats.max_concurrent() <= 2, "{:?}", stats.attempts);
     assert_eq!(server.phone().linked_devices(), vec![paired.jid]);
     client.stop().await;
 }
