@@ -142,6 +142,8 @@ pub(crate) struct MessagingState {
     pub contacts: BTreeMap<String, ContactState>,
     /// Companions the phone already shared its app-state key with.
     pub key_share_sent: BTreeSet<u16>,
+    /// Companions the phone sent the initial history sync to.
+    pub history_sent: BTreeSet<u16>,
     /// What the phone decrypted: the companions' own-device copies.
     pub phone_inbox: Vec<InboxEntry>,
     pub faults: MessageFaults,
@@ -228,6 +230,7 @@ pub(crate) fn setup(
         queues: BTreeMap::new(),
         contacts: BTreeMap::new(),
         key_share_sent: BTreeSet::new(),
+        history_sent: BTreeSet::new(),
         phone_inbox: Vec::new(),
         faults: MessageFaults::default(),
         sent: HashMap::new(),
@@ -953,6 +956,7 @@ pub(crate) fn on_upload(shared: &Arc<Shared>, device: u16, bundle: KeyBundle) {
             .insert(party_key(&phone, device), bundle);
     }
     tokio::spawn(phone_key_share(shared.clone(), device));
+    tokio::spawn(phone_history_sync(shared.clone(), device));
 }
 
 fn bytes(node: &Node) -> Option<&[u8]> {
@@ -1352,7 +1356,9 @@ pub(crate) async fn on_client_receipt(shared: Arc<Shared>, sender: u16, node: No
                 c.receipts.push(entry.clone());
                 true
             }
-            None => false,
+            // To the account itself: its phone (a `hist_sync` receipt for
+            // the history it sent, say).
+            None => number == shared.config.account.phone,
         }
     };
     if known {
@@ -1655,5 +1661,73 @@ pub(crate) fn notify_devices(shared: &Shared, changed: u16, added: bool) {
             operation: operation.into(),
             device: changed_jid.clone(),
         });
+    }
+}
+
+/// The phone's initial history sync to a companion that just linked, as
+/// WhatsApp's phones send it: a `protocolMessage` of type
+/// `HISTORY_SYNC_NOTIFICATION` over the pairwise session, naming a blob on
+/// the media host (a zlib-compressed `HistorySync`, encrypted as
+/// `md-msg-hist` media). The history itself is empty. Clients that skip
+/// history answer with a `hist_sync` receipt.
+pub(crate) async fn phone_history_sync(shared: Arc<Shared>, device: u16) {
+    let first = shared.state().messaging.history_sent.insert(device);
+    if !first {
+        return;
+    }
+    // An empty history, as the issue allows: the contacts' number↔LID
+    // mappings and push names, which real phones put here, would change how
+    // a client addresses contacts from then on (by LID), which the LID
+    // tests do not cover yet.
+    let history = wa::HistorySync {
+        sync_type: wa::history_sync::HistorySyncType::InitialBootstrap,
+        chunk_order: Some(0),
+        progress: Some(100),
+        ..Default::default()
+    };
+    let compressed = {
+        use std::io::Write as _;
+        let mut encoder =
+            flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = encoder.write_all(&history.encode_to_vec());
+        encoder.finish().unwrap_or_default()
+    };
+    let enc = match wacore::upload::encrypt_media(&compressed, wacore::download::MediaType::History)
+    {
+        Ok(enc) => enc,
+        Err(e) => {
+            tracing::warn!(error = %e, "the phone could not encrypt the history sync");
+            return;
+        }
+    };
+    let (_, direct_path) = shared.media.put(enc.data_to_upload, "md-msg-hist");
+    let message = wa::Message {
+        protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::HistorySyncNotification),
+            history_sync_notification: buffa::MessageField::some(
+                wa::message::HistorySyncNotification {
+                    file_sha256: Some(enc.file_sha256.to_vec()),
+                    file_length: Some(compressed.len() as u64),
+                    media_key: Some(enc.media_key.to_vec()),
+                    file_enc_sha256: Some(enc.file_enc_sha256.to_vec()),
+                    direct_path: Some(direct_path),
+                    sync_type: Some(wa::message::HistorySyncType::InitialBootstrap),
+                    chunk_order: Some(0),
+                    progress: Some(100),
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = shared.state().messaging.new_id();
+    let phone = shared.config.account.phone.clone();
+    match send_pairwise(&shared, &phone, 0, device, &id, &message, None, None).await {
+        Ok(_) => shared.emit(ServerEvent::HistorySyncSent {
+            jid: shared.device_jid(device),
+            id,
+        }),
+        Err(e) => tracing::warn!(error = %e, "the phone could not send the history sync"),
     }
 }

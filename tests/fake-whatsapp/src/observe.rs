@@ -224,6 +224,11 @@ pub enum ServerEvent {
     IdentityChanged {
         number: String,
     },
+    /// The phone sent a companion its initial history sync.
+    HistorySyncSent {
+        jid: String,
+        id: String,
+    },
     /// A `<notification type="devices">` was queued for a companion: another
     /// device of the account was linked (`add`) or unlinked (`remove`).
     DevicesNotified {
@@ -266,7 +271,8 @@ impl ServerEvent {
             | ServerEvent::ReceiptFromDevice { .. }
             | ServerEvent::KeyShareSent { .. }
             | ServerEvent::IdentityChanged { .. }
-            | ServerEvent::DevicesNotified { .. } => None,
+            | ServerEvent::DevicesNotified { .. }
+            | ServerEvent::HistorySyncSent { .. } => None,
         }
     }
 }

@@ -45,8 +45,21 @@ pub struct TestClient {
 }
 
 pub async fn start_client(server: &FakeServer, store: Arc<dyn Backend>) -> TestClient {
+    start_client_with(server, store, false).await
+}
+
+/// A client that skips history sync (as the agent does) when `skip_history`.
+pub async fn start_client_with(
+    server: &FakeServer,
+    store: Arc<dyn Backend>,
+    skip_history: bool,
+) -> TestClient {
     let (tx, events) = mpsc::unbounded_channel();
-    let bot = Bot::builder()
+    let mut builder = Bot::builder();
+    if skip_history {
+        builder = builder.skip_history_sync();
+    }
+    let bot = builder
         .with_backend_arc(store)
         .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(server.url()))
         // The media host's own client: it trusts that host's certificate
