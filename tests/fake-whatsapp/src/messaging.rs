@@ -955,8 +955,12 @@ pub(crate) fn on_upload(shared: &Arc<Shared>, device: u16, bundle: KeyBundle) {
             .bundles
             .insert(party_key(&phone, device), bundle);
     }
-    tokio::spawn(phone_key_share(shared.clone(), device));
-    tokio::spawn(phone_history_sync(shared.clone(), device));
+    // The key share, then the history, as a phone sends them.
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        phone_key_share(shared.clone(), device).await;
+        phone_history_sync(shared, device).await;
+    });
 }
 
 fn bytes(node: &Node) -> Option<&[u8]> {
