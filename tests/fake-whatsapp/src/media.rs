@@ -430,71 +430,49 @@ struct MediaFields<'a> {
     file_enc_sha256: Option<&'a Vec<u8>>,
 }
 
+/// The same fields of every media message type (the protobuf types differ,
+/// their field names do not).
+macro_rules! fields_of {
+    ($m:expr, $kind:expr, $media_type:expr, $file_name:expr) => {
+        MediaFields {
+            kind: $kind,
+            media_type: $media_type,
+            mimetype: $m.mimetype.as_ref(),
+            file_name: $file_name,
+            direct_path: $m.direct_path.as_ref(),
+            media_key: $m.media_key.as_ref(),
+            file_sha256: $m.file_sha256.as_ref(),
+            file_enc_sha256: $m.file_enc_sha256.as_ref(),
+        }
+    };
+}
+
 fn media_fields(m: &waproto::whatsapp::Message) -> Option<MediaFields<'_>> {
     use wacore::download::MediaType;
     if let Some(i) = m.image_message.as_option() {
-        return Some(MediaFields {
-            kind: "image",
-            media_type: MediaType::Image,
-            mimetype: i.mimetype.as_ref(),
-            file_name: None,
-            direct_path: i.direct_path.as_ref(),
-            media_key: i.media_key.as_ref(),
-            file_sha256: i.file_sha256.as_ref(),
-            file_enc_sha256: i.file_enc_sha256.as_ref(),
-        });
+        return Some(fields_of!(i, "image", MediaType::Image, None));
     }
     if let Some(v) = m.video_message.as_option() {
-        return Some(MediaFields {
-            kind: "video",
-            media_type: MediaType::Video,
-            mimetype: v.mimetype.as_ref(),
-            file_name: None,
-            direct_path: v.direct_path.as_ref(),
-            media_key: v.media_key.as_ref(),
-            file_sha256: v.file_sha256.as_ref(),
-            file_enc_sha256: v.file_enc_sha256.as_ref(),
-        });
+        return Some(fields_of!(v, "video", MediaType::Video, None));
     }
     if let Some(a) = m.audio_message.as_option() {
-        return Some(MediaFields {
-            kind: if a.ptt == Some(true) {
-                "voice"
-            } else {
-                "audio"
-            },
-            media_type: MediaType::Audio,
-            mimetype: a.mimetype.as_ref(),
-            file_name: None,
-            direct_path: a.direct_path.as_ref(),
-            media_key: a.media_key.as_ref(),
-            file_sha256: a.file_sha256.as_ref(),
-            file_enc_sha256: a.file_enc_sha256.as_ref(),
-        });
+        let kind = if a.ptt == Some(true) {
+            "voice"
+        } else {
+            "audio"
+        };
+        return Some(fields_of!(a, kind, MediaType::Audio, None));
     }
     if let Some(d) = m.document_message.as_option() {
-        return Some(MediaFields {
-            kind: "document",
-            media_type: MediaType::Document,
-            mimetype: d.mimetype.as_ref(),
-            file_name: d.file_name.as_ref(),
-            direct_path: d.direct_path.as_ref(),
-            media_key: d.media_key.as_ref(),
-            file_sha256: d.file_sha256.as_ref(),
-            file_enc_sha256: d.file_enc_sha256.as_ref(),
-        });
+        return Some(fields_of!(
+            d,
+            "document",
+            MediaType::Document,
+            d.file_name.as_ref()
+        ));
     }
     if let Some(s) = m.sticker_message.as_option() {
-        return Some(MediaFields {
-            kind: "sticker",
-            media_type: MediaType::Sticker,
-            mimetype: s.mimetype.as_ref(),
-            file_name: None,
-            direct_path: s.direct_path.as_ref(),
-            media_key: s.media_key.as_ref(),
-            file_sha256: s.file_sha256.as_ref(),
-            file_enc_sha256: s.file_enc_sha256.as_ref(),
-        });
+        return Some(fields_of!(s, "sticker", MediaType::Sticker, None));
     }
     None
 }
@@ -597,79 +575,47 @@ pub(crate) fn file_message(
             .map_or(0, |d| d.as_secs() as i64),
     );
     let mimetype = Some(mimetype.to_string());
+    // Every media message type has these fields under the same names.
+    macro_rules! media {
+        ($ty:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+            buffa::MessageField::some(m::$ty {
+                url,
+                direct_path,
+                mimetype,
+                file_sha256: sha,
+                file_enc_sha256: enc_sha,
+                media_key: key,
+                file_length: length,
+                media_key_timestamp: timestamp,
+                $($field $(: $value)?,)*
+                ..Default::default()
+            })
+        };
+    }
+    let sidecar = enc.streaming_sidecar;
     let mut message = wa::Message::default();
     match media_type {
-        MediaType::Image => {
-            message.image_message = buffa::MessageField::some(m::ImageMessage {
-                url,
-                direct_path,
-                mimetype,
-                caption,
-                file_sha256: sha,
-                file_enc_sha256: enc_sha,
-                media_key: key,
-                file_length: length,
-                media_key_timestamp: timestamp,
-                ..Default::default()
-            });
-        }
+        MediaType::Image => message.image_message = media!(ImageMessage { caption }),
         MediaType::Video => {
-            message.video_message = buffa::MessageField::some(m::VideoMessage {
-                url,
-                direct_path,
-                mimetype,
+            message.video_message = media!(VideoMessage {
                 caption,
-                file_sha256: sha,
-                file_enc_sha256: enc_sha,
-                media_key: key,
-                file_length: length,
-                media_key_timestamp: timestamp,
-                streaming_sidecar: enc.streaming_sidecar,
-                ..Default::default()
+                streaming_sidecar: sidecar,
             });
         }
         MediaType::Audio => {
-            message.audio_message = buffa::MessageField::some(m::AudioMessage {
-                url,
-                direct_path,
-                ptt: Some(extension == "ogg" || extension == "opus"),
-                mimetype,
-                file_sha256: sha,
-                file_enc_sha256: enc_sha,
-                media_key: key,
-                file_length: length,
-                media_key_timestamp: timestamp,
-                streaming_sidecar: enc.streaming_sidecar,
-                ..Default::default()
+            let ptt = Some(extension == "ogg" || extension == "opus");
+            message.audio_message = media!(AudioMessage {
+                ptt,
+                streaming_sidecar: sidecar,
             });
         }
-        MediaType::Sticker => {
-            message.sticker_message = buffa::MessageField::some(m::StickerMessage {
-                url,
-                direct_path,
-                mimetype,
-                file_sha256: sha,
-                file_enc_sha256: enc_sha,
-                media_key: key,
-                file_length: length,
-                media_key_timestamp: timestamp,
-                ..Default::default()
-            });
-        }
+        MediaType::Sticker => message.sticker_message = media!(StickerMessage {}),
         _ => {
-            message.document_message = buffa::MessageField::some(m::DocumentMessage {
-                url,
-                direct_path,
-                mimetype,
+            let name = Some(file_name.to_string());
+            message.document_message = media!(DocumentMessage {
                 caption,
-                title: Some(file_name.to_string()),
-                file_name: Some(file_name.to_string()),
-                file_sha256: sha,
-                file_enc_sha256: enc_sha,
-                media_key: key,
-                file_length: length,
-                media_key_timestamp: timestamp,
-                ..Default::default()
+                title: name.clone(),
+                file_name: name,
             });
         }
     }
