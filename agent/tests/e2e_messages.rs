@@ -629,24 +629,7 @@ async fn sends_published_while_the_agent_is_down_are_answered_and_sent_once() {
 async fn number_lookups_are_paced() {
     let server = server().await;
     let outlet = Outlet::new("lookups", &shared_broker());
-    let (mut agent, mut hq) = linked(
-        &server,
-        &outlet,
-        &[
-            ("OUTLET_AGENT__WHATSAPP__LOOKUPS_PER_MINUTE", "120"),
-            ("OUTLET_AGENT__WHATSAPP__LOOKUP_BURST", "3"),
-        ],
-    )
-    .await;
-    let started = std::time::Instant::now();
-    for i in 0..8 {
-        hq.publish(
-            &outlet.topic("request/check_number"),
-            json!({"phone": BUDI, "transaction": format!("look-{i}")}).to_string(),
-            false,
-        )
-        .await;
-    }
+    let (mut agent, mut hq, started) = lookups_at_once(&server, &outlet, 8).await;
     let topic = outlet.topic("response/check_number");
     let mut at = Vec::new();
     while at.len() < 8 {
@@ -818,24 +801,7 @@ async fn hq_replays_what_a_broker_restart_lost() {
 async fn two_hundred_lookups_at_once_reach_whatsapp_paced() {
     let server = server().await;
     let outlet = Outlet::new("lookups200", &shared_broker());
-    let (mut agent, mut hq) = linked(
-        &server,
-        &outlet,
-        &[
-            ("OUTLET_AGENT__WHATSAPP__LOOKUPS_PER_MINUTE", "120"),
-            ("OUTLET_AGENT__WHATSAPP__LOOKUP_BURST", "3"),
-        ],
-    )
-    .await;
-    let started = std::time::Instant::now();
-    for i in 0..200 {
-        hq.publish(
-            &outlet.topic("request/check_number"),
-            json!({"phone": BUDI, "transaction": format!("look-{i}")}).to_string(),
-            false,
-        )
-        .await;
-    }
+    let (mut agent, mut hq, started) = lookups_at_once(&server, &outlet, 200).await;
     let topic = outlet.topic("response/check_number");
     let mut answered = std::collections::HashSet::new();
     let (mut registered, mut refused) = (Vec::new(), 0);
@@ -881,4 +847,32 @@ async fn two_hundred_lookups_at_once_reach_whatsapp_paced() {
         registered.len()
     );
     agent.stop().await;
+}
+
+/// An outlet paced at 120 lookups a minute after a burst of 3, and `n`
+/// `check_number` for Budi published at once; returns when they were.
+async fn lookups_at_once(
+    server: &fake_whatsapp::FakeServer,
+    outlet: &Outlet,
+    n: usize,
+) -> (Agent, Subscriber, std::time::Instant) {
+    let (agent, hq) = linked(
+        server,
+        outlet,
+        &[
+            ("OUTLET_AGENT__WHATSAPP__LOOKUPS_PER_MINUTE", "120"),
+            ("OUTLET_AGENT__WHATSAPP__LOOKUP_BURST", "3"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        hq.publish(
+            &outlet.topic("request/check_number"),
+            json!({"phone": BUDI, "transaction": format!("look-{i}")}).to_string(),
+            false,
+        )
+        .await;
+    }
+    (agent, hq, started)
 }
