@@ -1,5 +1,8 @@
-//! How often the outlet may ask WhatsApp who has an account: the token
-//! bucket behind `whatsapp.lookups_per_minute` and `lookup_burst`.
+//! Turns paced by a token bucket: `burst` at once, then `per_minute`.
+//!
+//! Two things take turns here. The outlet's number lookups, behind
+//! `whatsapp.lookups_per_minute` and `lookup_burst`, and the dashboard's
+//! wrong tokens, one bucket per address (`dashboard::login`).
 //!
 //! A number lookup (usync) is what a spammer's tool does thousands of times
 //! a minute, and WhatsApp bans accounts for it, as for sends at machine
@@ -18,9 +21,9 @@ use std::time::{Duration, Instant};
 /// The longest a lookup waits for its turn; beyond, it is refused.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// Turns for lookups: `burst` at once, refilled at `per_minute`.
+/// Turns: `burst` at once, refilled at `per_minute`.
 #[derive(Debug)]
-pub struct LookupPacer {
+pub struct Pacer {
     per_sec: f64,
     burst: f64,
     /// Tokens left (negative: turns promised to callers still waiting)
@@ -28,14 +31,19 @@ pub struct LookupPacer {
     state: Mutex<(f64, Instant)>,
 }
 
-impl LookupPacer {
+impl Pacer {
     /// `per_minute` 0: no pacing (benchmarks, tests that count nothing).
     pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self::new_at(per_minute, burst, Instant::now())
+    }
+
+    /// A full bucket as of `now`.
+    pub fn new_at(per_minute: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             per_sec: f64::from(per_minute) / 60.0,
             burst,
-            state: Mutex::new((burst, Instant::now())),
+            state: Mutex::new((burst, now)),
         }
     }
 
@@ -64,10 +72,14 @@ impl LookupPacer {
     /// Takes a turn only if one is free right now (for lookups that must
     /// not wait, such as those of the inbox).
     pub fn try_now(&self) -> bool {
+        self.try_at(Instant::now())
+    }
+
+    /// [`Self::try_now`] at `now`.
+    pub fn try_at(&self, now: Instant) -> bool {
         if self.per_sec <= 0.0 {
             return true;
         }
-        let now = Instant::now();
         let mut state = self.lock();
         let (tokens, at) = self.refilled(&state, now);
         if tokens >= 1.0 {
@@ -77,6 +89,21 @@ impl LookupPacer {
             *state = (tokens, now.max(at));
             false
         }
+    }
+
+    /// How long until a turn is free at `now`, without taking it (zero: one
+    /// is free).
+    pub fn free_in(&self, now: Instant) -> Duration {
+        if self.per_sec <= 0.0 {
+            return Duration::ZERO;
+        }
+        let (tokens, _) = self.refilled(&self.lock(), now);
+        Duration::from_secs_f64(((1.0 - tokens) / self.per_sec).max(0.0))
+    }
+
+    /// Whether the bucket is back to its whole burst at `now`.
+    pub fn is_full_at(&self, now: Instant) -> bool {
+        self.refilled(&self.lock(), now).0 >= self.burst
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
@@ -110,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_burst_at_once_then_the_rate_then_refusals() {
-        let pacer = LookupPacer::new(60, 3);
+        let pacer = Pacer::new(60, 3);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(pacer.take_at(t0), Ok(Duration::ZERO));
@@ -134,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_caller_that_cannot_wait_gets_only_a_free_turn() {
-        let pacer = LookupPacer::new(60, 2);
+        let pacer = Pacer::new(60, 2);
         assert!(pacer.try_now());
         assert!(pacer.try_now());
         assert!(!pacer.try_now());
@@ -142,7 +169,7 @@ mod tests {
 
     #[test]
     fn zero_per_minute_is_no_pacing() {
-        let pacer = LookupPacer::new(0, 1);
+        let pacer = Pacer::new(0, 1);
         let t0 = Instant::now();
         for _ in 0..1000 {
             assert_eq!(pacer.take_at(t0), Ok(Duration::ZERO));

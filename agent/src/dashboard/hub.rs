@@ -28,8 +28,7 @@ use crate::topics::PrefixPattern;
 
 /// Changes kept for the pages (shared by all of them; each is one
 /// outlet's bounded view, see `fleet_model`). A page that falls further
-/// behind has its feed ended and starts again from a snapshot
-/// (`server::feed`).
+/// behind gets the whole fleet again (`server::feed`).
 const FEED_BUFFER: usize = 64;
 
 /// The commands the page may send (of the agent's `mqtt::requests::COMMANDS`;
@@ -163,6 +162,11 @@ impl Hub {
             "broker": lock(&self.broker).to_json(),
             "outlets": outlets,
         })
+    }
+
+    /// [`Self::snapshot`] as the feed's `snapshot` event.
+    pub fn snapshot_event(&self) -> Bytes {
+        Bytes::from(sse_event("snapshot", &self.snapshot().to_string()))
     }
 
     /// The live feed: pre-rendered server-sent events.

@@ -18,14 +18,16 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::pacing::Pacer;
+
 /// How long a login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; the oldest go first.
 pub const MAX_SESSIONS: usize = 1024;
 /// Wrong tokens an address may try at once...
-pub const TRIES_BURST: f64 = 5.0;
+pub const TRIES_BURST: u32 = 5;
 /// ...and then per minute.
-pub const TRIES_PER_MINUTE: f64 = 5.0;
+pub const TRIES_PER_MINUTE: u32 = 5;
 /// Addresses whose tries are counted at once.
 const MAX_ADDRESSES: usize = 4096;
 /// Failed logins are summed into one log line this often.
@@ -75,27 +77,11 @@ impl Sessions {
     }
 }
 
-/// Wrong tokens per address (a token bucket each).
+/// Wrong tokens per address: a [`Pacer`] each, whose turns are tries.
 #[derive(Default)]
 pub struct Tries {
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<IpAddr, Pacer>>,
     log: Mutex<FailureLog>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn refilled(self, now: Instant) -> Self {
-        let gained = now.saturating_duration_since(self.at).as_secs_f64() * TRIES_PER_MINUTE / 60.0;
-        Self {
-            tokens: (self.tokens + gained).min(TRIES_BURST),
-            at: now,
-        }
-    }
 }
 
 #[derive(Default)]
@@ -108,17 +94,14 @@ struct FailureLog {
 impl Tries {
     /// Whether `addr` may try a token now; `Err` with when it may again.
     pub fn may_try(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        let buckets = lock(&self.buckets);
-        let Some(bucket) = buckets.get(&addr).map(|b| b.refilled(now)) else {
-            return Ok(());
-        };
-        if bucket.tokens >= 1.0 {
+        let wait = lock(&self.buckets)
+            .get(&addr)
+            .map_or(Duration::ZERO, |bucket| bucket.free_in(now));
+        if wait.is_zero() {
             return Ok(());
         }
-        drop(buckets);
         self.note(now, |log| log.refused += 1);
-        let wait = (1.0 - bucket.tokens) * 60.0 / TRIES_PER_MINUTE;
-        Err(Duration::from_secs_f64(wait.max(1.0)))
+        Err(wait.max(Duration::from_secs(1)))
     }
 
     /// A wrong token from `addr`.
@@ -127,16 +110,14 @@ impl Tries {
             let mut buckets = lock(&self.buckets);
             if buckets.len() >= MAX_ADDRESSES && !buckets.contains_key(&addr) {
                 // Forget the addresses that are back to a full bucket.
-                buckets.retain(|_, b| b.refilled(now).tokens < TRIES_BURST);
+                buckets.retain(|_, b| !b.is_full_at(now));
             }
             if buckets.len() < MAX_ADDRESSES || buckets.contains_key(&addr) {
-                let bucket = buckets.entry(addr).or_insert(Bucket {
-                    tokens: TRIES_BURST,
-                    at: now,
-                });
-                let mut refilled = bucket.refilled(now);
-                refilled.tokens = (refilled.tokens - 1.0).max(0.0);
-                *bucket = refilled;
+                // A try that finds no turn free takes none (it was refused).
+                buckets
+                    .entry(addr)
+                    .or_insert_with(|| Pacer::new_at(TRIES_PER_MINUTE, TRIES_BURST, now))
+                    .try_at(now);
             }
         }
         self.note(now, |log| log.since_logged += 1);
@@ -201,7 +182,7 @@ mod tests {
         let guesser = IpAddr::from([10, 0, 0, 9]);
         let other = IpAddr::from([10, 0, 0, 8]);
         let now = Instant::now();
-        for _ in 0..TRIES_BURST as usize {
+        for _ in 0..TRIES_BURST {
             assert!(tries.may_try(guesser, now).is_ok());
             tries.failed(guesser, now);
         }

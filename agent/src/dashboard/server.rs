@@ -72,7 +72,6 @@ impl Server {
         let verdict = self
             .access
             .check(header(HOST), header(AUTHORIZATION), header(COOKIE_HEADER));
-        let session = session_of(header(COOKIE_HEADER)).map(str::to_string);
         match verdict {
             Verdict::WrongHost => {
                 return http::error(421, "this dashboard answers only to its loopback address");
@@ -101,8 +100,8 @@ impl Server {
             ),
             (&Method::POST, "/api/login") => self.login(request.into_body(), peer).await,
             (&Method::POST, "/api/logout") => {
-                if let Some(session) = session {
-                    self.access.sessions().close(&session);
+                if let Some(session) = session_of(header(COOKIE_HEADER)) {
+                    self.access.sessions().close(session);
                 }
                 let mut response = http::json(200, &json!({ "authenticated": false }));
                 http::add_header(&mut response, SET_COOKIE, &self.cookie("", 0));
@@ -197,14 +196,11 @@ impl Server {
     /// fleet again rather than a gap. What waits for one page is bounded:
     /// the frame this task holds, one in the channel, and hyper's write
     /// buffer (flat, one frame over [`super::MAX_HEAD`] at most; see
-    /// `serve`). A page that takes nothing for [`SLOW_PAGE`] has stopped
+    /// `super::connection`). A page that takes nothing for [`SLOW_PAGE`] has stopped
     /// reading: its feed is ended (a browser that comes back reconnects).
     fn feed(&self, slot: &SlotHandle) -> Response<Body> {
         let mut changes = self.hub.subscribe();
-        let snapshot = Bytes::from(http::sse_event(
-            "snapshot",
-            &self.hub.snapshot().to_string(),
-        ));
+        let snapshot = self.hub.snapshot_event();
         let (frames, rx) = mpsc::channel::<Bytes>(1);
         let busy = slot.busy();
         let hub = Arc::clone(&self.hub);
@@ -219,7 +215,7 @@ impl Server {
                     Ok(Ok(event)) => event,
                     Ok(Err(RecvError::Lagged(missed))) => {
                         tracing::debug!("dashboard: a page missed {missed} changes; sending all");
-                        Bytes::from(http::sse_event("snapshot", &hub.snapshot().to_string()))
+                        hub.snapshot_event()
                     }
                     Ok(Err(RecvError::Closed)) => return,
                     Err(_) => Bytes::from_static(b": keepalive\n\n"),

@@ -3,12 +3,12 @@
 //! then cross HQ's network encrypted, and the cookie is marked `Secure`.
 //! The same rustls (ring) as the MQTT client; TLS 1.2 and 1.3.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+use crate::mqtt::options::{OptionsError, read_certs, read_key};
 
 /// The certificate (chain) and its key, as given on the command line.
 #[derive(Debug, Clone)]
@@ -19,20 +19,18 @@ pub struct TlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{flag} {path}: {message}")]
-    File {
-        flag: &'static str,
-        path: String,
-        message: String,
-    },
+    /// A file that cannot be read or holds no usable PEM (the same reading
+    /// as the MQTT client's certificate files).
+    #[error(transparent)]
+    File(#[from] OptionsError),
     #[error("--tls-cert and --tls-key do not make a usable server certificate: {0}")]
     Config(String),
 }
 
 /// An acceptor for `files`; every problem names the file it is in.
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
-    let certs = read_certs(&files.cert)?;
-    let key = read_key(&files.key)?;
+    let certs = read_certs("--tls-cert", &files.cert)?;
+    let key = read_key("--tls-key", &files.key)?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -42,30 +40,6 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     .with_single_cert(certs, key)
     .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn file_error(flag: &'static str, path: &Path, message: impl ToString) -> TlsError {
-    TlsError::File {
-        flag,
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| file_error("--tls-cert", path, e))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error("--tls-cert", path, e))?;
-    if certs.is_empty() {
-        return Err(file_error("--tls-cert", path, "no certificate in it"));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| file_error("--tls-key", path, e))?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_error("--tls-key", path, e))
 }
 
 #[cfg(test)]

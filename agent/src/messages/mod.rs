@@ -90,7 +90,7 @@ pub struct Messages {
     registrations: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
     /// Turns for number lookups (shared with the supervisor's
     /// `check_number`).
-    lookups: Arc<crate::pacing::LookupPacer>,
+    lookups: Arc<crate::pacing::Pacer>,
     /// LIDs whose number WhatsApp did not give, and until when it is not
     /// asked again (see `sender`).
     hidden_lids: std::sync::Mutex<HashMap<String, std::time::Instant>>,
@@ -122,7 +122,7 @@ impl Messages {
         store: Arc<outlet_store::SqliteStore>,
         health: watch::Receiver<Health>,
         commands: Commands,
-        lookups: Arc<crate::pacing::LookupPacer>,
+        lookups: Arc<crate::pacing::Pacer>,
     ) -> Option<(Arc<Messages>, MessageTasks)> {
         if !config.messages_enabled() {
             return None;

@@ -235,7 +235,7 @@ fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, OptionsError>
     let config = match (&config.client_cert_file, &config.client_key_file) {
         (Some(cert), Some(key)) => {
             let chain = read_certs("mqtt.client_cert_file", cert)?;
-            let key = read_key(key)?;
+            let key = read_key("mqtt.client_key_file", key)?;
             builder.with_client_auth_cert(chain, key)?
         }
         _ => builder.with_no_client_auth(),
@@ -251,7 +251,9 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, OptionsError> {
     })
 }
 
-fn read_certs(
+/// The PEM certificates in `path` (at least one); errors name `what` (the
+/// config key or flag) and the file. The dashboard's `--tls-cert` too.
+pub(crate) fn read_certs(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, OptionsError> {
@@ -273,10 +275,14 @@ fn read_certs(
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
-    let pem = read_pem("mqtt.client_key_file", path)?;
+/// The PEM private key in `path`, errors named as [`read_certs`]'s.
+pub(crate) fn read_key(
+    what: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, OptionsError> {
+    let pem = read_pem(what, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| OptionsError::Pem {
-        what: "mqtt.client_key_file",
+        what,
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

@@ -97,7 +97,7 @@ pub struct Supervisor {
     mqtt_status: Option<watch::Receiver<MqttStatus>>,
     notifier: Notifier,
     /// Turns for number lookups, shared with the messages.
-    lookups: Arc<crate::pacing::LookupPacer>,
+    lookups: Arc<crate::pacing::Pacer>,
     history: mpsc::Sender<Transition>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events_rx: mpsc::UnboundedReceiver<SessionEvent>,
@@ -167,7 +167,7 @@ impl Supervisor {
             backoff: Backoff::new(&config.reconnect),
             rounds: Rounds::new(config.pairing.max_rounds_per_hour),
             pair_codes: Rounds::new(config.pairing.max_pair_codes_per_hour),
-            lookups: Arc::new(crate::pacing::LookupPacer::new(
+            lookups: Arc::new(crate::pacing::Pacer::new(
                 config.whatsapp.lookups_per_minute,
                 config.whatsapp.lookup_burst,
             )),
@@ -202,7 +202,7 @@ impl Supervisor {
 
     /// The turns every number lookup of this outlet takes (the messages
     /// share them).
-    pub fn lookups(&self) -> Arc<crate::pacing::LookupPacer> {
+    pub fn lookups(&self) -> Arc<crate::pacing::Pacer> {
         self.lookups.clone()
     }
 
