@@ -42,7 +42,8 @@
 //!   idle footprint small. [`notify`]: systemd `READY=1`, `STATUS=`,
 //!   `WATCHDOG=1`. [`cert_check`]: detects a test build that skips
 //!   WhatsApp's certificate check, so it can refuse real endpoints.
-//!   [`pacing`]: the turns number lookups take (a ban trigger unpaced).
+//!   [`pacing`]: turns paced by a token bucket: number lookups (a ban
+//!   trigger unpaced) and the dashboard's wrong tokens per address.
 //!
 //! The session store (`outlet-store`) and the screens (`outlet-display`)
 //! are crates of their own; ARCHITECTURE.md has the bird's-eye view.
