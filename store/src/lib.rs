@@ -73,6 +73,7 @@ mod agent;
 mod app_sync;
 mod device;
 mod error;
+mod media;
 mod messages;
 mod msg_secret;
 mod open;
@@ -84,6 +85,7 @@ mod writer;
 pub use agent::{HISTORY_LIMIT, Identity, Transition};
 pub use error::{Result, StoreError};
 pub use lock::{DataDir, DataDirLock, LockError};
+pub use media::{MediaJob, MediaJobRow, MediaState};
 pub use messages::{
     Depths, Enqueued, InboundCommit, InboundRow, Limits, OutboundRequest, OutboxEntry, Publication,
     PublicationKind,

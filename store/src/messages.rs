@@ -43,6 +43,9 @@ pub struct InboundRow {
     pub received_at: DateTime<Utc>,
     /// What is published on `message/in`.
     pub payload: Vec<u8>,
+    /// The file to fetch, for a picture, voice note, document…: its job is
+    /// committed with the message.
+    pub media: Option<crate::media::MediaJob>,
 }
 
 /// How much the inbox may hold before the outlet stops taking messages.
@@ -194,11 +197,11 @@ pub(crate) fn journal_acked_publications(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-fn millis(t: &DateTime<Utc>) -> i64 {
+pub(crate) fn millis(t: &DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .ok_or_else(|| StoreError::invalid("timestamp", format!("{ms} ms is out of range")))
@@ -347,6 +350,9 @@ impl SqliteStore {
                         millis(&row.received_at)
                     ])?;
                     queue_publication(c, PublicationKind::Inbound, &row.received_at, &row.payload)?;
+                    if let Some(job) = &row.media {
+                        crate::media::insert_job(c, &row.message_id, job)?;
+                    }
                 }
                 let newest = fresh.iter().map(|r| millis(&r.received_at)).max();
                 Ok((
@@ -869,6 +875,7 @@ mod tests {
             message_id: id.into(),
             received_at: Utc::now(),
             payload: payload.as_bytes().to_vec(),
+            media: None,
         }
     }
 

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "the outlet's record sequence (seq never reused, epoch) and journal",
         sql: V4,
     },
+    Migration {
+        version: 5,
+        description: "media download and publish jobs",
+        sql: V5,
+    },
 ];
 
 /// The version this build writes and understands.
@@ -307,6 +312,35 @@ CREATE INDEX message_outbox_age ON message_outbox (updated_at);
 // Every row the broker acked moves to the journal; `last_seq` is the highest
 // seq a journal prune ever dropped, written by the (hourly) prune. A new
 // record's seq is one above it and above every row queued or journaled.
+// One row per received picture, voice note, document…: committed with the
+// message itself, so a crash between the ack and the download cannot lose the
+// file's reference (its key lives nowhere else). `state` is the job's step:
+// `download` (due at `due_at`), `publish` (announce, then chunks; `part` is
+// the next one the broker has not acknowledged, 0 being the announcement),
+// `report` (announce `error` instead) and `done`. The download reference
+// (path and key) is cleared once it is not needed any more.
+const V5: &str = r#"
+CREATE TABLE media_jobs (
+    id          INTEGER PRIMARY KEY,
+    message_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    mimetype    TEXT NOT NULL,
+    file_name   TEXT,
+    size        INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    media_type  TEXT NOT NULL,
+    direct_path TEXT NOT NULL,
+    media_key   BLOB NOT NULL,
+    enc_sha256  BLOB NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('download', 'publish', 'report', 'done')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_at      INTEGER NOT NULL,
+    error       TEXT,
+    part        INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+"#;
+
 const V4: &str = r#"
 CREATE TABLE message_sequence (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
@@ -406,6 +440,7 @@ pub const AGENT_TABLES: &[&str] = &[
     "message_sequence",
     "message_journal",
     "message_outbox",
+    "media_jobs",
 ];
 
 /// The page size of our databases: the unit of every WAL frame. A commit
