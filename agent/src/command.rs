@@ -71,6 +71,12 @@ pub enum Command {
         #[serde(default)]
         to_seq: Option<i64>,
     },
+    /// Publish a received file again (`message/media` and its chunks), by
+    /// its SHA-256, while the media spool holds it. Over MQTT only: the
+    /// messages' connection runs it.
+    Media {
+        sha256: String,
+    },
     /// HQ read these customer messages: the customer gets read receipts
     /// (blue ticks). The agent never sends them by itself, so the outlet's
     /// phone keeps its unread badges for the staff.
@@ -99,6 +105,7 @@ impl Command {
             Command::Send { .. } => "send",
             Command::Read { .. } => "read",
             Command::Replay { .. } => "replay",
+            Command::Media { .. } => "media",
         }
     }
 }

@@ -104,6 +104,17 @@ impl Topics {
         format!("{}/message/status", self.prefix)
     }
 
+    /// A received file's announcement (or why it cannot be had), QoS 1,
+    /// not retained, before its first chunk.
+    pub fn message_media(&self) -> String {
+        format!("{}/message/media", self.prefix)
+    }
+
+    /// Chunk `index` (0-based) of the file `sha256`, QoS 1, not retained.
+    pub fn media_chunk(&self, sha256: &str, index: u32) -> String {
+        format!("{}/media/{sha256}/{index}", self.prefix)
+    }
+
     /// What the link subscribes to for commands.
     pub fn request_filter(&self) -> String {
         format!("{}/request/+", self.prefix)

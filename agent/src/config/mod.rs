@@ -206,6 +206,18 @@ impl Config {
         if m.journal_days > 366 {
             return Err(invalid("messages.journal_days", "at most 366".into()));
         }
+        if m.media_keep_days > 366 {
+            return Err(invalid("messages.media_keep_days", "at most 366".into()));
+        }
+        if m.media_max_file_bytes > m.media_spool_max_bytes {
+            return Err(invalid(
+                "messages.media_max_file_bytes",
+                format!(
+                    "{} is more than messages.media_spool_max_bytes ({}): such a file could never be spooled",
+                    m.media_max_file_bytes, m.media_spool_max_bytes
+                ),
+            ));
+        }
         let id = &self.outlet.id;
         if id.is_empty()
             || id.len() > 64

@@ -65,6 +65,12 @@ pub struct WhatsAppConfig {
     /// get accounts banned, as sends do. 0 turns pacing off (tests).
     pub lookups_per_minute: u32,
     pub lookup_burst: u32,
+    /// Trust this PEM certificate (authority) for WhatsApp's media servers
+    /// instead of the public roots: a proxy that inspects TLS, or the fake
+    /// server's media host in tests. Media is end-to-end encrypted and
+    /// checked against its hashes, so a server trusted this way can withhold
+    /// a file but neither read nor change one.
+    pub media_ca_file: Option<std::path::PathBuf>,
 }
 
 /// `whatsapp.presence`.
@@ -86,6 +92,7 @@ impl Default for WhatsAppConfig {
             presence: Presence::default(),
             lookups_per_minute: 30,
             lookup_burst: 5,
+            media_ca_file: None,
         }
     }
 }
@@ -162,6 +169,15 @@ pub struct MessagesConfig {
     pub journal_days: u32,
     /// …within this many bytes, the oldest first out.
     pub journal_max_bytes: u64,
+    /// Received files (pictures, voice notes, documents) up to this size are
+    /// fetched and sent to HQ in chunks; a larger one is announced with
+    /// `error: "too_large"`. 0: no file is fetched.
+    pub media_max_file_bytes: u64,
+    /// The media spool (fetched files, named by their SHA-256) holds at most
+    /// this many bytes: the oldest delivered files go first.
+    pub media_spool_max_bytes: u64,
+    /// Delivered files stay in the spool this many days for `request/media`.
+    pub media_keep_days: u32,
 }
 
 impl Default for MessagesConfig {
@@ -176,6 +192,9 @@ impl Default for MessagesConfig {
             keep_days: 14,
             journal_days: 14,
             journal_max_bytes: 64 * 1024 * 1024,
+            media_max_file_bytes: 64 * 1024 * 1024,
+            media_spool_max_bytes: 1024 * 1024 * 1024,
+            media_keep_days: 7,
         }
     }
 }

@@ -40,15 +40,23 @@ impl InboundDurabilityHook for InboxHook {
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
         let mut records = Vec::with_capacity(batch.len());
+        let max_file = self.messages.config.messages.media_max_file_bytes;
         for m in batch {
             let who = super::sender::resolve(&self.messages, &client, &m.info).await;
-            records.extend(super::inbound::describe_as(&m.message, &m.info, &who));
+            if let Some(record) = super::inbound::describe_as(&m.message, &m.info, &who) {
+                // The file's reference is committed with its message: its
+                // key exists nowhere else once WhatsApp has the ack.
+                let media = super::inbound::media_reference(&m.message)
+                    .and_then(|reference| super::media::job_for(&reference, max_file));
+                records.push((record, media));
+            }
         }
         let max_bytes = usize::try_from(self.messages.config.mqtt.max_packet_bytes)
             .unwrap_or(usize::MAX)
             .saturating_sub(super::inbound::fit::PACKET_OVERHEAD);
         let mut rows: Vec<outlet_store::InboundRow> = Vec::with_capacity(records.len());
-        for mut record in records {
+        let mut with_media = false;
+        for (mut record, media) in records {
             let Ok(mut payload) = serde_json::to_vec(&record.payload) else {
                 continue;
             };
@@ -74,12 +82,14 @@ impl InboundDurabilityHook for InboxHook {
                 )
                 .await;
             }
+            with_media |= media.is_some();
             rows.push(outlet_store::InboundRow {
                 chat: record.chat,
                 sender: record.sender,
                 message_id: record.id,
                 received_at: record.at,
                 payload,
+                media,
             });
         }
         if rows.is_empty() {
@@ -103,6 +113,9 @@ impl InboundDurabilityHook for InboxHook {
                         r.last_message_in_at = Some(chrono::Utc::now());
                     });
                     messages.queued_for_broker();
+                    if with_media {
+                        messages.media_wake.notify_one();
+                    }
                 }
                 Ok(())
             }

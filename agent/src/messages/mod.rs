@@ -17,6 +17,9 @@
 //! - [`outbox`]: `send` requests into the durable outbox, and the worker
 //!   that sends them in order, paced, once per `client_id`, and turns the
 //!   server's acks and the recipients' receipts into statuses.
+//! - [`media`]: received files (pictures, voice notes, documents): the
+//!   download jobs committed with their messages, the spool, the download
+//!   worker; the publisher sends them to HQ in chunks.
 //! - [`read`]: HQ's `read`: read receipts for messages it has read (never
 //!   sent by the agent on its own).
 //! - [`status`]: the `message/status` payload.
@@ -37,6 +40,7 @@
 pub mod inbound;
 pub mod inbox;
 pub mod kept;
+pub mod media;
 pub mod outbox;
 pub mod publisher;
 pub mod read;
@@ -83,6 +87,8 @@ pub struct Messages {
     outbox_wake: Notify,
     /// Depths may have changed.
     depth_wake: Notify,
+    /// A file may be due for download (a new job, a new session).
+    media_wake: Notify,
     /// Receipts and server acks of the running session, for the outbox.
     session_events: mpsc::UnboundedSender<Arc<Event>>,
     commands: Commands,
@@ -147,6 +153,7 @@ impl Messages {
             publish_wake: Notify::new(),
             outbox_wake: Notify::new(),
             depth_wake: Notify::new(),
+            media_wake: Notify::new(),
             session_events,
             commands,
             registrations: std::sync::Mutex::default(),
@@ -158,6 +165,7 @@ impl Messages {
             tokio::spawn(outbox::run(messages.clone())),
             tokio::spawn(outbox::track(messages.clone(), events_rx)),
             tokio::spawn(report_depths(messages.clone())),
+            tokio::spawn(media::download::run(messages.clone())),
         ];
         Some((messages.clone(), MessageTasks { tasks, publisher }))
     }
@@ -220,6 +228,9 @@ async fn report_depths(messages: Arc<Messages>) {
             pruned_at = Some(now);
             if let Err(e) = messages.store.prune_messages(now - keep).await {
                 tracing::warn!(error = %e, "messages: cannot prune old message records");
+            }
+            if let Err(e) = messages.store.prune_media_jobs(now - keep).await {
+                tracing::warn!(error = %e, "messages: cannot prune old media jobs");
             }
             let journal = chrono::Duration::days(i64::from(messages.config.messages.journal_days));
             match messages

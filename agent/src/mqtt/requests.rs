@@ -25,12 +25,13 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("send", &["to", "text", "client_id", "quoted_id"]),
     ("read", &["chat", "ids", "sender"]),
     ("replay", &["from_seq", "to_seq"]),
+    ("media", &["sha256"]),
 ];
 
 /// The requests the messages' own connection subscribes to, at QoS 1 on a
 /// persistent session, so the broker keeps them while the agent is away
 /// (`messages::publisher`); the link leaves them to it.
-pub const MESSAGE_REQUESTS: &[&str] = &["send", "read", "replay"];
+pub const MESSAGE_REQUESTS: &[&str] = &["send", "read", "replay", "media"];
 
 /// The answer to a retained request.
 pub const RETAINED_REQUEST: &str = "refused: retained requests are not run (they would run again on every \

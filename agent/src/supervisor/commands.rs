@@ -165,7 +165,10 @@ impl Supervisor {
             },
             // `Commands` hands sends and reads to the messaging module; one that gets
             // here has no messaging module to go to.
-            Command::Send { .. } | Command::Read { .. } | Command::Replay { .. } => {
+            Command::Send { .. }
+            | Command::Read { .. }
+            | Command::Replay { .. }
+            | Command::Media { .. } => {
                 (Err(CommandError::Disabled("messages are off".into())), None)
             }
             Command::CheckNumber { phone } => {

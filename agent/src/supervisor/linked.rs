@@ -95,6 +95,7 @@ impl Supervisor {
             events: self.events_tx.clone(),
             device_name: self.config.outlet.device_name(),
             messages: self.messages.clone(),
+            media_ca_file: self.config.whatsapp.media_ca_file.clone(),
         };
         self.qr_exhausted = false;
         self.pair_code_linger_until = None;

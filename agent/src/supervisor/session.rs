@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::client::Client;
-use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind};
 
@@ -66,17 +65,6 @@ impl EventHandler for Forward {
     }
 }
 
-/// The agent needs no HTTP: media is never downloaded and the client
-/// version is configured, not fetched.
-struct NoHttp;
-
-#[async_trait::async_trait]
-impl HttpClient for NoHttp {
-    async fn execute(&self, _request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        anyhow::bail!("the outlet agent makes no HTTP requests")
-    }
-}
-
 /// What a session needs to start.
 pub struct SessionParams {
     pub generation: u64,
@@ -89,6 +77,9 @@ pub struct SessionParams {
     /// Messages through the outlet: the inbox's durability hook, and the
     /// outbox's receipts and server acks.
     pub messages: Option<Arc<crate::messages::Messages>>,
+    /// `whatsapp.media_ca_file`, for the media client (received files are
+    /// its only HTTP: the client version is configured, not fetched).
+    pub media_ca_file: Option<std::path::PathBuf>,
 }
 
 /// The kinds the outbox turns into send statuses.
@@ -135,7 +126,10 @@ impl Session {
             .with_transport_factory(super::transport::NoDelayTransportFactory::new(
                 params.endpoint,
             ))
-            .with_http_client(NoHttp)
+            .with_http_client(crate::messages::media::http::MediaHttp::for_session(
+                params.messages.is_some(),
+                params.media_ca_file.as_deref(),
+            ))
             .with_version(params.version)
             .with_device_props(
                 whatsapp_rust::wacore::store::DevicePropsOverride::new()

@@ -249,6 +249,11 @@ struct Media<'a> {
     file_name: Option<&'a str>,
     caption: Option<&'a str>,
     context: &'a MessageField<wa::ContextInfo>,
+    /// Where the encrypted file is, and its key: for the download only,
+    /// never in what HQ gets.
+    direct_path: Option<&'a str>,
+    media_key: Option<&'a [u8]>,
+    enc_sha256: Option<&'a [u8]>,
 }
 
 /// The media message in `m`, if there is one. A video note (`ptvMessage`)
@@ -263,6 +268,9 @@ fn media(m: &wa::Message) -> Option<Media<'_>> {
             file_name: None,
             caption: image.caption.as_deref(),
             context: &image.context_info,
+            direct_path: image.direct_path.as_deref(),
+            media_key: image.media_key.as_deref(),
+            enc_sha256: image.file_enc_sha256.as_deref(),
         });
     }
     if let Some(video) = m.video_message.as_option().or(m.ptv_message.as_option()) {
@@ -274,6 +282,9 @@ fn media(m: &wa::Message) -> Option<Media<'_>> {
             file_name: None,
             caption: video.caption.as_deref(),
             context: &video.context_info,
+            direct_path: video.direct_path.as_deref(),
+            media_key: video.media_key.as_deref(),
+            enc_sha256: video.file_enc_sha256.as_deref(),
         });
     }
     if let Some(audio) = m.audio_message.as_option() {
@@ -285,6 +296,9 @@ fn media(m: &wa::Message) -> Option<Media<'_>> {
             file_name: None,
             caption: None,
             context: &audio.context_info,
+            direct_path: audio.direct_path.as_deref(),
+            media_key: audio.media_key.as_deref(),
+            enc_sha256: audio.file_enc_sha256.as_deref(),
         });
     }
     if let Some(document) = m.document_message.as_option() {
@@ -296,6 +310,9 @@ fn media(m: &wa::Message) -> Option<Media<'_>> {
             file_name: document.file_name.as_deref(),
             caption: document.caption.as_deref(),
             context: &document.context_info,
+            direct_path: document.direct_path.as_deref(),
+            media_key: document.media_key.as_deref(),
+            enc_sha256: document.file_enc_sha256.as_deref(),
         });
     }
     if let Some(sticker) = m.sticker_message.as_option() {
@@ -307,9 +324,38 @@ fn media(m: &wa::Message) -> Option<Media<'_>> {
             file_name: None,
             caption: None,
             context: &sticker.context_info,
+            direct_path: sticker.direct_path.as_deref(),
+            media_key: sticker.media_key.as_deref(),
+            enc_sha256: sticker.file_enc_sha256.as_deref(),
         });
     }
     None
+}
+
+/// What a download of the file in `m` needs, when `m` carries one with a
+/// full reference (a message without its key or path cannot be fetched).
+pub(super) fn media_reference(m: &wa::Message) -> Option<super::MediaReference> {
+    let media = media(m)?;
+    let media_type = match media.kind {
+        Kind::Image => "image",
+        Kind::Video => "video",
+        Kind::Audio => "audio",
+        Kind::Document => "document",
+        Kind::Sticker => "sticker",
+        _ => return None,
+    };
+    let non_empty_bytes = |b: Option<&[u8]>| b.filter(|b| !b.is_empty()).map(<[u8]>::to_vec);
+    Some(super::MediaReference {
+        kind: media.kind.as_str(),
+        media_type,
+        mimetype: media.mimetype.unwrap_or_default().to_string(),
+        file_name: non_empty(media.file_name).map(str::to_string),
+        size: media.size.unwrap_or_default(),
+        sha256: hex(non_empty_bytes(media.sha256)?.as_slice()),
+        direct_path: non_empty(media.direct_path)?.to_string(),
+        media_key: non_empty_bytes(media.media_key)?,
+        enc_sha256: non_empty_bytes(media.enc_sha256)?,
+    })
 }
 
 impl Media<'_> {

@@ -87,6 +87,44 @@ use whatsapp_rust::waproto::whatsapp as wa;
 
 use decode::{Content, classify, unwrap};
 
+/// A received file's reference: what a download needs and what HQ is told
+/// of it. Its key is for the download only and goes nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaReference {
+    /// `message/in`'s kind: `image`, `video`, `audio`, `document`, `sticker`.
+    pub kind: &'static str,
+    /// whatsapp-rust's media type (its key derivation): the kind's name.
+    pub media_type: &'static str,
+    pub mimetype: String,
+    pub file_name: Option<String>,
+    /// The plaintext's length as the sender declared it.
+    pub size: u64,
+    /// The plaintext's SHA-256 as the sender declared it, lower-case hex.
+    pub sha256: String,
+    pub direct_path: String,
+    pub media_key: Vec<u8>,
+    pub enc_sha256: Vec<u8>,
+}
+
+impl std::fmt::Debug for MediaReference {
+    /// Without the key and path: a debug print may reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaReference")
+            .field("kind", &self.kind)
+            .field("mimetype", &self.mimetype)
+            .field("size", &self.size)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The file a customer's message carries, for the download: `None` for a
+/// message without one, or one not to forward (see [`describe`]), or whose
+/// reference is incomplete.
+pub fn media_reference(message: &wa::Message) -> Option<MediaReference> {
+    decode::media_reference(unwrap(message))
+}
+
 /// One inbound message as HQ receives it, plus the keys the inbox dedups by.
 ///
 /// `chat`, `sender` and `id` are the triple whatsapp-rust's

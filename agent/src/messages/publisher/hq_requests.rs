@@ -1,4 +1,4 @@
-//! HQ's `send`, `read` and `replay` on the messages' own connection: run one
+//! HQ's `send`, `read`, `replay` and `media` on the messages' own connection: run one
 //! at a time, answered on the same connection, and acknowledged to the
 //! broker once it has the answer (see the parent module's doc for why).
 
@@ -49,6 +49,7 @@ impl Publisher {
                 Ok(request) => {
                     let result = match request.command {
                         Command::Replay { from_seq, to_seq } => self.replay(from_seq, to_seq).await,
+                        Command::Media { sha256 } => self.media_again(sha256).await,
                         // `send` and `read`: the messaging module's own
                         // entry, as for every other source (not through
                         // `Commands`, which learns of the module only

@@ -52,6 +52,7 @@ use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS, SubscribeFilte
 use tokio::sync::{mpsc, watch};
 
 mod hq_requests;
+mod media;
 mod set_aside;
 
 use super::Messages;
@@ -195,6 +196,8 @@ struct Publisher {
     /// about 20, the broker stops delivering). At most the broker's
     /// in-flight window.
     acks_due: VecDeque<Publish>,
+    /// The received file being published (see `media`).
+    media: Option<media::MediaOut>,
 }
 
 impl Publisher {
@@ -216,6 +219,7 @@ impl Publisher {
             answers: 0,
             unanswered: HashMap::new(),
             acks_due: VecDeque::new(),
+            media: None,
         }
     }
 
@@ -251,6 +255,8 @@ impl Publisher {
             self.delete_acked().await;
             self.set_aside().await;
             self.fill().await;
+            self.media_progress().await;
+            self.fill_media().await;
         }
         // Acked rows are deleted before the clean DISCONNECT.
         self.delete_acked().await;
@@ -285,6 +291,7 @@ impl Publisher {
                 // broker delivers them again.
                 self.unanswered.clear();
                 self.acks_due.clear();
+                self.media_reset();
             }
             DriverEvent::Connected { connection } if connection == self.connection => {
                 tracing::info!("messages: connected to the broker");
@@ -293,6 +300,7 @@ impl Publisher {
                 self.in_flight.clear();
                 self.handed_at.clear();
                 self.last_warned = None;
+                self.media_reset();
             }
             DriverEvent::Acked { connection, seq } if connection == self.connection => {
                 self.in_flight.remove(&seq);
@@ -305,7 +313,9 @@ impl Publisher {
                 self.acked.push(seq);
             }
             DriverEvent::AnswerAcked { connection, answer } if connection == self.connection => {
-                if let Some(request) = self.unanswered.remove(&answer) {
+                if self.media_acked(answer) {
+                    // A part of the file being published.
+                } else if let Some(request) = self.unanswered.remove(&answer) {
                     self.acks_due.push_back(request);
                 }
             }
@@ -332,6 +342,7 @@ impl Publisher {
                 self.handed_at.clear();
                 self.unanswered.clear();
                 self.acks_due.clear();
+                self.media_reset();
             }
             DriverEvent::Connected { .. } | DriverEvent::Failed { .. } => {}
             DriverEvent::Request { .. } | DriverEvent::Stopped => {}
