@@ -134,6 +134,18 @@ pub enum FleetAction {
         #[arg(long)]
         json: bool,
     },
+    /// Save every outlet's received files (pictures, voice notes,
+    /// documents) as they arrive in chunks: `DIR/<outlet>/<sha256>.<ext>`
+    /// with `<sha256>.json` beside it (message id, sender, caption). Asks
+    /// the outlet again for a file that stopped short.
+    Media {
+        /// Where the files go.
+        #[arg(long, value_name = "DIR")]
+        save: PathBuf,
+        /// The persistent session's MQTT client id (one per saver).
+        #[arg(long, default_value = "outlet-media")]
+        client_id: String,
+    },
 }
 
 /// Parses the arguments and runs the command; returns the exit code.
@@ -201,6 +213,23 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                     json,
                 };
                 crate::cmd::audit::run(config_path, broker, prefix, args).await
+            }
+            #[cfg(feature = "hq")]
+            CliCommand::Fleet {
+                action: Some(FleetAction::Media { save, client_id }),
+                broker,
+                prefix,
+                serve,
+                ..
+            } => {
+                if serve.is_some() {
+                    return Err(crate::cmd::Failure::new(
+                        crate::cmd::EXIT_CONFIG,
+                        "fleet --serve and fleet media: one at a time",
+                    ));
+                }
+                let args = crate::cmd::media::MediaArgs { save, client_id };
+                crate::cmd::media::run(config_path, broker, prefix, args).await
             }
             #[cfg(feature = "hq")]
             CliCommand::Fleet {

@@ -13,6 +13,8 @@ mod exit;
 #[cfg(feature = "hq")]
 pub mod fleet;
 pub mod logout;
+#[cfg(feature = "hq")]
+pub mod media;
 pub mod pair_code;
 pub mod qr;
 pub mod run;
