@@ -134,6 +134,8 @@ impl Subscriber {
         .expect("subscriber options");
         options.set_keep_alive(Duration::from_secs(5));
         options.set_clean_session(!persistent);
+        // Received files' chunks are up to 256 KiB.
+        options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         // Nagle off, as on the agent's own sockets: otherwise a request
         // published right after a PUBACK waits for the broker's delayed ACK
