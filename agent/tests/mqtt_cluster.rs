@@ -188,3 +188,79 @@ async fn heard_after(
         );
     }
 }
+
+/// Received files over NATS' MQTT listener: told the broker takes 1 MB, the
+/// agent still sends chunks of at most 256 KiB, which NATS delivers, and HQ
+/// puts the file together from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_file_reaches_hq_in_chunks_over_nats() {
+    let cluster = Cluster::start(3).await;
+    let url = cluster.urls()[0].clone();
+    let id = unique("nats-media");
+    let prefix = format!("outlet/{id}");
+    let server = server().await;
+    let ca_dir = tempfile::tempdir().expect("a temp dir");
+    let ca = ca_dir.path().join("media-ca.pem");
+    std::fs::write(&ca, server.media().ca_pem()).expect("the CA file");
+    let ca = ca.display().to_string();
+    let announcements = format!("{prefix}/message/media");
+    let chunks = format!("{prefix}/media/");
+    let mut hq = Subscriber::connect(&url, &[&announcements, &format!("{prefix}/media/#")]).await;
+    let mut agent = Agent::start(
+        &server,
+        &[
+            ("OUTLET_AGENT__OUTLET__ID", &id),
+            ("OUTLET_AGENT__MQTT__BROKER", &url),
+            ("OUTLET_AGENT__MQTT__DISCOVERY", "false"),
+            ("OUTLET_AGENT__MQTT__MAX_PACKET_BYTES", "1048576"),
+            ("OUTLET_AGENT__WHATSAPP__MEDIA_CA_FILE", &ca),
+        ],
+    );
+    agent.pair(&server).await;
+    let since = Instant::now();
+    while !server.contacts().companions_reachable() {
+        assert!(
+            since.elapsed() < WAIT,
+            "the companion never uploaded its keys"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let file: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    server
+        .contacts()
+        .send_file("6281111111111", "katalog.pdf", &file, "")
+        .await
+        .expect("Budi sends a PDF");
+    let announced = sub_wait(&mut hq, &announcements).await;
+    let (count, size) = (
+        announced["chunks"].as_u64().expect("chunks") as usize,
+        announced["chunk_size"].as_u64().expect("chunk_size") as usize,
+    );
+    assert_eq!((count, size), (3, 256 * 1024), "{announced}");
+    let mut parts: Vec<Option<Vec<u8>>> = vec![None; count];
+    while parts.iter().any(Option::is_none) {
+        let m = hq
+            .wait_for("a chunk", WAIT, |m| m.topic.starts_with(&chunks))
+            .await;
+        let index: usize = m.topic[chunks.len()..]
+            .rsplit('/')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .expect("an index");
+        parts[index] = Some(m.payload);
+    }
+    let whole: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+    assert!(
+        whole == file,
+        "the chunks do not make the file\n{}",
+        agent.log()
+    );
+}
+
+async fn sub_wait(hq: &mut Subscriber, topic: &str) -> serde_json::Value {
+    hq.wait_for("the announcement", WAIT, |m| m.topic == topic)
+        .await
+        .json()
+}
