@@ -15,7 +15,9 @@
 //! connected, the fake customer Budi writes; the demo plays HQ with its own
 //! MQTT client, as HQ would: it prints the `message/in` it receives, sends
 //! the reply through `request/send`, prints the response and the statuses,
-//! and finally what Budi's phone decrypted.
+//! and what Budi's phone decrypted. Then Budi sends a photo of his transfer
+//! receipt: HQ puts it together from its chunks (`message/media`,
+//! `media/<sha256>/<index>`), checks it and saves it, printing where.
 //!
 //! # The screen
 //!
@@ -42,6 +44,8 @@ use fake_whatsapp::{Contacts, FakeServer, ServerConfig};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
+
+mod receipt;
 
 use super::CmdResult;
 use crate::cmd::{EXIT_FAILURE, OrExit};
@@ -79,6 +83,17 @@ pub async fn run() -> CmdResult {
     config.outlet.name = "Demo Outlet".into();
     config.storage.data_dir = data_dir.clone();
     config.whatsapp.endpoint = server.url();
+    // The fake's media host has a certificate of its own: trusted for media
+    // as a proxy's would be.
+    let media_ca = std::env::temp_dir().join(format!(
+        "outlet-agent-demo-{}-media-ca.pem",
+        std::process::id()
+    ));
+    std::fs::write(&media_ca, server.media().ca_pem()).or_exit_with(
+        EXIT_FAILURE,
+        "demo: cannot write the media host's certificate",
+    )?;
+    config.whatsapp.media_ca_file = Some(media_ca.clone());
     config.clock.check = ClockCheck::Off;
     config.display.driver = outlet_display::DriverChoice::Terminal;
     // A developer's Home Assistant on the same broker must not grow a
@@ -170,6 +185,7 @@ pub async fn run() -> CmdResult {
     log.finish();
     drop(broker);
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(&media_ca);
     result
 }
 
@@ -445,7 +461,15 @@ async fn wait_connected(socket: &Path) {
 /// What HQ's client hears.
 enum Heard {
     Subscribed,
-    Message { topic: String, payload: Value },
+    Message {
+        topic: String,
+        payload: Value,
+    },
+    /// A chunk of a received file (`media/<sha256>/<index>`), as it came.
+    Chunk {
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 /// HQ's side: an MQTT client of its own, subscribed to the outlet's
@@ -461,15 +485,19 @@ impl Hq {
     /// connection: the session is clean, so a reconnect forgets them.
     fn connect(mqtt: &MqttConfig, prefix: &str, log: Log) -> anyhow::Result<Hq> {
         let client_id = format!("outlet-demo-hq-{}", std::process::id());
-        let options =
+        let mut options =
             crate::mqtt::options::client_options(mqtt, mqtt.broker.first(), &client_id, None)?;
+        // The photo's chunks are up to 256 KiB.
+        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, heard) = mpsc::unbounded_channel();
         let filters = [
             format!("{prefix}/message/#"),
             format!("{prefix}/response/send"),
+            format!("{prefix}/media/#"),
         ];
         let subscriber = client.clone();
+        let chunk_prefix = format!("{prefix}/media/");
         tokio::spawn(async move {
             let mut complained = false;
             while !tx.is_closed() {
@@ -484,6 +512,14 @@ impl Hq {
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = tx.send(Heard::Subscribed);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p)))
+                        if p.topic.starts_with(&chunk_prefix) =>
+                    {
+                        let _ = tx.send(Heard::Chunk {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                        });
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let payload = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
@@ -678,6 +714,7 @@ async fn conversation(
             None => String::new(),
         }
     ));
+    receipt::receipt_photo(&mut hq, contacts, log).await?;
     log.say("── done; the agent keeps running, Ctrl-C to stop ──".into());
     Ok(())
 }
