@@ -23,33 +23,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::Agent;
+use common::{Agent, file_bytes, media_ca, reachable, sha_hex};
 use mqtt::{Broker, Subscriber, unique};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use support::{build_kind, clock_ticks_per_sec, cpu_ticks, env_u64, proc_field};
 
 const WAIT: Duration = Duration::from_secs(300);
 const BUDI: &str = "6281111111111";
-
-fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn pid(agent: &Agent) -> u32 {
     agent.child.as_ref().expect("the agent runs").id()
@@ -122,10 +102,7 @@ async fn run() {
     let broker = Broker::start("allow_anonymous true\nset_tcp_nodelay true\n").await;
     let url = broker.url(false);
     let server = common::server().await;
-    let ca_dir = tempfile::tempdir().expect("temp dir");
-    let ca = ca_dir.path().join("media-ca.pem");
-    std::fs::write(&ca, server.media().ca_pem()).expect("CA file");
-    let ca = ca.display().to_string();
+    let (_ca_dir, ca) = media_ca(&server);
     let id = unique("bench-media");
     let prefix = format!("outlet/{id}");
     let mut hq = Subscriber::connect(
@@ -144,14 +121,7 @@ async fn run() {
         ],
     );
     agent.pair(&server).await;
-    let since = Instant::now();
-    while !server.contacts().companions_reachable() {
-        assert!(
-            since.elapsed() < WAIT,
-            "the companion never uploaded its keys"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reachable(&server).await;
     let agent_pid = pid(&agent);
     tokio::time::sleep(Duration::from_secs(2)).await;
 

@@ -20,39 +20,22 @@ use fake_whatsapp::FakeServer;
 use hq::*;
 use mqtt::*;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 const BUDI: &str = "6281111111111";
 
-/// Bytes that do not compress and differ per `seed`.
-fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The agent's settings for media: trusting the fake's media host.
-fn media_env(server: &FakeServer) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let ca = dir.path().join("media-ca.pem");
-    std::fs::write(&ca, server.media().ca_pem()).expect("the CA file");
-    let ca = ca.display().to_string();
-    (dir, ca)
+/// An outlet linked with messages on, trusting the fake's media host.
+async fn linked_with_media(
+    server: &FakeServer,
+    outlet: &Outlet,
+) -> (tempfile::TempDir, Agent, Subscriber) {
+    let (ca_dir, ca) = media_ca(server);
+    let (agent, hq) = linked(
+        server,
+        outlet,
+        &[("OUTLET_AGENT__WHATSAPP__MEDIA_CA_FILE", ca.as_str())],
+    )
+    .await;
+    (ca_dir, agent, hq)
 }
 
 /// `outlet-agent fleet media --save DIR`, its stderr collected.
@@ -132,13 +115,7 @@ impl Drop for Saver {
 async fn a_photo_a_voice_note_and_a_pdf_reach_hq_whole() {
     let server = server().await;
     let outlet = Outlet::new("media", &shared_broker());
-    let (_ca_dir, ca) = media_env(&server);
-    let (agent, mut hq) = linked(
-        &server,
-        &outlet,
-        &[("OUTLET_AGENT__WHATSAPP__MEDIA_CA_FILE", ca.as_str())],
-    )
-    .await;
+    let (_ca_dir, agent, mut hq) = linked_with_media(&server, &outlet).await;
     let save = tempfile::tempdir().expect("a temp dir");
     let saver = Saver::start(&outlet.broker, save.path(), &unique("hq-media"));
 
@@ -257,13 +234,7 @@ async fn a_photo_a_voice_note_and_a_pdf_reach_hq_whole() {
 async fn a_file_gone_from_the_server_is_reported_once() {
     let server = server().await;
     let outlet = Outlet::new("media-gone", &shared_broker());
-    let (_ca_dir, ca) = media_env(&server);
-    let (agent, mut hq) = linked(
-        &server,
-        &outlet,
-        &[("OUTLET_AGENT__WHATSAPP__MEDIA_CA_FILE", ca.as_str())],
-    )
-    .await;
+    let (_ca_dir, agent, mut hq) = linked_with_media(&server, &outlet).await;
     let media_topic = outlet.topic("message/media");
     hq.subscribe(&[&outlet.topic("media/#")]).await;
 
@@ -327,16 +298,11 @@ async fn a_file_gone_from_the_server_is_reported_once() {
 async fn sigkills_while_files_are_fetched_and_published_lose_none() {
     let server = server().await;
     let outlet = Outlet::new("media-kill", &shared_broker());
-    let (_ca_dir, ca) = media_env(&server);
-    let (mut agent, mut hq) = linked(
-        &server,
-        &outlet,
-        &[("OUTLET_AGENT__WHATSAPP__MEDIA_CA_FILE", ca.as_str())],
-    )
-    .await;
+    let (_ca_dir, mut agent, mut hq) = linked_with_media(&server, &outlet).await;
     hq.subscribe(&[&outlet.topic("media/#")]).await;
     let save = tempfile::tempdir().expect("a temp dir");
-    let saver = Saver::start(&outlet.broker, save.path(), &unique("hq-media"));
+    let saver_id = unique("hq-media");
+    let mut saver = Saver::start(&outlet.broker, save.path(), &saver_id);
 
     // Killed as the message arrives: the download is under way or not begun.
     let first = file_bytes(2 * 1024 * 1024, 6);
@@ -379,5 +345,28 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
         .saved(&outlet.id, &sha_hex(&second), "pdf", &agent)
         .await;
     assert!(got == second, "the second file differs after the kill");
+
+    // HQ's saver killed while a file's chunks arrive: the next run (same
+    // session) has the rest from the broker and asks for the file again.
+    let third = file_bytes(3 * 1024 * 1024, 8);
+    server
+        .contacts()
+        .send_file(BUDI, "tiga.pdf", &third, "")
+        .await
+        .expect("Budi sends");
+    let chunk = outlet.topic(&format!("media/{}/", sha_hex(&third)));
+    hq.seen_or_wait("the third file's first chunk", WAIT, |m| {
+        m.topic.starts_with(&chunk)
+    })
+    .await;
+    drop(saver);
+    saver = Saver::start(&outlet.broker, save.path(), &saver_id);
+    let got = saver
+        .saved(&outlet.id, &sha_hex(&third), "pdf", &agent)
+        .await;
+    assert!(
+        got == third,
+        "the third file differs after HQ's saver was killed"
+    );
     outlet.clean_up().await;
 }

@@ -199,10 +199,7 @@ async fn a_received_file_reaches_hq_in_chunks_over_nats() {
     let id = unique("nats-media");
     let prefix = format!("outlet/{id}");
     let server = server().await;
-    let ca_dir = tempfile::tempdir().expect("a temp dir");
-    let ca = ca_dir.path().join("media-ca.pem");
-    std::fs::write(&ca, server.media().ca_pem()).expect("the CA file");
-    let ca = ca.display().to_string();
+    let (_ca_dir, ca) = media_ca(&server);
     let announcements = format!("{prefix}/message/media");
     let chunks = format!("{prefix}/media/");
     let mut hq = Subscriber::connect(&url, &[&announcements, &format!("{prefix}/media/#")]).await;
@@ -217,17 +214,8 @@ async fn a_received_file_reaches_hq_in_chunks_over_nats() {
         ],
     );
     agent.pair(&server).await;
-    let since = Instant::now();
-    while !server.contacts().companions_reachable() {
-        assert!(
-            since.elapsed() < WAIT,
-            "the companion never uploaded its keys"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let file: Vec<u8> = (0..700_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    reachable(&server).await;
+    let file = file_bytes(700_000, 9);
     server
         .contacts()
         .send_file("6281111111111", "katalog.pdf", &file, "")

@@ -16,19 +16,17 @@
 //! logged and dropped.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::fleet::fleet_config;
 use super::{CmdResult, EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit as _};
-use crate::messages::media::spool::{hex, is_sha256};
+use crate::messages::media::spool::{is_sha256, sha256_of};
 use crate::mqtt::options::{self, Failover};
 use crate::topics::PrefixPattern;
 
@@ -204,6 +202,32 @@ pub fn extension(mimetype: &str, file_name: Option<&str>) -> String {
         .unwrap_or_else(|| "bin".to_string())
 }
 
+impl Assembly {
+    /// A file to put together, from its announcement: `None` when the
+    /// announcement does not add up (sizes, counts) or is too large.
+    fn announced(outlet: &str, sha256: &str, announcement: Value) -> Option<Assembly> {
+        let size = announcement["size"].as_u64()?;
+        let chunk_size = announcement["chunk_size"].as_u64().filter(|c| *c > 0)?;
+        let chunks = announcement["chunks"]
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())?;
+        if size > MAX_FILE_BYTES || u64::from(chunks) != size.div_ceil(chunk_size).max(1) {
+            return None;
+        }
+        Some(Assembly {
+            outlet: outlet.to_string(),
+            sha256: sha256.to_string(),
+            announcement,
+            size,
+            chunk_size,
+            chunks,
+            have: BTreeSet::new(),
+            last_progress: Instant::now(),
+            ask_every: STALLED,
+        })
+    }
+}
+
 impl Saver {
     fn outlet_dir(&self, outlet: &str) -> PathBuf {
         self.dir.join(outlet)
@@ -227,7 +251,7 @@ impl Saver {
         };
         match leaf {
             "message/in" => self.remember(&outlet, payload),
-            "message/media" => self.announced(client, &outlet, payload),
+            "message/media" => self.announced(&outlet, payload),
             "response/media" => {
                 let v: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
                 if v["status"] != "ok" {
@@ -273,7 +297,7 @@ impl Saver {
         }
     }
 
-    fn announced(&mut self, client: &AsyncClient, outlet: &str, payload: &[u8]) {
+    fn announced(&mut self, outlet: &str, payload: &[u8]) {
         let Ok(announcement) = serde_json::from_slice::<Value>(payload) else {
             eprintln!("media: {outlet}: an announcement that is not JSON was dropped");
             return;
@@ -294,37 +318,22 @@ impl Saver {
             let _ = self.write_json(outlet, &sha, &announcement, None);
             return;
         }
-        let (Some(size), Some(chunk_size), Some(chunks)) = (
-            announcement["size"].as_u64(),
-            announcement["chunk_size"].as_u64(),
-            announcement["chunks"]
-                .as_u64()
-                .and_then(|c| u32::try_from(c).ok()),
-        ) else {
-            eprintln!(
-                "media: {outlet}: an announcement without size, chunk_size or chunks was dropped"
-            );
-            return;
-        };
-        if size > MAX_FILE_BYTES
-            || chunk_size == 0
-            || u64::from(chunks) != size.div_ceil(chunk_size).max(1)
-        {
+        let Some(file) = Assembly::announced(outlet, &sha, announcement) else {
             eprintln!("media: {outlet}: an announcement that does not add up was dropped");
             return;
-        }
-        if self.saved_path(outlet, &sha, &announcement).exists() {
+        };
+        if self.saved_path(outlet, &sha, &file.announcement).exists() {
             // Asked for again, or announced twice: saved already.
-            let _ = self.write_json(outlet, &sha, &announcement, Some(size));
+            let _ = self.write_json(outlet, &sha, &file.announcement, Some(file.size));
             return;
         }
         let key = (outlet.to_string(), sha.clone());
-        if let Some(file) = self.files.get_mut(&key)
-            && file.chunk_size == chunk_size
-            && file.size == size
+        if let Some(known) = self.files.get_mut(&key)
+            && known.chunk_size == file.chunk_size
+            && known.size == file.size
         {
-            file.announcement = announcement;
-            file.last_progress = Instant::now();
+            known.announcement = file.announcement;
+            known.last_progress = Instant::now();
             return;
         }
         if self.files.len() >= MAX_FILES && !self.files.contains_key(&key) {
@@ -336,24 +345,10 @@ impl Saver {
             return;
         }
         let _ = std::fs::remove_file(self.part_path(outlet, &sha));
-        if let Ok(bytes) = serde_json::to_vec(&announcement) {
+        if let Ok(bytes) = serde_json::to_vec(&file.announcement) {
             let _ = std::fs::write(self.wanted_path(outlet, &sha), bytes);
         }
-        self.files.insert(
-            key,
-            Assembly {
-                outlet: outlet.to_string(),
-                sha256: sha,
-                announcement,
-                size,
-                chunk_size,
-                chunks,
-                have: BTreeSet::new(),
-                last_progress: Instant::now(),
-                ask_every: STALLED,
-            },
-        );
-        let _ = client;
+        self.files.insert(key, file);
     }
 
     fn chunk(&mut self, client: &AsyncClient, outlet: &str, sha: &str, index: u32, payload: &[u8]) {
@@ -399,7 +394,7 @@ impl Saver {
         };
         let (outlet, sha) = (&file.outlet, &file.sha256);
         let part = self.part_path(outlet, sha);
-        match sha256_of(&part) {
+        match std::fs::File::open(&part).and_then(sha256_of) {
             Ok(got) if got == *sha => {}
             Ok(_) | Err(_) => {
                 eprintln!("media: {outlet} {sha}: the chunks do not make the file; asking again");
@@ -537,51 +532,21 @@ impl Saver {
                 else {
                     continue;
                 };
-                let (Some(size), Some(chunk_size), Some(chunks)) = (
-                    announcement["size"].as_u64(),
-                    announcement["chunk_size"].as_u64().filter(|c| *c > 0),
-                    announcement["chunks"]
-                        .as_u64()
-                        .and_then(|c| u32::try_from(c).ok()),
-                ) else {
+                let Some(mut file) = Assembly::announced(&outlet_name, &sha, announcement) else {
                     continue;
                 };
                 if self.files.len() >= MAX_FILES {
                     return;
                 }
                 let _ = std::fs::remove_file(self.part_path(&outlet_name, &sha));
-                self.files.insert(
-                    (outlet_name.clone(), sha.clone()),
-                    Assembly {
-                        outlet: outlet_name.clone(),
-                        sha256: sha,
-                        announcement,
-                        size,
-                        chunk_size,
-                        chunks,
-                        have: BTreeSet::new(),
-                        // Asked for at the first tick once connected.
-                        last_progress: Instant::now() - STALLED,
-                        ask_every: STALLED,
-                    },
-                );
+                // Asked for at the first tick once connected.
+                file.last_progress = Instant::now()
+                    .checked_sub(STALLED)
+                    .unwrap_or_else(Instant::now);
+                self.files.insert((outlet_name.clone(), sha), file);
             }
         }
     }
-}
-
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

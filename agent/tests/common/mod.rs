@@ -68,6 +68,41 @@ pub async fn reachable(server: &FakeServer) {
     }
 }
 
+/// Bytes that do not compress and differ per `seed`: a received file's
+/// content.
+pub fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// Lower-case hex SHA-256, as `message/media` names files.
+pub fn sha_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fake media host's certificate in a file, for the agent's
+/// `whatsapp.media_ca_file` (the file lasts as long as the directory).
+pub fn media_ca(server: &FakeServer) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = dir.path().join("media-ca.pem");
+    std::fs::write(&ca, server.media().ca_pem()).expect("the CA file");
+    let ca = ca.display().to_string();
+    (dir, ca)
+}
+
 /// Registration connections (QR rounds) the server has seen: a paired
 /// outlet that needs no new QR adds none.
 pub fn registrations(server: &FakeServer) -> usize {

@@ -104,16 +104,7 @@ impl Spool {
         mut file: std::fs::File,
     ) -> std::io::Result<bool> {
         file.seek(SeekFrom::Start(0))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let got = hex(&hasher.finalize());
+        let got = sha256_of(&mut file)?;
         if got != sha256 {
             drop(file);
             let _ = std::fs::remove_file(part);
@@ -208,6 +199,21 @@ impl Spool {
         }
         Ok(total)
     }
+}
+
+/// The SHA-256 of what `reader` holds, lower-case hex, read 64 KiB at a
+/// time.
+pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Lower-case hex.
