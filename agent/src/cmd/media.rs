@@ -8,7 +8,9 @@
 //! `<sha256>.json` beside it (message id, sender, chat, caption, kind). A
 //! file that stops short is asked for again with `request/media`, ever less
 //! often; one that is unfinished when this stops is asked for again at the
-//! next start (its announcement is kept in `.<sha256>.wanted.json`).
+//! next start (its announcement is kept in `.<sha256>.wanted.json`). Each
+//! publish is acknowledged to the broker only once handled, so one that a
+//! crash interrupted is delivered again to the next run.
 //!
 //! Bounded: at most [`MAX_FILES`] files in progress and [`MAX_SENDERS`]
 //! remembered message records (for the JSON beside each file); a chunk or
@@ -98,6 +100,9 @@ pub async fn run(
         let mut opts = options::client_options(&config.mqtt, url, &args.client_id, None)?;
         opts.set_clean_session(false);
         opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        // Each publish is acknowledged once handled (its chunk written, its
+        // announcement noted on disk), not when read off the socket.
+        opts.set_manual_acks(true);
         Ok(opts)
     };
     let opts = session(failover.url()).or_exit_with(EXIT_CONFIG, "MQTT")?;
@@ -114,6 +119,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     let mut backoff = crate::mqtt::driver::reconnect_backoff(&config.mqtt);
     let mut connected_at: Option<Instant> = None;
+    let mut acks_due: VecDeque<rumqttc::Publish> = VecDeque::new();
     // While set, the connection waits (backoff) instead of being polled.
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     loop {
@@ -121,6 +127,7 @@ pub async fn run(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {
+                ack_due(&client, &mut acks_due);
                 if connected_at.is_some() {
                     saver.ask_for_stalled(&client);
                 }
@@ -132,6 +139,9 @@ pub async fn run(
             event = eventloop.poll(), if reconnect_at.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected_at = Some(Instant::now());
+                    // Not acknowledged on the connection that brought
+                    // them: the broker delivers them again.
+                    acks_due.clear();
                     eprintln!("media: connected to {}", failover.shown());
                     let filters = ["message/in", "message/media", "media/+/+", "response/media"]
                         .map(|leaf| SubscribeFilter::new(saver.pattern.filter(leaf), QoS::AtLeastOnce));
@@ -139,7 +149,13 @@ pub async fn run(
                         eprintln!("media: cannot subscribe: {e}");
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => saver.on_publish(&client, &p.topic, &p.payload),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    saver.on_publish(&client, &p.topic, &p.payload);
+                    // Acknowledged once handled: a kill before that, and
+                    // the broker delivers it again to the next run.
+                    acks_due.push_back(p);
+                    ack_due(&client, &mut acks_due);
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if let Some(at) = connected_at.take() {
@@ -155,6 +171,16 @@ pub async fn run(
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
     Ok(())
+}
+
+/// Acknowledges handled publishes as far as the client's channel has room.
+fn ack_due(client: &AsyncClient, acks_due: &mut VecDeque<rumqttc::Publish>) {
+    while let Some(publish) = acks_due.front() {
+        if client.try_ack(publish).is_err() {
+            break;
+        }
+        acks_due.pop_front();
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -345,8 +371,17 @@ impl Saver {
             return;
         }
         let _ = std::fs::remove_file(self.part_path(outlet, &sha));
+        // On disk before the announcement is acknowledged: a crash after
+        // that still asks for the file at the next start.
         if let Ok(bytes) = serde_json::to_vec(&file.announcement) {
-            let _ = std::fs::write(self.wanted_path(outlet, &sha), bytes);
+            let written =
+                std::fs::File::create(self.wanted_path(outlet, &sha)).and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, &bytes)?;
+                    f.sync_all()
+                });
+            if let Err(e) = written {
+                eprintln!("media: {outlet} {sha}: {e}");
+            }
         }
         self.files.insert(key, file);
     }
