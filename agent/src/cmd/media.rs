@@ -394,12 +394,15 @@ impl Saver {
             // again when it is announced.
             return;
         };
-        let expected = if index + 1 == file.chunks {
-            file.size - u64::from(index) * file.chunk_size
+        // Any index a topic can carry: checked before any arithmetic on it.
+        let expected = if index >= file.chunks {
+            None
+        } else if index == file.chunks - 1 {
+            file.size.checked_sub(u64::from(index) * file.chunk_size)
         } else {
-            file.chunk_size
+            Some(file.chunk_size)
         };
-        if index >= file.chunks || payload.len() as u64 != expected {
+        if expected != Some(payload.len() as u64) {
             eprintln!(
                 "media: {outlet} {sha}: chunk {index} does not fit the announcement; dropped"
             );
