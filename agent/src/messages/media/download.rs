@@ -196,6 +196,10 @@ fn params(job: &outlet_store::MediaJob) -> Option<DownloadParams> {
         "sticker" => MediaType::Sticker,
         _ => return None,
     };
+    // A declared hash that is not a SHA-256 could never be checked.
+    if !super::spool::is_sha256(&job.sha256) {
+        return None;
+    }
     let sha = unhex(&job.sha256)?;
     if job.media_key.is_empty() || job.direct_path.is_empty() {
         return None;
