@@ -306,20 +306,13 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
 
     // Killed as the message arrives: the download is under way or not begun.
     let first = file_bytes(2 * 1024 * 1024, 6);
-    let first_id = server
-        .contacts()
-        .send_file(BUDI, "satu.pdf", &first, "")
-        .await
-        .expect("Budi sends");
+    let first_id = send_pdf(&server, "satu.pdf", &first).await;
     let topic = outlet.topic("message/in");
     hq.seen_or_wait("the first file's message/in", WAIT, |m| {
         m.topic == topic && m.json()["id"] == json!(first_id)
     })
     .await;
-    agent.signal("KILL");
-    agent.wait_exit().await;
-    agent.spawn();
-    agent.wait_state("connected").await;
+    kill_and_restart(&mut agent).await;
     let got = saver
         .saved(&outlet.id, &sha_hex(&first), "pdf", &agent)
         .await;
@@ -327,20 +320,9 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
 
     // Killed while its chunks go out: the rest follows after the restart.
     let second = file_bytes(3 * 1024 * 1024, 7);
-    server
-        .contacts()
-        .send_file(BUDI, "dua.pdf", &second, "")
-        .await
-        .expect("Budi sends");
-    let chunk = outlet.topic(&format!("media/{}/", sha_hex(&second)));
-    hq.seen_or_wait("the second file's first chunk", WAIT, |m| {
-        m.topic.starts_with(&chunk)
-    })
-    .await;
-    agent.signal("KILL");
-    agent.wait_exit().await;
-    agent.spawn();
-    agent.wait_state("connected").await;
+    send_pdf(&server, "dua.pdf", &second).await;
+    first_chunk(&mut hq, &outlet, &second).await;
+    kill_and_restart(&mut agent).await;
     let got = saver
         .saved(&outlet.id, &sha_hex(&second), "pdf", &agent)
         .await;
@@ -349,16 +331,8 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
     // HQ's saver killed while a file's chunks arrive: the next run (same
     // session) has the rest from the broker and asks for the file again.
     let third = file_bytes(3 * 1024 * 1024, 8);
-    server
-        .contacts()
-        .send_file(BUDI, "tiga.pdf", &third, "")
-        .await
-        .expect("Budi sends");
-    let chunk = outlet.topic(&format!("media/{}/", sha_hex(&third)));
-    hq.seen_or_wait("the third file's first chunk", WAIT, |m| {
-        m.topic.starts_with(&chunk)
-    })
-    .await;
+    send_pdf(&server, "tiga.pdf", &third).await;
+    first_chunk(&mut hq, &outlet, &third).await;
     drop(saver);
     saver = Saver::start(&outlet.broker, save.path(), &saver_id);
     let got = saver
@@ -369,4 +343,29 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
         "the third file differs after HQ's saver was killed"
     );
     outlet.clean_up().await;
+}
+
+/// Budi sends `bytes` as the document `name`; its message id.
+async fn send_pdf(server: &FakeServer, name: &str, bytes: &[u8]) -> String {
+    server
+        .contacts()
+        .send_file(BUDI, name, bytes, "")
+        .await
+        .expect("Budi sends")
+}
+
+/// Waits until HQ has seen the first chunk of `bytes`.
+async fn first_chunk(hq: &mut Subscriber, outlet: &Outlet, bytes: &[u8]) {
+    let chunk = outlet.topic(&format!("media/{}/", sha_hex(bytes)));
+    hq.seen_or_wait("a file's first chunk", WAIT, |m| {
+        m.topic.starts_with(&chunk)
+    })
+    .await;
+}
+
+async fn kill_and_restart(agent: &mut Agent) {
+    agent.signal("KILL");
+    agent.wait_exit().await;
+    agent.spawn();
+    agent.wait_state("connected").await;
 }

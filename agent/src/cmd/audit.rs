@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::CmdResult;
 use super::fleet::{fleet_config, printable};
@@ -148,15 +147,7 @@ pub async fn run(
     let options = session_options(&config.mqtt, failover.url(), &args.client_id)
         .or_exit_with(EXIT_CONFIG, "MQTT")?;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return Err(Failure::new(
-            EXIT_FAILURE,
-            "cannot listen for SIGTERM/SIGINT",
-        ));
-    };
+    let (mut term, mut int) = super::stop_signals()?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut tick = tokio::time::interval(TICK);

@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use serde_json::{Value, json};
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::fleet::fleet_config;
-use super::{CmdResult, EXIT_CONFIG, EXIT_FAILURE, Failure, OrExit as _};
+use super::{CmdResult, EXIT_CONFIG, OrExit as _};
 use crate::messages::media::spool::{is_sha256, sha256_of};
 use crate::mqtt::options::{self, Failover};
 use crate::topics::PrefixPattern;
@@ -107,15 +106,7 @@ pub async fn run(
     };
     let opts = session(failover.url()).or_exit_with(EXIT_CONFIG, "MQTT")?;
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return Err(Failure::new(
-            EXIT_FAILURE,
-            "cannot listen for SIGTERM/SIGINT",
-        ));
-    };
+    let (mut term, mut int) = super::stop_signals()?;
     let mut tick = tokio::time::interval(TICK);
     let mut backoff = crate::mqtt::driver::reconnect_backoff(&config.mqtt);
     let mut connected_at: Option<Instant> = None;

@@ -31,6 +31,23 @@ pub use exit::{
     EXIT_OK, EXIT_REFUSED, Failure, OrExit, exit_code,
 };
 
+/// SIGTERM and SIGINT, for HQ's long-running commands (`fleet audit`,
+/// `fleet media`), which stop cleanly on either.
+#[cfg(feature = "hq")]
+fn stop_signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => Ok((term, int)),
+        _ => Err(Failure::new(
+            EXIT_FAILURE,
+            "cannot listen for SIGTERM/SIGINT",
+        )),
+    }
+}
+
 /// Loads the config; a failure names the file, line and key.
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Config::load(path, std::env::vars())
