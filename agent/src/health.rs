@@ -182,6 +182,9 @@ pub struct MessageHealth {
     /// replaced in the queue by a short notice (`set_aside: true`) and kept
     /// whole in the data directory's `set-aside/`.
     pub set_aside: u64,
+    /// Received files not yet at HQ: to fetch (or retrying), to publish, or
+    /// to report as lost.
+    pub media_pending: u64,
 }
 
 /// When and why the last live connection ended.

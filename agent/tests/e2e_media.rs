@@ -115,7 +115,7 @@ impl Drop for Saver {
 async fn a_photo_a_voice_note_and_a_pdf_reach_hq_whole() {
     let server = server().await;
     let outlet = Outlet::new("media", &shared_broker());
-    let (_ca_dir, agent, mut hq) = linked_with_media(&server, &outlet).await;
+    let (_ca_dir, mut agent, mut hq) = linked_with_media(&server, &outlet).await;
     let save = tempfile::tempdir().expect("a temp dir");
     let saver = Saver::start(&outlet.broker, save.path(), &unique("hq-media"));
 
@@ -189,6 +189,11 @@ async fn a_photo_a_voice_note_and_a_pdf_reach_hq_whole() {
         announced["chunks"],
         json!((pdf.len() as u64).div_ceil(chunk_size))
     );
+
+    // The health snapshot counts the files not yet at HQ: none now.
+    agent
+        .wait_for("no received file pending", |h| h["media_pending"] == 0)
+        .await;
 
     // The spool keeps one copy per file, private to the agent.
     let spooled = agent.data_dir().join("media").join(sha_hex(&photo));

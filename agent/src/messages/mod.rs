@@ -246,6 +246,8 @@ async fn report_depths(messages: Arc<Messages>) {
                 Err(e) => tracing::warn!(error = %e, "messages: cannot prune the journal"),
             }
         }
+        // Received files not yet fetched and published (or reported).
+        let media_pending = messages.store.media_pending().await.ok();
         match messages.store.message_depths().await {
             Ok(depths) => {
                 let pending = depths.inbox_messages + depths.outbox_messages;
@@ -269,6 +271,7 @@ async fn report_depths(messages: Arc<Messages>) {
                         last_message_out_at: depths.last_out.or(report.last_message_out_at),
                         inbox_full: report.inbox_full,
                         set_aside: report.set_aside,
+                        media_pending: media_pending.unwrap_or(report.media_pending),
                     };
                     let changed = next != *report;
                     *report = next;

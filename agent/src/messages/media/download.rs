@@ -165,7 +165,10 @@ async fn settle(messages: &Messages, row: &outlet_store::MediaJobRow, outcome: O
         }
     };
     match result {
-        Ok(()) => messages.publish_wake.notify_one(),
+        Ok(()) => {
+            messages.publish_wake.notify_one();
+            messages.depth_wake.notify_one();
+        }
         Err(e) => tracing::warn!(error = %e, "media: cannot record a download's outcome"),
     }
 }
