@@ -148,6 +148,18 @@ pub enum FleetAction {
     },
 }
 
+/// `fleet --serve` with a `fleet` action: refused, one at a time.
+#[cfg(feature = "hq")]
+fn not_with_serve(serve: Option<std::net::SocketAddr>, action: &str) -> CmdResult {
+    match serve {
+        Some(_) => Err(crate::cmd::Failure::new(
+            crate::cmd::EXIT_CONFIG,
+            format!("fleet --serve and fleet {action}: one at a time"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Parses the arguments and runs the command; returns the exit code.
 pub fn main() -> i32 {
     crate::memory::tune_allocator();
@@ -198,12 +210,7 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                 serve,
                 ..
             } => {
-                if serve.is_some() {
-                    return Err(crate::cmd::Failure::new(
-                        crate::cmd::EXIT_CONFIG,
-                        "fleet --serve and fleet audit: one at a time",
-                    ));
-                }
+                not_with_serve(serve, "audit")?;
                 let args = crate::cmd::audit::AuditArgs {
                     state,
                     client_id,
@@ -222,12 +229,7 @@ fn run_async(command: CliCommand, config_path: Option<PathBuf>) -> CmdResult {
                 serve,
                 ..
             } => {
-                if serve.is_some() {
-                    return Err(crate::cmd::Failure::new(
-                        crate::cmd::EXIT_CONFIG,
-                        "fleet --serve and fleet media: one at a time",
-                    ));
-                }
+                not_with_serve(serve, "media")?;
                 let args = crate::cmd::media::MediaArgs { save, client_id };
                 crate::cmd::media::run(config_path, broker, prefix, args).await
             }
