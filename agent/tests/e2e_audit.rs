@@ -86,6 +86,16 @@ impl AuditRun {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits for its "connected" line: its subscription is then on its way,
+    /// well ahead of a record that has to go through WhatsApp first.
+    async fn connected(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.stderr().contains("audit: connected") {
+            assert!(tokio::time::Instant::now() < deadline, "{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the audit to end by itself; its exit status and report.
     async fn finish(mut self, within: Duration) -> (std::process::ExitStatus, Value) {
         let status = self.exited(within).await;
@@ -194,6 +204,9 @@ async fn the_audit_gets_back_what_a_broker_restart_lost_while_it_was_away() {
     let contacts = server.contacts();
 
     let audit = AuditRun::start(&url, &state, &[]);
+    // Connected before the first record: one it never saw, of an outlet it
+    // does not know yet, it could not ask for.
+    audit.connected().await;
     contacts.send_text(BUDI, "awal").await.expect("sent");
     let first = wait_inbound(&mut hq, &outlet, "awal").await;
     let first_seq = first["seq"].as_u64().expect("a seq");
@@ -252,13 +265,8 @@ async fn an_audit_killed_in_a_burst_fills_the_gap_after_its_restart() {
     let (mut agent, mut hq) = linked(&server, &outlet, &[]).await;
 
     let audit = AuditRun::start(&url, &state, &[]);
-    // The audit's subscription is up once its session answers: wait for
-    // its line, then start the burst.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !audit.stderr().contains("audit: connected") {
-        assert!(tokio::time::Instant::now() < deadline, "{}", audit.stderr());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Connected before the burst starts.
+    audit.connected().await;
     let contacts = server.contacts();
     let burst = tokio::spawn(async move { contacts.send_burst(BUDI, 200, "ramai").await });
     wait_ledger(&state, &outlet.id, |l| l["next"].as_u64() >= Some(2)).await;
