@@ -189,7 +189,7 @@ pub async fn run(
                     last_report = Instant::now();
                 }
             }
-            () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+            () = super::sleep_until(reconnect_at), if reconnect_at.is_some() => {
                 reconnect_at = None;
                 options::move_on_with(&mut eventloop, &mut failover, |url| {
                     session_options(&config.mqtt, url, &args.client_id)
@@ -292,13 +292,6 @@ fn store(path: &Path, file: &LedgerFile) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn transaction() -> String {
@@ -445,15 +438,9 @@ impl Audit {
         }
     }
 
-    /// Acknowledges what was taken, as far as the client's channel has
-    /// room; the rest on the next turn.
+    /// Acknowledges what was taken (`cmd::ack_due`).
     fn ack_due(&mut self, client: &AsyncClient) {
-        while let Some(publish) = self.acks_due.front() {
-            if client.try_ack(publish).is_err() {
-                break;
-            }
-            self.acks_due.pop_front();
-        }
+        super::ack_due(client, &mut self.acks_due);
     }
 
     /// Gaps open for longer than the grace, and answers overdue.

@@ -118,12 +118,12 @@ pub async fn run(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {
-                ack_due(&client, &mut acks_due);
+                super::ack_due(&client, &mut acks_due);
                 if connected_at.is_some() {
                     saver.ask_for_stalled(&client);
                 }
             }
-            () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+            () = super::sleep_until(reconnect_at), if reconnect_at.is_some() => {
                 reconnect_at = None;
                 options::move_on_with(&mut eventloop, &mut failover, session);
             }
@@ -145,7 +145,7 @@ pub async fn run(
                     // Acknowledged once handled: a kill before that, and
                     // the broker delivers it again to the next run.
                     acks_due.push_back(p);
-                    ack_due(&client, &mut acks_due);
+                    super::ack_due(&client, &mut acks_due);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -162,23 +162,6 @@ pub async fn run(
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
     Ok(())
-}
-
-/// Acknowledges handled publishes as far as the client's channel has room.
-fn ack_due(client: &AsyncClient, acks_due: &mut VecDeque<rumqttc::Publish>) {
-    while let Some(publish) = acks_due.front() {
-        if client.try_ack(publish).is_err() {
-            break;
-        }
-        acks_due.pop_front();
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// An outlet id usable as a directory name (the agents' ids are so).

@@ -48,6 +48,32 @@ fn stop_signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::S
     }
 }
 
+/// Sleeps until `at`, or for ever when there is none: the reconnect wait
+/// of HQ's long-running commands, as a `select!` arm.
+#[cfg(feature = "hq")]
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Acknowledges handled publishes (HQ's commands take them with manual
+/// acks) as far as the client's channel has room; the rest on the next
+/// turn.
+#[cfg(feature = "hq")]
+fn ack_due(
+    client: &rumqttc::AsyncClient,
+    acks_due: &mut std::collections::VecDeque<rumqttc::Publish>,
+) {
+    while let Some(publish) = acks_due.front() {
+        if client.try_ack(publish).is_err() {
+            break;
+        }
+        acks_due.pop_front();
+    }
+}
+
 /// Loads the config; a failure names the file, line and key.
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Config::load(path, std::env::vars())
