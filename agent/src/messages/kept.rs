@@ -39,9 +39,7 @@ pub async fn keep(
     let dir = messages.config.storage.data_dir.join(dir);
     let path = dir.join(format!("{safe}.json"));
     let shown = path.display().to_string();
-    let result = tokio::task::spawn_blocking(move || write_kept(&dir, &path, &bytes))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let result = super::blocking_io(move || write_kept(&dir, &path, &bytes)).await;
     if let Err(e) = &result {
         tracing::warn!(error = %e, path = %shown, "messages: cannot keep a record in the data directory");
     }

@@ -89,6 +89,8 @@ pub struct Messages {
     depth_wake: Notify,
     /// A file may be due for download (a new job, a new session).
     media_wake: Notify,
+    /// Received files on disk (`<data_dir>/media`).
+    spool: media::spool::Spool,
     /// Receipts and server acks of the running session, for the outbox.
     session_events: mpsc::UnboundedSender<Arc<Event>>,
     commands: Commands,
@@ -143,6 +145,7 @@ impl Messages {
         let (client, _) = watch::channel(None);
         let (report, _) = watch::channel(MessageHealth::default());
         let (session_events, events_rx) = mpsc::unbounded_channel();
+        let spool = media::spool::Spool::new(&config.storage.data_dir);
         let messages = Arc::new(Messages {
             config,
             store,
@@ -154,6 +157,7 @@ impl Messages {
             outbox_wake: Notify::new(),
             depth_wake: Notify::new(),
             media_wake: Notify::new(),
+            spool,
             session_events,
             commands,
             registrations: std::sync::Mutex::default(),
@@ -283,6 +287,17 @@ async fn report_depths(messages: Arc<Messages>) {
         let _ = tokio::time::timeout(DEPTH_IDLE_REFRESH, messages.depth_wake.notified()).await;
         tokio::time::sleep(DEPTH_REFRESH).await;
     }
+}
+
+/// Runs file I/O (the spool, kept records) on tokio's blocking pool:
+/// `f`'s error, or the task's (a panic) as an I/O error, so callers handle
+/// one kind.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// A lock whose holder panicked still guards plain data: keep going.

@@ -56,8 +56,8 @@ pub(super) async fn receipt_photo(
         }
     }
     let file: Vec<u8> = parts.into_iter().flatten().flatten().collect();
-    use sha2::Digest as _;
-    let got = crate::messages::media::spool::hex(&sha2::Sha256::digest(&file));
+    let got =
+        crate::messages::media::spool::sha256_of(file.as_slice()).context("hashing the photo")?;
     if got != sha {
         bail!("the photo's chunks do not make the file HQ was promised");
     }

@@ -463,7 +463,7 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
 }
 
 /// Lowercase hex, the way `sha256sum` prints it.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -85,6 +85,7 @@ use whatsapp_rust::wacore::types::message::{MessageInfo, MessageSource};
 use whatsapp_rust::wacore_binary::JidExt as _;
 use whatsapp_rust::waproto::whatsapp as wa;
 
+pub(crate) use decode::hex;
 use decode::{Content, classify, unwrap};
 
 /// A received file's reference: what a download needs and what HQ is told

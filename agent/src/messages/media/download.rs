@@ -16,8 +16,8 @@ use chrono::Utc;
 use whatsapp_rust::download::{DownloadParams, MediaType};
 use whatsapp_rust::http::HttpStatusError;
 
-use super::spool::Spool;
-use super::{DOWNLOAD_FAILED, GONE, HASH_MISMATCH};
+use super::spool;
+use super::{DOWNLOAD_FAILED, GONE, HASH_MISMATCH, short};
 use crate::messages::Messages;
 
 /// The first retry's wait; each further one doubles it…
@@ -38,7 +38,6 @@ enum Outcome {
 
 /// Runs until the agent stops.
 pub async fn run(messages: Arc<Messages>) {
-    let spool = Spool::new(&messages.config.storage.data_dir);
     let mut connected = messages.client.subscribe();
     loop {
         let client = connected.borrow_and_update().clone();
@@ -59,7 +58,7 @@ pub async fn run(messages: Arc<Messages>) {
             Some(job) => (job.due_at - Utc::now()).to_std().unwrap_or_default(),
         };
         if let Some(job) = job.filter(|_| wait.is_zero()) {
-            let outcome = fetch(&messages, &spool, &client, &job).await;
+            let outcome = fetch(&messages, &client, &job).await;
             settle(&messages, &job, outcome).await;
             continue;
         }
@@ -74,11 +73,10 @@ pub async fn run(messages: Arc<Messages>) {
 /// One try at `job`'s file.
 async fn fetch(
     messages: &Arc<Messages>,
-    spool: &Spool,
     client: &Arc<whatsapp_rust::client::Client>,
     row: &outlet_store::MediaJobRow,
 ) -> Outcome {
-    let job = &row.job;
+    let (job, spool) = (&row.job, &messages.spool);
     // Forwarded or sent again: the spool has it already.
     if spool.len_of(&job.sha256) == Some(job.size) {
         return Outcome::Spooled;
@@ -94,18 +92,14 @@ async fn fetch(
     let cfg = &messages.config.messages;
     let keep = Duration::from_secs(u64::from(cfg.media_keep_days) * 86_400);
     let (max, size) = (cfg.media_spool_max_bytes, job.size);
-    let prune = {
-        let spool = spool.clone();
-        tokio::task::spawn_blocking(move || spool.prune(&in_use, keep, max, size))
-    };
-    match prune.await {
-        Ok(Ok(held)) if held.saturating_add(size) > max => {
+    let pruning = spool.clone();
+    match crate::messages::blocking_io(move || pruning.prune(&in_use, keep, max, size)).await {
+        Ok(held) if held.saturating_add(size) > max => {
             return Outcome::Retry(format!(
                 "the media spool is full ({held} bytes held for undelivered files)"
             ));
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Outcome::Retry(format!("the media spool: {e}")),
+        Ok(_) => {}
         Err(e) => return Outcome::Retry(format!("the media spool: {e}")),
     }
     let (part, file) = match spool.start(&job.sha256) {
@@ -123,14 +117,10 @@ async fn fetch(
             return Outcome::Retry(format!("{e:#}"));
         }
     };
-    let finish = {
-        let (spool, sha) = (spool.clone(), job.sha256.clone());
-        tokio::task::spawn_blocking(move || spool.finish(&sha, &part, file))
-    };
-    match finish.await {
-        Ok(Ok(true)) => Outcome::Spooled,
-        Ok(Ok(false)) => Outcome::GiveUp(HASH_MISMATCH),
-        Ok(Err(e)) => Outcome::Retry(format!("the media spool: {e}")),
+    let (finishing, sha) = (spool.clone(), job.sha256.clone());
+    match crate::messages::blocking_io(move || finishing.finish(&sha, &part, file)).await {
+        Ok(true) => Outcome::Spooled,
+        Ok(false) => Outcome::GiveUp(HASH_MISMATCH),
         Err(e) => Outcome::Retry(format!("the media spool: {e}")),
     }
 }
@@ -183,11 +173,6 @@ pub fn retry_after(attempts: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// The first 12 hex digits: enough to find a file in the spool by.
-fn short(sha256: &str) -> &str {
-    sha256.get(..12).unwrap_or(sha256)
-}
-
 /// whatsapp-rust's download parameters for a job; `None` when its stored
 /// reference is unusable (never written so).
 fn params(job: &outlet_store::MediaJob) -> Option<DownloadParams> {
@@ -200,7 +185,7 @@ fn params(job: &outlet_store::MediaJob) -> Option<DownloadParams> {
         _ => return None,
     };
     // A declared hash that is not a SHA-256 could never be checked.
-    if !super::spool::is_sha256(&job.sha256) {
+    if !spool::is_sha256(&job.sha256) {
         return None;
     }
     let sha = unhex(&job.sha256)?;

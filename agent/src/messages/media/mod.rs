@@ -64,6 +64,12 @@ pub const DOWNLOAD_FAILED: &str = "download_failed";
 /// For a spooled file that went before it was published (deleted by hand).
 pub const NOT_HELD: &str = "not_held";
 
+/// The first 12 hex digits of a file's SHA-256: enough to find it in the
+/// spool by, in a log line.
+pub fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
 /// The job the inbox commits for a received file, or `None` when files are
 /// not fetched (`media_max_file_bytes = 0`). A file over the limit gets a
 /// job that only reports `too_large`.

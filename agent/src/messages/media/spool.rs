@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::CHUNK_BYTES;
+use crate::messages::inbound::hex;
 
 /// The spool directory of a data directory.
 #[derive(Debug, Clone)]
@@ -214,11 +215,6 @@ pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

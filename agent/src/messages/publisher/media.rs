@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use rumqttc::QoS;
 
 use super::{Publisher, lock};
-use crate::messages::media::{self, spool::Spool};
+use crate::messages::media::{self, spool};
 
 /// Parts handed to the client and not yet acknowledged, at most: 1 MiB of
 /// chunks.
@@ -91,7 +91,7 @@ impl Publisher {
                 out.stored = first_unacked;
                 if first_unacked >= out.parts {
                     tracing::info!(
-                        sha256 = %out.row.job.sha256.get(..12).unwrap_or_default(),
+                        sha256 = %media::short(&out.row.job.sha256),
                         parts = out.parts,
                         "media: HQ's broker has the file"
                     );
@@ -133,7 +133,6 @@ impl Publisher {
             };
             self.media = Some(out);
         }
-        let spool = Spool::new(&self.messages.config.storage.data_dir);
         let topics = self.messages.topics.clone();
         while let Some(out) = self.media.as_mut() {
             if out.in_flight.len() >= MEDIA_WINDOW || out.next >= out.parts {
@@ -150,30 +149,15 @@ impl Publisher {
                 (topics.message_media(), body.to_string().into_bytes())
             } else {
                 let (sha, index, chunk) = (out.row.job.sha256.clone(), part - 1, out.chunk);
-                let read = {
-                    let spool = spool.clone();
-                    let sha = sha.clone();
-                    tokio::task::spawn_blocking(move || spool.chunk(&sha, index, chunk)).await
-                };
-                match read {
-                    Ok(Ok(chunk)) => (topics.media_chunk(&sha, index), chunk),
-                    other => {
-                        let error = match other {
-                            Ok(Err(e)) => e.to_string(),
-                            Err(e) => e.to_string(),
-                            Ok(Ok(_)) => String::new(),
-                        };
+                let (reading, name) = (self.messages.spool.clone(), sha.clone());
+                match crate::messages::blocking_io(move || reading.chunk(&name, index, chunk)).await
+                {
+                    Ok(chunk) => (topics.media_chunk(&sha, index), chunk),
+                    Err(error) => {
                         tracing::warn!(%error, "media: a spooled file cannot be read; HQ is told");
                         let id = out.row.id;
                         self.media = None;
-                        if let Err(e) = self
-                            .messages
-                            .store
-                            .media_give_up(id, media::NOT_HELD.to_string())
-                            .await
-                        {
-                            tracing::warn!(error = %e, "media: cannot record a lost file");
-                        }
+                        self.lost(id).await;
                         return;
                     }
                 }
@@ -197,25 +181,17 @@ impl Publisher {
     /// The job as it is to be published, or `None` (reported as lost) when
     /// its file is no longer in the spool.
     async fn start_job(&mut self, row: outlet_store::MediaJobRow) -> Option<MediaOut> {
-        let spool = Spool::new(&self.messages.config.storage.data_dir);
         let chunk = media::chunk_bytes(self.messages.config.mqtt.max_packet_bytes);
         let (parts, size) = if row.state == outlet_store::MediaState::Report {
             (1, 0)
         } else {
-            match spool.len_of(&row.job.sha256) {
+            match self.messages.spool.len_of(&row.job.sha256) {
                 Some(size) => (1 + media::chunk_count(size, chunk), size),
                 None => {
                     tracing::warn!(
                         "media: a fetched file left the spool before it was published; HQ is told"
                     );
-                    if let Err(e) = self
-                        .messages
-                        .store
-                        .media_give_up(row.id, media::NOT_HELD.to_string())
-                        .await
-                    {
-                        tracing::warn!(error = %e, "media: cannot record a lost file");
-                    }
+                    self.lost(row.id).await;
                     return None;
                 }
             }
@@ -233,17 +209,28 @@ impl Publisher {
         })
     }
 
+    /// Job `id`'s file is no longer in the spool: HQ is told it is not held.
+    async fn lost(&self, id: i64) {
+        if let Err(e) = self
+            .messages
+            .store
+            .media_give_up(id, media::NOT_HELD.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "media: cannot record a lost file");
+        }
+    }
+
     /// `request/media`: the file `sha256` published again while the spool
     /// holds it.
     pub(super) async fn media_again(&mut self, sha256: String) -> crate::command::CommandResult {
         use crate::command::CommandError;
-        if !media::spool::is_sha256(&sha256) {
+        if !spool::is_sha256(&sha256) {
             return Err(CommandError::InvalidFormat(
                 "sha256 is 64 lower-case hex digits".into(),
             ));
         }
-        let spool = Spool::new(&self.messages.config.storage.data_dir);
-        let Some(size) = spool.len_of(&sha256) else {
+        let Some(size) = self.messages.spool.len_of(&sha256) else {
             return Err(CommandError::Refused(format!(
                 "{}: the spool does not hold that file",
                 media::NOT_HELD
