@@ -248,11 +248,7 @@ async fn a_file_gone_from_the_server_is_reported_once() {
         .media()
         .fail_next(Some("404".parse().expect("a fault")));
     let gone = file_bytes(20_000, 4);
-    let gone_id = server
-        .contacts()
-        .send_file(BUDI, "hilang.jpg", &gone, "")
-        .await
-        .expect("Budi sends");
+    let gone_id = budi_sends(&server, "hilang.jpg", &gone).await;
     let report = hq
         .seen_or_wait("the gone file's report", WAIT, |m| {
             m.topic == media_topic && m.json()["id"] == json!(gone_id)
@@ -265,11 +261,7 @@ async fn a_file_gone_from_the_server_is_reported_once() {
 
     // The next file is fetched as usual.
     let ok = file_bytes(50_000, 5);
-    let ok_id = server
-        .contacts()
-        .send_file(BUDI, "utuh.jpg", &ok, "")
-        .await
-        .expect("Budi sends");
+    let ok_id = budi_sends(&server, "utuh.jpg", &ok).await;
     let announced = hq
         .seen_or_wait("the second file's announcement", WAIT, |m| {
             m.topic == media_topic && m.json()["id"] == json!(ok_id)
@@ -311,7 +303,7 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
 
     // Killed as the message arrives: the download is under way or not begun.
     let first = file_bytes(2 * 1024 * 1024, 6);
-    let first_id = send_pdf(&server, "satu.pdf", &first).await;
+    let first_id = budi_sends(&server, "satu.pdf", &first).await;
     let topic = outlet.topic("message/in");
     hq.seen_or_wait("the first file's message/in", WAIT, |m| {
         m.topic == topic && m.json()["id"] == json!(first_id)
@@ -325,7 +317,7 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
 
     // Killed while its chunks go out: the rest follows after the restart.
     let second = file_bytes(3 * 1024 * 1024, 7);
-    send_pdf(&server, "dua.pdf", &second).await;
+    budi_sends(&server, "dua.pdf", &second).await;
     first_chunk(&mut hq, &outlet, &second).await;
     kill_and_restart(&mut agent).await;
     let got = saver
@@ -336,7 +328,7 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
     // HQ's saver killed while a file's chunks arrive: the next run (same
     // session) has the rest from the broker and asks for the file again.
     let third = file_bytes(3 * 1024 * 1024, 8);
-    send_pdf(&server, "tiga.pdf", &third).await;
+    budi_sends(&server, "tiga.pdf", &third).await;
     first_chunk(&mut hq, &outlet, &third).await;
     drop(saver);
     saver = Saver::start(&outlet.broker, save.path(), &saver_id);
@@ -350,8 +342,9 @@ async fn sigkills_while_files_are_fetched_and_published_lose_none() {
     outlet.clean_up().await;
 }
 
-/// Budi sends `bytes` as the document `name`; its message id.
-async fn send_pdf(server: &FakeServer, name: &str, bytes: &[u8]) -> String {
+/// Budi sends `bytes` as the file `name` (its kind from the extension),
+/// without a caption; its message id.
+async fn budi_sends(server: &FakeServer, name: &str, bytes: &[u8]) -> String {
     server
         .contacts()
         .send_file(BUDI, name, bytes, "")
