@@ -11,44 +11,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use whatsapp_rust::wacore::net as wacore_net;
 use whatsapp_rust_ureq_http_client::UreqHttpClient;
+
+use crate::mqtt::options::{OptionsError, read_certs};
 
 /// The longest a read or write may stall.
 pub const STALL: Duration = Duration::from_secs(60);
 /// The longest a connection may take to open.
 pub const CONNECT: Duration = Duration::from_secs(20);
 
-/// Why the media client could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum MediaHttpError {
-    #[error("whatsapp.media_ca_file {path}: {error}")]
-    CaFile { path: String, error: String },
-}
-
 /// The client for a session. `media_ca_file`: trust only the certificates
-/// in that PEM file.
-pub fn client(media_ca_file: Option<&std::path::Path>) -> Result<UreqHttpClient, MediaHttpError> {
+/// in that PEM file (read as the MQTT link's CA files are; an error names
+/// the key and the file).
+pub fn client(media_ca_file: Option<&std::path::Path>) -> Result<UreqHttpClient, OptionsError> {
     let roots = match media_ca_file {
         None => RootCerts::WebPki,
         Some(path) => {
-            let ca_error = |error: String| MediaHttpError::CaFile {
-                path: path.display().to_string(),
-                error,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(PemItem::Certificate(cert)) => certs.push(cert),
-                    Ok(_) => {}
-                    Err(e) => return Err(ca_error(e.to_string())),
-                }
-            }
-            if certs.is_empty() {
-                return Err(ca_error("no certificate in it".into()));
-            }
+            let certs = read_certs("whatsapp.media_ca_file", path)?
+                .iter()
+                .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+                .collect();
             RootCerts::Specific(Arc::new(certs))
         }
     };
@@ -130,5 +114,29 @@ impl wacore_net::HttpClient for MediaHttp {
         content_length: u64,
     ) -> anyhow::Result<wacore_net::HttpResponse> {
         self.inner()?.execute_upload(request, body, content_length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_ca_file_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let missing = dir.path().join("missing.pem");
+        let Err(e) = client(Some(&missing)) else {
+            panic!("a missing file is an error");
+        };
+        let e = e.to_string();
+        assert!(e.contains("whatsapp.media_ca_file"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("written");
+        let Err(e) = client(Some(&empty)) else {
+            panic!("a file without a certificate is an error");
+        };
+        let e = e.to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        assert!(client(None).is_ok());
     }
 }
